@@ -1,0 +1,23 @@
+"""Diffusion priors and score-distillation guidance (installed as ``text3d.guidance``)."""
+
+from .priors import DTYPE_CHOICES, DiffusionPrior, freeze, no_transformers_progress_bars, resolve_dtype
+from .prompts import VIEWS, PromptingConfig, PromptProcessor, check_prompting_config, wrap_azimuth
+from .sds import WEIGHTINGS, SDSConfig, SDSGuidance, check_sds_config
+from .stable_diffusion import (
+    DEFAULT_MODEL,
+    WITHDRAWN_MODELS,
+    StableDiffusionPrior,
+    StableDiffusionPriorConfig,
+    check_model_id,
+    load_sd_components,
+    resolve_model_folder,
+)
+from .tiny import TINY_MODEL_NAME, build_tiny_sd_pipeline, ensure_tiny_sd, save_tiny_sd, tiny_sd_cache_dir
+
+__all__ = [
+    "DEFAULT_MODEL", "DTYPE_CHOICES", "TINY_MODEL_NAME", "VIEWS", "WEIGHTINGS", "WITHDRAWN_MODELS",
+    "DiffusionPrior", "PromptProcessor", "PromptingConfig", "SDSConfig", "SDSGuidance", "StableDiffusionPrior",
+    "StableDiffusionPriorConfig", "build_tiny_sd_pipeline", "check_model_id", "check_prompting_config",
+    "check_sds_config", "ensure_tiny_sd", "freeze", "load_sd_components", "no_transformers_progress_bars",
+    "resolve_dtype", "resolve_model_folder", "save_tiny_sd", "tiny_sd_cache_dir", "wrap_azimuth",
+]

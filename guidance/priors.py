@@ -1,0 +1,293 @@
+"""The interface every frozen diffusion prior offers to the guidances.
+
+A prior wraps a denoising UNet trained with the DDPM forward process
+``x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps`` and exposes just what score distillation,
+posterior distillation and multi-view sampling need:
+
+- ``encode_images`` / ``decode``: renders in ``[0, 1]`` <-> the space ``x_0`` lives in (VAE latents
+  for Stable Diffusion, the image itself in ``[-1, 1]`` for a pixel-space prior);
+- ``encode_text``: prompt strings -> cross-attention embeddings, cached per string;
+- ``predict_noise`` / ``predict_noise_cfg``: the noise estimate, always returned as an epsilon
+  prediction in float32 whatever the model was trained to predict;
+- ``add_noise`` / ``predict_x0`` and the schedule tensors ``alphas_cumprod``, ``alphas``, ``betas``.
+
+Priors are plain objects, not ``nn.Module`` s: their weights are frozen and must never end up in
+an optimizer or a training checkpoint. ``prior.unet`` is a diffusers ``UNet2DConditionModel``, so
+attention processors can be swapped with ``prior.unet.set_attn_processor``.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import logging
+from typing import TYPE_CHECKING, Dict, Iterator, List, Optional, Sequence, Union
+
+import torch
+from torch import Tensor, nn
+
+from text3d.errors import ConfigError
+
+if TYPE_CHECKING:
+    from text3d.cameras import Cameras
+
+logger = logging.getLogger(__name__)
+
+DTYPE_CHOICES = ("auto", "float32", "float16", "bfloat16")
+"""Valid values of a prior's ``dtype`` config key."""
+
+Timesteps = Union[int, Tensor]
+
+
+def resolve_dtype(name: str, device: torch.device, key: str = "prior.dtype") -> torch.dtype:
+    """Turn a ``dtype`` config value into a torch dtype.
+
+    ``auto`` is float16 on CUDA and float32 elsewhere (half precision is slow or unsupported in
+    many CPU kernels).
+
+    Raises:
+        ConfigError: ``name`` is not one of :data:`DTYPE_CHOICES`.
+    """
+    if name not in DTYPE_CHOICES:
+        raise ConfigError(f"{key}: unknown value {name!r}; valid choices: {', '.join(DTYPE_CHOICES)}")
+    if name == "auto":
+        return torch.float16 if torch.device(device).type == "cuda" else torch.float32
+    return getattr(torch, name)
+
+
+def freeze(*modules: Optional[nn.Module]) -> None:
+    """Put modules in eval mode and turn off gradients of all their parameters."""
+    for module in modules:
+        if module is not None:
+            module.requires_grad_(False)
+            module.eval()
+
+
+@contextlib.contextmanager
+def no_transformers_progress_bars() -> Iterator[None]:
+    """Silence transformers' per-call progress bars ("Loading weights", "Writing model shards").
+
+    Library code draws no progress bars; transformers offers only a process-wide switch, so it
+    is turned off for the duration and restored afterwards.
+    """
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
+class DiffusionPrior(abc.ABC):
+    """A frozen, text-conditioned (optionally camera-conditioned) epsilon-prediction prior.
+
+    Subclasses load their weights, then call ``super().__init__`` with the loaded modules, and
+    implement :meth:`encode_images` and :meth:`decode`. Camera-conditioned priors also override
+    :meth:`camera_class_labels`.
+
+    Attributes:
+        unet: the denoiser, a diffusers ``UNet2DConditionModel`` (frozen).
+        scheduler: a diffusers scheduler built from the model's scheduler config (DDIM for the
+            built-in priors); use it for sampling loops, read the schedule from the tensors below.
+        text_encoder, tokenizer: the CLIP text path feeding the UNet's cross-attention.
+        num_train_timesteps: ``T``, the number of training timesteps (1000 for SD).
+        alphas_cumprod: ``[T]`` float32 on ``device``, ``abar_t``.
+        alphas: ``[T]`` float32 on ``device``, single-step ``alpha_t = 1 - beta_t``.
+        betas: ``[T]`` float32 on ``device``.
+        prediction_type: what the UNet predicts (``epsilon``, ``v_prediction`` or ``sample``).
+        device: where the modules live.
+        dtype: the modules' dtype; inputs are cast to it, outputs come back as float32.
+        image_size: renders are resized to ``image_size`` x ``image_size`` before encoding.
+        x0_channels, x0_size: ``x_0`` is ``[B, x0_channels, x0_size, x0_size]``.
+        latent_space: True when ``x_0`` is a VAE latent, False when it is the image in [-1, 1].
+    """
+
+    latent_space: bool = False
+
+    def __init__(self, *, unet: nn.Module, scheduler, text_encoder: nn.Module, tokenizer,
+                 device: torch.device, dtype: torch.dtype, image_size: int, x0_size: int):
+        freeze(unet, text_encoder)
+        self.unet, self.scheduler = unet, scheduler
+        self.text_encoder, self.tokenizer = text_encoder, tokenizer
+        self.device, self.dtype = torch.device(device), dtype
+        self.image_size, self.x0_size = int(image_size), int(x0_size)
+        self.x0_channels = int(unet.config.in_channels)
+        self.num_train_timesteps = int(scheduler.config.num_train_timesteps)
+        self.prediction_type = str(scheduler.config.prediction_type)
+        as_f32 = lambda t: t.detach().to(device=self.device, dtype=torch.float32)  # noqa: E731
+        self.alphas_cumprod = as_f32(scheduler.alphas_cumprod)
+        self.alphas = as_f32(scheduler.alphas)
+        self.betas = as_f32(scheduler.betas)
+        self._text_cache: Dict[str, Tensor] = {}
+
+    # ----------------------------------------------------------------------------------------
+    # Images <-> x_0
+    @abc.abstractmethod
+    def encode_images(self, images: Tensor, generator: Optional[torch.Generator] = None) -> Tensor:
+        """Map renders to ``x_0``, differentiably with respect to ``images``.
+
+        Args:
+            images: ``[B, 3, H, W]`` in ``[0, 1]``, any resolution (resized to ``image_size``).
+            generator: CPU generator for any sampling (e.g. the VAE posterior); ``None`` takes
+                the deterministic mode instead of a sample.
+
+        Returns:
+            ``[B, x0_channels, x0_size, x0_size]`` float32.
+        """
+
+    @abc.abstractmethod
+    def decode(self, x0: Tensor) -> Tensor:
+        """Map ``x_0`` ``[B, C, h, w]`` back to images ``[B, 3, image_size, image_size]`` in ``[0, 1]``, float32."""
+
+    # ----------------------------------------------------------------------------------------
+    # Text
+    @torch.no_grad()
+    def encode_text(self, prompts: Sequence[str]) -> Tensor:
+        """Embed prompts for cross-attention; each distinct string is encoded once and cached.
+
+        Args:
+            prompts: ``B`` strings (``""`` is the unconditional prompt).
+
+        Returns:
+            ``[B, L, D]`` in the prior's dtype on its device (``L`` = the tokenizer's max length).
+        """
+        if isinstance(prompts, str):
+            raise TypeError(f"encode_text expects a list of strings, got the string {prompts!r}")
+        missing = list(dict.fromkeys(p for p in prompts if p not in self._text_cache))
+        if missing:
+            for prompt, emb in zip(missing, self._encode_text_uncached(missing)):
+                self._text_cache[prompt] = emb
+        return torch.stack([self._text_cache[p] for p in prompts])
+
+    def _encode_text_uncached(self, prompts: List[str]) -> Tensor:
+        tokens = self.tokenizer(prompts, padding="max_length", max_length=self.tokenizer.model_max_length,
+                                truncation=True, return_tensors="pt")
+        mask = None
+        if getattr(self.text_encoder.config, "use_attention_mask", False):
+            mask = tokens.attention_mask.to(self.device)
+        out = self.text_encoder(tokens.input_ids.to(self.device), attention_mask=mask)
+        return out[0].to(self.dtype)
+
+    def clear_text_cache(self) -> None:
+        """Forget all cached prompt embeddings."""
+        self._text_cache.clear()
+
+    # ----------------------------------------------------------------------------------------
+    # Noise prediction
+    def camera_class_labels(self, cameras: Optional["Cameras"]) -> Optional[Tensor]:
+        """Hook for camera-conditioned priors: turn cameras into the UNet's ``class_labels``.
+
+        Args:
+            cameras: ``B`` cameras (anything with ``azimuth`` and ``elevation`` ``[B]`` tensors,
+                degrees), or ``None``.
+
+        Returns:
+            ``[B, ...]`` class labels for ``unet(..., class_labels=...)``, or ``None`` for priors
+            without camera conditioning (the default: ``cameras`` is ignored).
+        """
+        return None
+
+    def predict_noise(self, x_t: Tensor, t: Timesteps, text_embeddings: Tensor,
+                      cameras: Optional["Cameras"] = None) -> Tensor:
+        """One UNet evaluation, without gradient, as an epsilon prediction.
+
+        Args:
+            x_t: ``[B, C, h, w]`` noisy samples.
+            t: ``[B]`` integer timesteps in ``[0, T)``, or one int for the whole batch.
+            text_embeddings: ``[B, L, D]`` (or ``[1, L, D]``, broadcast) from :meth:`encode_text`.
+            cameras: ``B`` cameras, for camera-conditioned priors.
+
+        Returns:
+            ``[B, C, h, w]`` float32 predicted noise.
+        """
+        t = self._timesteps(t, x_t.shape[0])
+        emb = self._expand(text_embeddings, x_t.shape[0], "text_embeddings")
+        return self._eps(x_t, t, emb, self.camera_class_labels(cameras))
+
+    def predict_noise_cfg(self, x_t: Tensor, t: Timesteps, cond: Tensor, uncond: Tensor,
+                          guidance_scale: float, cameras: Optional["Cameras"] = None) -> Tensor:
+        """Classifier-free-guided noise from one batched UNet call on ``[uncond, cond]``.
+
+        ``eps_hat = eps_u + s * (eps_c - eps_u)`` (the diffusers convention). threestudio writes
+        ``eps_c + s' * (eps_c - eps_u)``, so its scale ``s'`` is ``s - 1`` here: threestudio's
+        ``guidance_scale: 100`` is ``101`` in this convention (the difference is negligible at 100).
+
+        Args:
+            x_t: ``[B, C, h, w]`` noisy samples.
+            t: ``[B]`` integer timesteps, or one int.
+            cond, uncond: ``[B, L, D]`` (or ``[1, L, D]``) conditional / unconditional embeddings.
+            guidance_scale: ``s``; 1 means no guidance, 0 the unconditional prediction.
+            cameras: ``B`` cameras, given to both halves (camera conditioning is never dropped).
+
+        Returns:
+            ``[B, C, h, w]`` float32 guided noise.
+        """
+        B = x_t.shape[0]
+        t = self._timesteps(t, B)
+        emb = torch.cat([self._expand(uncond, B, "uncond"), self._expand(cond, B, "cond")])
+        labels = self.camera_class_labels(cameras)
+        if labels is not None:
+            labels = torch.cat([labels, labels])
+        eps = self._eps(torch.cat([x_t, x_t]), torch.cat([t, t]), emb, labels)
+        eps_u, eps_c = eps.chunk(2)
+        return eps_u + guidance_scale * (eps_c - eps_u)
+
+    @torch.no_grad()
+    def _eps(self, x_t: Tensor, t: Tensor, emb: Tensor, class_labels: Optional[Tensor]) -> Tensor:
+        out = self.unet(x_t.to(self.dtype), t, encoder_hidden_states=emb.to(self.dtype),
+                        class_labels=class_labels).sample.float()
+        if out.shape[1] == 2 * x_t.shape[1]:  # learned-variance models also output the variance
+            out = out[:, : x_t.shape[1]]
+        return self._to_epsilon(out, x_t.float(), t)
+
+    def _to_epsilon(self, out: Tensor, x_t: Tensor, t: Tensor) -> Tensor:
+        abar = self._abar(t)
+        if self.prediction_type == "epsilon":
+            return out
+        if self.prediction_type == "v_prediction":  # v = sqrt(abar) eps - sqrt(1-abar) x_0
+            return abar.sqrt() * out + (1 - abar).sqrt() * x_t
+        if self.prediction_type == "sample":
+            return (x_t - abar.sqrt() * out) / (1 - abar).sqrt()
+        raise ValueError(f"unsupported scheduler prediction_type {self.prediction_type!r}")
+
+    # ----------------------------------------------------------------------------------------
+    # Forward process
+    def add_noise(self, x0: Tensor, eps: Tensor, t: Timesteps) -> Tensor:
+        """``x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps``, differentiable in ``x0`` and ``eps``.
+
+        Args:
+            x0, eps: ``[B, C, h, w]``.
+            t: ``[B]`` integer timesteps, or one int.
+
+        Returns:
+            ``[B, C, h, w]`` float32.
+        """
+        abar = self._abar(self._timesteps(t, x0.shape[0]))
+        return abar.sqrt() * x0.float() + (1 - abar).sqrt() * eps.float()
+
+    def predict_x0(self, x_t: Tensor, eps: Tensor, t: Timesteps) -> Tensor:
+        """Tweedie's estimate ``x0_hat = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t)``, float32 ``[B, C, h, w]``."""
+        abar = self._abar(self._timesteps(t, x_t.shape[0]))
+        return (x_t.float() - (1 - abar).sqrt() * eps.float()) / abar.sqrt()
+
+    # ----------------------------------------------------------------------------------------
+    # Helpers
+    def _abar(self, t: Tensor) -> Tensor:
+        return self.alphas_cumprod[t].view(-1, 1, 1, 1)
+
+    def _timesteps(self, t: Timesteps, batch: int) -> Tensor:
+        t = torch.as_tensor(t, dtype=torch.long).to(self.device)
+        if t.ndim == 0:
+            t = t.expand(batch)
+        if t.shape != (batch,):
+            raise ValueError(f"expected {batch} timesteps, got shape {tuple(t.shape)}")
+        return t
+
+    @staticmethod
+    def _expand(emb: Tensor, batch: int, name: str) -> Tensor:
+        if emb.ndim != 3 or emb.shape[0] not in (1, batch):
+            raise ValueError(f"{name}: expected shape ({batch} or 1, L, D), got {tuple(emb.shape)}")
+        return emb.expand(batch, -1, -1)

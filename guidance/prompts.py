@@ -1,0 +1,123 @@
+"""Prompt processing: view-dependent prompts and their cached embeddings.
+
+DreamFusion's remedy for multi-faced (Janus) objects: append the camera's view to the prompt,
+``"<prompt>, front view"`` / ``", side view"`` / ``", back view"`` by azimuth and
+``", overhead view"`` above an elevation threshold (threestudio's defaults: 45 / 45 / 60 degrees).
+Azimuth 0 looks at the object's front (see :mod:`text3d.cameras`).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import List, Optional, Tuple
+
+import torch
+from torch import Tensor
+
+from text3d.errors import ConfigError
+
+from .priors import DiffusionPrior
+
+logger = logging.getLogger(__name__)
+
+VIEWS = ("front", "side", "back", "overhead")
+"""View labels, in the order of :meth:`PromptProcessor.view_indices`."""
+
+
+@dataclass
+class PromptingConfig:
+    """How prompts are turned into per-view conditioning (config section ``prompting``)."""
+
+    view_dependent: bool = True
+    """Append ``, front view`` / ``, side view`` / ``, back view`` / ``, overhead view`` by camera pose."""
+    front_threshold: float = 45.0
+    """Degrees: ``|azimuth| <= front_threshold`` is a front view."""
+    back_threshold: float = 45.0
+    """Degrees: ``|azimuth| >= 180 - back_threshold`` is a back view; in between is a side view."""
+    overhead_threshold: float = 60.0
+    """Degrees: ``elevation > overhead_threshold`` is an overhead view (takes precedence over azimuth)."""
+
+
+def check_prompting_config(cfg: PromptingConfig, key: str = "prompting") -> None:
+    """Raise :class:`ConfigError` for thresholds that leave views undefined or overlapping."""
+    for name in ("front_threshold", "back_threshold"):
+        value = getattr(cfg, name)
+        if not 0.0 <= value <= 180.0:
+            raise ConfigError(f"{key}.{name}: expected degrees in [0, 180], got {value}")
+    if cfg.front_threshold + cfg.back_threshold > 180.0:
+        raise ConfigError(f"{key}.front_threshold + {key}.back_threshold: must be <= 180 so front and back "
+                          f"views do not overlap, got {cfg.front_threshold} + {cfg.back_threshold}")
+    if not -90.0 <= cfg.overhead_threshold <= 90.0:
+        raise ConfigError(f"{key}.overhead_threshold: expected degrees in [-90, 90], got {cfg.overhead_threshold}")
+
+
+def wrap_azimuth(azimuth: Tensor) -> Tensor:
+    """Azimuth in degrees wrapped to ``(-180, 180]``."""
+    return 180.0 - torch.remainder(180.0 - azimuth, 360.0)
+
+
+class PromptProcessor:
+    """Embeddings of one prompt's view-dependent variants and of the negative prompt.
+
+    All variants are embedded once at construction (the prior also caches by string, so another
+    processor with the same prompt costs nothing); calls only index into them.
+
+    Args:
+        prior: the prior whose text encoder embeds the prompts.
+        prompt: the text prompt.
+        negative_prompt: prompt of the unconditional branch of classifier-free guidance;
+            ``""`` is the true unconditional.
+        cfg: prompting options; ``None`` uses the defaults of :class:`PromptingConfig`.
+    """
+
+    def __init__(self, prior: DiffusionPrior, prompt: str, negative_prompt: str = "",
+                 cfg: Optional[PromptingConfig] = None):
+        cfg = cfg if cfg is not None else PromptingConfig()
+        check_prompting_config(cfg)
+        self.prior, self.prompt, self.negative_prompt, self.cfg = prior, prompt, negative_prompt, cfg
+        self.prompts: List[str] = [f"{prompt}, {v} view" for v in VIEWS] if cfg.view_dependent else [prompt]
+        embeddings = prior.encode_text(self.prompts + [negative_prompt])
+        self.cond_embeddings = embeddings[:-1]  # [V, L, D]
+        self.uncond_embedding = embeddings[-1:]  # [1, L, D]
+
+    def view_indices(self, elevation: Tensor, azimuth: Tensor) -> Tensor:
+        """``[B]`` long indices into :data:`VIEWS` (all 0 without view-dependent prompting).
+
+        Args:
+            elevation, azimuth: ``[B]`` degrees; azimuth is wrapped to ``(-180, 180]``.
+        """
+        if elevation.shape != azimuth.shape or elevation.ndim != 1:
+            raise ValueError(f"expected elevation and azimuth of shape [B], got {tuple(elevation.shape)} "
+                             f"and {tuple(azimuth.shape)}")
+        if not self.cfg.view_dependent:
+            return torch.zeros(azimuth.shape, dtype=torch.long, device=azimuth.device)
+        az = wrap_azimuth(azimuth.float()).abs()
+        idx = torch.full(az.shape, VIEWS.index("side"), dtype=torch.long, device=az.device)
+        idx[az <= self.cfg.front_threshold] = VIEWS.index("front")
+        idx[az >= 180.0 - self.cfg.back_threshold] = VIEWS.index("back")
+        idx[elevation.to(az.device) > self.cfg.overhead_threshold] = VIEWS.index("overhead")
+        return idx
+
+    def view_labels(self, elevation: Tensor, azimuth: Tensor) -> List[str]:
+        """The view of each camera (``front`` / ``side`` / ``back`` / ``overhead``; ``none`` if not view-dependent)."""
+        if not self.cfg.view_dependent:
+            return ["none"] * azimuth.shape[0]
+        return [VIEWS[i] for i in self.view_indices(elevation, azimuth).tolist()]
+
+    def prompts_for(self, elevation: Tensor, azimuth: Tensor) -> List[str]:
+        """The prompt string used for each camera."""
+        return [self.prompts[i] for i in self.view_indices(elevation, azimuth).tolist()]
+
+    def __call__(self, elevation: Tensor, azimuth: Tensor) -> Tuple[Tensor, Tensor]:
+        """Conditioning for ``B`` cameras.
+
+        Args:
+            elevation, azimuth: ``[B]`` degrees (e.g. ``cameras.elevation``, ``cameras.azimuth``).
+
+        Returns:
+            ``(cond, uncond)``, each ``[B, L, D]`` on the prior's device, in its dtype.
+        """
+        idx = self.view_indices(elevation, azimuth).to(self.cond_embeddings.device)
+        cond = self.cond_embeddings.index_select(0, idx)
+        return cond, self.uncond_embedding.expand_as(cond)

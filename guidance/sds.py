@@ -1,0 +1,148 @@
+"""Score Distillation Sampling (DreamFusion, Poole et al., ICLR 2023).
+
+For renders ``x = g(theta)`` with ``x_0 = encode(x)``, SDS follows
+``grad_theta L = E_{t, eps}[ w(t) (eps_hat(x_t; y, t) - eps) d x_0 / d theta ]`` with no gradient
+through the denoiser. It is applied through the surrogate
+``loss = 0.5 * sum((x_0 - sg(x_0 - grad))^2) / B`` whose gradient with respect to ``x_0`` is
+exactly ``grad / B`` (sum over elements, mean over the batch; learning rates depend on this).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Dict, Optional
+
+import torch
+from torch import Tensor
+
+from text3d.errors import ConfigError
+from text3d.registry import GUIDANCES
+from text3d.schedules import LinearSchedule
+
+from .priors import DiffusionPrior
+
+logger = logging.getLogger(__name__)
+
+WEIGHTINGS: Dict[str, Callable[[Tensor], Tensor]] = {
+    "sds": lambda abar: 1.0 - abar,
+    "uniform": lambda abar: torch.ones_like(abar),
+    "fantasia3d": lambda abar: abar.sqrt() * (1.0 - abar),
+}
+"""``w(t)`` as a function of ``abar_t``: DreamFusion's ``1 - abar``, constant 1, or Fantasia3D's
+``sqrt(abar) (1 - abar)``."""
+
+
+@dataclass
+class SDSConfig:
+    """Score Distillation Sampling guidance."""
+
+    type: str = "sds"
+    """Guidance type; selects this class."""
+    guidance_scale: float = 100.0
+    """Classifier-free guidance scale ``s`` in the diffusers convention ``eps_u + s (eps_c - eps_u)``;
+    threestudio's ``s'`` is ``s - 1`` here (its 100 is 101 here)."""
+    weighting: str = "sds"
+    """``w(t)``: ``sds`` (1 - abar_t), ``uniform`` (1) or ``fantasia3d`` (sqrt(abar_t) (1 - abar_t))."""
+    t_min: LinearSchedule = field(default_factory=lambda: LinearSchedule.constant(0.02))
+    """Smallest timestep as a fraction of T (a number or a schedule over training steps)."""
+    t_max: LinearSchedule = field(default_factory=lambda: LinearSchedule.constant(0.98))
+    """Largest timestep as a fraction of T (a number or a schedule; anneal it down for finer detail late)."""
+    grad_clip: Optional[float] = None
+    """Clamp each element of the SDS gradient to [-grad_clip, grad_clip]; ``None`` = no clipping."""
+    batch_t: bool = True
+    """Draw a separate timestep per batch element (threestudio); False shares one t across the batch."""
+
+
+def check_sds_config(cfg: SDSConfig, key: str = "guidance") -> None:
+    """Raise :class:`ConfigError` for an unknown weighting, a bad t range or a non-positive clip."""
+    if cfg.weighting not in WEIGHTINGS:
+        raise ConfigError(f"{key}.weighting: unknown value {cfg.weighting!r}; valid choices: {', '.join(WEIGHTINGS)}")
+    if cfg.grad_clip is not None and not cfg.grad_clip > 0:
+        raise ConfigError(f"{key}.grad_clip: expected a positive number or null, got {cfg.grad_clip}")
+    for name in ("t_min", "t_max"):
+        sched = getattr(cfg, name)
+        for value in (sched.start, sched.end):
+            if not 0.0 <= value <= 1.0:
+                raise ConfigError(f"{key}.{name}: expected fractions of T in [0, 1], got {value}")
+    # Both schedules are piecewise linear with kinks only at their own steps, so checking there suffices.
+    steps = {0, cfg.t_min.start_step, cfg.t_min.end_step, cfg.t_max.start_step, cfg.t_max.end_step}
+    for step in sorted(steps):
+        lo, hi = cfg.t_min.value(step), cfg.t_max.value(step)
+        if lo > hi:
+            raise ConfigError(f"{key}.t_min: exceeds {key}.t_max at step {step} ({lo} > {hi})")
+
+
+@GUIDANCES.register("sds", SDSConfig)
+class SDSGuidance:
+    """Score Distillation Sampling on a frozen prior.
+
+    Args:
+        cfg: the guidance section of the config.
+        prior: a loaded prior; the guidance never loads models itself.
+    """
+
+    check_config = staticmethod(check_sds_config)
+
+    def __init__(self, cfg: SDSConfig, prior: DiffusionPrior):
+        check_sds_config(cfg)
+        self.cfg, self.prior = cfg, prior
+        self.weight_fn = WEIGHTINGS[cfg.weighting]
+
+    def t_range(self, step: int) -> tuple[int, int]:
+        """Inclusive integer timestep range ``[floor(t_min T), ceil(t_max T)]`` at ``step``, clipped to ``[0, T-1]``."""
+        T = self.prior.num_train_timesteps
+        lo = math.floor(self.cfg.t_min.value(step) * T + 1e-6)
+        hi = math.ceil(self.cfg.t_max.value(step) * T - 1e-6)
+        hi = min(max(hi, 0), T - 1)
+        return min(max(lo, 0), hi), hi
+
+    def sample_t(self, batch: int, step: int, generator: torch.Generator) -> Tensor:
+        """``[batch]`` long timesteps on CPU, uniform on :meth:`t_range` (shared when ``batch_t`` is False)."""
+        lo, hi = self.t_range(step)
+        n = batch if self.cfg.batch_t else 1
+        t = torch.randint(lo, hi + 1, (n,), generator=generator, dtype=torch.long)
+        return t.expand(batch).clone()
+
+    def __call__(self, images: Tensor, cond: Tensor, uncond: Tensor, step: int, generator: torch.Generator,
+                 cameras=None, t: Optional[Tensor] = None, noise: Optional[Tensor] = None) -> Dict[str, Tensor]:
+        """One SDS evaluation.
+
+        Random draws, in this order, all from ``generator`` (on CPU, then moved): the VAE
+        posterior sample inside ``encode_images``, ``t``, ``eps``.
+
+        Args:
+            images: ``[B, H, W, 3]`` renders in ``[0, 1]``, requiring grad.
+            cond, uncond: ``[B, L, D]`` text embeddings (see :class:`~text3d.guidance.prompts.PromptProcessor`).
+            step: training step, for the annealed t range.
+            generator: CPU generator.
+            cameras: the ``B`` cameras of the renders, for camera-conditioned priors.
+            t: ``[B]`` timesteps to use instead of a random draw (tests).
+            noise: ``[B, C, h, w]`` noise to use instead of a random draw (tests).
+
+        Returns:
+            ``loss``: scalar with ``d loss / d x_0 = grad / B``; ``grad``: ``[B, C, h, w]`` detached
+            ``w(t) (eps_hat - eps)`` after ``nan_to_num`` and clipping; ``t``: ``[B]`` long;
+            ``weights``: ``[B]`` ``w(t)``; ``grad_norm``: scalar, the mean per-sample L2 norm of ``grad``.
+        """
+        if images.ndim != 4 or images.shape[-1] != 3:
+            raise ValueError(f"SDS expects renders of shape [B, H, W, 3], got {tuple(images.shape)}")
+        prior, B = self.prior, images.shape[0]
+        x0 = prior.encode_images(images.permute(0, 3, 1, 2), generator)
+        if t is None:
+            t = self.sample_t(B, step, generator)
+        t = t.to(device=prior.device, dtype=torch.long)
+        if noise is None:
+            noise = torch.randn(x0.shape, generator=generator, dtype=torch.float32)
+        noise = noise.to(device=x0.device, dtype=torch.float32)
+        x_t = prior.add_noise(x0.detach(), noise, t)
+        eps_hat = prior.predict_noise_cfg(x_t, t, cond, uncond, self.cfg.guidance_scale, cameras=cameras)
+        weights = self.weight_fn(prior.alphas_cumprod[t])
+        grad = torch.nan_to_num(weights.view(-1, 1, 1, 1) * (eps_hat - noise))
+        if self.cfg.grad_clip is not None:
+            grad = grad.clamp(-self.cfg.grad_clip, self.cfg.grad_clip)
+        target = (x0 - grad).detach()
+        loss = 0.5 * (x0 - target).pow(2).sum() / B
+        return dict(loss=loss, grad=grad.detach(), t=t, weights=weights,
+                    grad_norm=grad.flatten(1).norm(dim=1).mean().detach())

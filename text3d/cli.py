@@ -1,0 +1,130 @@
+"""The ``text3d`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import List, Optional, Sequence
+
+from .errors import Text3DError
+
+RUN_EPILOG = """\
+overrides:
+  Any config key can be set on the command line as key.path=value (threestudio style):
+    text3d run configs/quickstart.yaml prompt="a blue cone" steps=500 seed=3
+    text3d run configs/dreamfusion-sd.yaml guidance.guidance_scale=50 cameras.width=128
+  Short top-level keys: prompt, negative_prompt, seed, steps, name, tag, device, output_dir.
+  A typo, a wrong type or an unknown component type stops the run before any model loads.
+
+resume:
+  text3d run resume=outputs/<name>/<tag>@<timestamp> [steps=N]
+  continues from the run's last checkpoint with the config saved in that folder.
+
+outputs:
+  outputs/<name>/<tag>@<timestamp>/  config.yaml  ckpts/  validation/  turntable.mp4  turntable.gif  metrics.json
+  The last line printed on success is that folder.
+"""
+
+
+def _split_config_and_overrides(items: Sequence[str]) -> tuple[Optional[str], List[str]]:
+    if items and "=" not in items[0]:
+        return items[0], list(items[1:])
+    return None, list(items)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .run import open_run
+
+    config_path, overrides = _split_config_and_overrides(args.items)
+    if args.print_config:
+        from .config import load_config, to_yaml
+
+        if config_path is None:
+            raise Text3DError("--print-config needs a config file")
+        print(to_yaml(load_config(config_path, overrides)), end="")
+        return 0
+    run = open_run(config_path, overrides)
+    progress = _progress_bar(run) if not args.no_progress else None
+    try:
+        from tqdm.contrib.logging import logging_redirect_tqdm
+
+        with logging_redirect_tqdm():
+            run.fit(progress=progress)
+    except KeyboardInterrupt:
+        print(f"interrupted at step {run.step}; continue with: text3d run resume={run.run_dir}", file=sys.stderr)
+        return 130
+    finally:
+        if progress is not None:
+            progress.close()  # type: ignore[attr-defined]
+    print(run.run_dir)
+    return 0
+
+
+def _progress_bar(run):
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=run.cfg.steps, initial=run.step, desc=run.cfg.name, unit="step", dynamic_ncols=True)
+
+    def update(step: int, losses: dict) -> None:
+        bar.update(step - bar.n)
+        bar.set_postfix(loss=f"{losses['loss']:.4g}", refresh=False)
+
+    update.close = bar.close  # type: ignore[attr-defined]
+    return update
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="text3d",
+        description="Text to 3D with a frozen diffusion prior (SDS on a NeRF), on CPU or GPU.",
+        epilog="Start with: text3d run configs/quickstart.yaml   (see 'text3d run --help')",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    run = sub.add_parser(
+        "run", help="optimise a 3D scene from a config preset",
+        description="Optimise a 3D scene from a YAML config preset and key.path=value overrides.",
+        epilog=RUN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    run.add_argument("items", nargs="*", metavar="CONFIG [key.path=value ...]",
+                     help="a YAML preset (configs/*.yaml) followed by overrides")
+    run.add_argument("--print-config", action="store_true",
+                     help="validate the config (no model loads), print it resolved, and exit")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.set_defaults(func=cmd_run)
+    return parser
+
+
+def _quiet_libraries() -> None:
+    """transformers/diffusers print import-time notices that are not about the user's run."""
+    import os
+
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.getLogger("text3d").setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    _quiet_libraries()
+    if getattr(args, "func", None) is None:
+        parser.print_help()
+        return 2
+    try:
+        return args.func(args)
+    except Text3DError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

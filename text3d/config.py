@@ -1,0 +1,283 @@
+"""Configs: per-component dataclasses, merged from YAML and ``key.path=value`` overrides.
+
+A config file has short top-level keys (``prompt``, ``seed``, ``steps``, ...) and one section per
+component. A component section names its implementation with ``type``; the registry of that stage
+gives the dataclass the section is validated against, so a typo, a wrong type or an unknown
+``type`` fails here, before any model loads, with one line naming the key path and the valid
+choices (:class:`text3d.errors.ConfigError`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+import yaml
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
+
+from . import registry
+from .errors import ConfigError
+from .schedules import LinearSchedule
+
+# Lives with the prompt processor; imported here as the schema of the ``prompting`` section.
+from text3d.guidance.prompts import PromptingConfig, check_prompting_config  # noqa: E402
+
+
+@dataclass
+class OptimizerConfig:
+    """Adam(W) with one learning rate per parameter group."""
+
+    type: str = "adam"
+    """``adam`` or ``adamw``."""
+    lr: Dict[str, float] = field(default_factory=lambda: {"encoding": 0.01, "network": 0.01, "background": 0.001})
+    """Learning rate per parameter group (groups: ``encoding``, ``network`` of the geometry,
+    ``background``). A group missing here uses ``default_lr``."""
+    default_lr: float = 0.01
+    """Learning rate of groups not named in ``lr``."""
+    betas: List[float] = field(default_factory=lambda: [0.9, 0.99])
+    """Adam betas."""
+    eps: float = 1e-15
+    """Adam epsilon (small, as instant-ngp and threestudio use for hash grids)."""
+    weight_decay: float = 0.0
+    """Weight decay (decoupled for ``adamw``)."""
+
+
+@dataclass
+class LossConfig:
+    """Weights of the loss terms; each is a number or a :class:`LinearSchedule`."""
+
+    lambda_sds: LinearSchedule = field(default_factory=lambda: LinearSchedule.constant(1.0))
+    """Weight of the guidance (SDS) loss."""
+    lambda_orient: LinearSchedule = field(default_factory=lambda: LinearSchedule.constant(0.0))
+    """DreamFusion orientation loss (normals facing away from the camera); needs normals."""
+    lambda_sparsity: LinearSchedule = field(default_factory=lambda: LinearSchedule.constant(0.0))
+    """Mean of ``sqrt(opacity^2 + 0.01)`` over pixels: pushes empty space to be empty."""
+    lambda_opaque: LinearSchedule = field(default_factory=lambda: LinearSchedule.constant(0.0))
+    """Binary entropy of the opacity: pushes pixels to be fully opaque or fully empty."""
+
+
+@dataclass
+class TrainerConfig:
+    """Run-loop settings: checkpoints, validation, final media."""
+
+    checkpoint_every: int = 1000
+    """Save a checkpoint every N steps (and always at the end). 0 = only at the end."""
+    keep_checkpoints: int = 2
+    """How many of the newest checkpoints to keep on disk (``last`` always points at the newest)."""
+    val_every: int = 200
+    """Render validation views every N steps into ``validation/``. 0 = never."""
+    val_views: int = 4
+    """Number of validation views (evenly spaced in azimuth)."""
+    val_resolution: int = 128
+    """Side of each validation image in pixels."""
+    turntable_frames: int = 60
+    """Frames of the final turntable video. 0 = no turntable."""
+    turntable_resolution: int = 256
+    """Side of each turntable frame in pixels."""
+    turntable_fps: int = 30
+    """Frames per second of the turntable video."""
+    log_every: int = 10
+    """Log loss figures every N steps."""
+
+
+@dataclass
+class TopLevel:
+    """Short top-level keys, the common overrides."""
+
+    name: str = "text3d"
+    """Experiment name: runs land in ``<output_dir>/<name>/<tag>@<timestamp>/``."""
+    tag: str = ""
+    """Run tag; empty = derived from the prompt."""
+    prompt: str = ""
+    """The text prompt."""
+    negative_prompt: str = ""
+    """Negative prompt (the unconditional branch of classifier-free guidance)."""
+    seed: int = 0
+    """Seed of every random choice of the run (initialisation, cameras, timesteps, noise)."""
+    steps: int = 10000
+    """Number of optimisation steps."""
+    device: str = "auto"
+    """``auto`` (CUDA if available, else CPU), ``cpu``, ``cuda`` or ``cuda:N``."""
+    output_dir: str = "outputs"
+    """Root folder of runs."""
+    resume: Optional[str] = None
+    """A run directory to continue from its last checkpoint."""
+
+
+# Component sections: section name -> (registry, default type).
+COMPONENT_SECTIONS: Dict[str, tuple] = {
+    "prior": (registry.PRIORS, "stable-diffusion"),
+    "guidance": (registry.GUIDANCES, "sds"),
+    "geometry": (registry.GEOMETRIES, "implicit-volume"),
+    "material": (registry.MATERIALS, "diffuse-with-point-light"),
+    "background": (registry.BACKGROUNDS, "neural-environment"),
+    "renderer": (registry.RENDERERS, "nerf-volume"),
+    "cameras": (registry.CAMERAS, "random"),
+}
+# Sections with one fixed schema.
+PLAIN_SECTIONS: Dict[str, type] = {
+    "prompting": PromptingConfig,
+    "optimizer": OptimizerConfig,
+    "loss": LossConfig,
+    "trainer": TrainerConfig,
+}
+SECTIONS = list(COMPONENT_SECTIONS) + list(PLAIN_SECTIONS)
+
+
+@dataclass
+class Config:
+    """A fully resolved run config: the top-level keys plus one typed object per section."""
+
+    name: str
+    tag: str
+    prompt: str
+    negative_prompt: str
+    seed: int
+    steps: int
+    device: str
+    output_dir: str
+    resume: Optional[str]
+    prior: Any
+    guidance: Any
+    geometry: Any
+    material: Any
+    background: Any
+    renderer: Any
+    cameras: Any
+    prompting: PromptingConfig
+    optimizer: OptimizerConfig
+    loss: LossConfig
+    trainer: TrainerConfig
+
+
+def _valid_keys_hint(key: str, valid: Sequence[str]) -> str:
+    close = difflib.get_close_matches(key, list(valid), n=1)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    return f"{hint}; valid keys: {', '.join(valid)}"
+
+
+def _schedule_fields(cls: type) -> Dict[str, bool]:
+    """Names of the fields of ``cls`` typed LinearSchedule (or Optional of it)."""
+    out = {}
+    for name, hint in typing.get_type_hints(cls).items():
+        args = typing.get_args(hint)
+        if hint is LinearSchedule or LinearSchedule in args:
+            out[name] = True
+    return out
+
+
+def _coerce_schedules(cls: type, raw: Dict[str, Any]) -> Dict[str, Any]:
+    """Let a plain number stand for a constant schedule (``t_max: 0.98``)."""
+    for name in _schedule_fields(cls):
+        value = raw.get(name)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            raw[name] = {"start": float(value), "end": float(value)}
+    return raw
+
+
+def _merge_section(path: str, cls: type, raw: Any) -> Any:
+    """Validate one section against its dataclass and return the typed object."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of keys, got {raw!r}")
+    valid = [f.name for f in dataclasses.fields(cls)]
+    for key in raw:
+        if key not in valid:
+            raise ConfigError(f"{path}: unknown key '{path}.{key}'{_valid_keys_hint(str(key), valid)}")
+    raw = _coerce_schedules(cls, dict(raw))
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(cls), raw)
+        return OmegaConf.to_object(merged)
+    except ConfigKeyError as e:  # nested unknown key
+        raise ConfigError(f"{path}.{e.full_key}: unknown key; {e.msg.splitlines()[0]}") from None
+    except ValidationError as e:
+        raise ConfigError(f"{path}.{e.full_key}: {e.msg.splitlines()[0]}") from None
+    except OmegaConfBaseException as e:
+        key = getattr(e, "full_key", "") or ""
+        raise ConfigError(f"{path}.{key}: {str(e).splitlines()[0]}") from None
+
+
+def _component_type(section: str, raw: Dict[str, Any]) -> str:
+    reg, default = COMPONENT_SECTIONS[section]
+    t = raw.get("type", default) if isinstance(raw, dict) else default
+    if t not in reg:
+        raise ConfigError(f"{section}.type: unknown type {t!r}; valid choices: {', '.join(reg.names())}")
+    return t
+
+
+def resolve(raw: Dict[str, Any]) -> Config:
+    """Validate a plain nested dict (YAML + overrides merged) into a :class:`Config`."""
+    import text3d.components  # noqa: F401  (fills the registries)
+
+    top_keys = [f.name for f in dataclasses.fields(TopLevel)]
+    for key in raw:
+        if key not in top_keys and key not in SECTIONS:
+            raise ConfigError(f"unknown key '{key}'{_valid_keys_hint(str(key), top_keys + SECTIONS)}")
+    top = _merge_section("(top level)", TopLevel, {k: raw[k] for k in top_keys if k in raw})
+    sections: Dict[str, Any] = {}
+    for name in COMPONENT_SECTIONS:
+        sec_raw = raw.get(name) or {}
+        t = _component_type(name, sec_raw)
+        reg = COMPONENT_SECTIONS[name][0]
+        sections[name] = _merge_section(name, reg.config_class(t), {**sec_raw, "type": t})
+        check = getattr(reg.get(t).cls, "check_config", None)
+        if check is not None:
+            check(sections[name])
+    for name, cls in PLAIN_SECTIONS.items():
+        sections[name] = _merge_section(name, cls, raw.get(name))
+    check_prompting_config(sections["prompting"])
+    if top.steps < 0:
+        raise ConfigError(f"steps: must be >= 0, got {top.steps}")
+    return Config(**dataclasses.asdict(top), **sections)
+
+
+def parse_overrides(overrides: Sequence[str]) -> Dict[str, Any]:
+    for item in overrides:
+        if "=" not in item or item.startswith("="):
+            raise ConfigError(f"override {item!r} must look like key.path=value (e.g. guidance.guidance_scale=50)")
+    try:
+        return OmegaConf.to_container(OmegaConf.from_dotlist(list(overrides)), resolve=False)  # type: ignore[return-value]
+    except OmegaConfBaseException as e:
+        raise ConfigError(f"could not parse overrides {list(overrides)}: {str(e).splitlines()[0]}") from None
+
+
+def load_raw(path: str | Path, overrides: Sequence[str] = ()) -> Dict[str, Any]:
+    """Read a YAML file and apply ``key.path=value`` overrides; no validation yet."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} not found (presets live in configs/, e.g. configs/quickstart.yaml)")
+    try:
+        base = OmegaConf.load(path)
+    except (yaml.YAMLError, OmegaConfBaseException) as e:
+        raise ConfigError(f"{path}: not valid YAML: {str(e).splitlines()[0]}") from None
+    if not isinstance(base, DictConfig):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    merged = OmegaConf.merge(base, OmegaConf.create(parse_overrides(overrides)))
+    try:
+        return OmegaConf.to_container(merged, resolve=True)  # type: ignore[return-value]
+    except OmegaConfBaseException as e:
+        raise ConfigError(f"{path}: {str(e).splitlines()[0]}") from None
+
+
+def load_config(path: str | Path, overrides: Sequence[str] = ()) -> Config:
+    """Load a YAML preset, apply overrides and validate everything (no model is loaded)."""
+    return resolve(load_raw(path, overrides))
+
+
+def to_dict(cfg: Config) -> Dict[str, Any]:
+    """The resolved config as plain data (reloadable with :func:`resolve`)."""
+    return dataclasses.asdict(cfg)
+
+
+def to_yaml(cfg: Config) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False, default_flow_style=None)
+
+
+def component_cfg_dict(obj: Any) -> Dict[str, Any]:
+    return dataclasses.asdict(obj)

@@ -1,0 +1,325 @@
+"""A text-to-3D run: build the components from a config, optimise with SDS, save everything.
+
+``Run`` owns one seeded ``torch.Generator`` from which every random choice is drawn (cameras,
+shading mode, timesteps, noise, VAE sampling), and checkpoints it with the weights and the
+optimizer, so that on CPU a resumed run ends bit-identical to an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+import torch
+from torch import nn
+
+from . import __version__
+from .checkpoint import (latest_checkpoint, load_checkpoint, optimizer_from_flat, optimizer_to_flat,
+                         save_checkpoint)
+from .config import Config, parse_overrides, load_raw, resolve, to_yaml
+from .errors import ConfigError, RunDirError
+from .io import write_json, write_text
+from .media import image_grid, save_image, save_video
+from .registry import BACKGROUNDS, CAMERAS, GEOMETRIES, GUIDANCES, MATERIALS, PRIORS, RENDERERS
+
+logger = logging.getLogger(__name__)
+
+ProgressFn = Callable[[int, Dict[str, float]], None]
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` → CUDA when available, else CPU; anything else is checked to exist."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"device: unknown device {name!r}; valid choices: auto, cpu, cuda, cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device: {name!r} requested but no CUDA device is available; use device=cpu or device=auto")
+    return device
+
+
+def slugify(text: str, max_len: int = 48) -> str:
+    slug = re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_")
+    return slug[:max_len] or "run"
+
+
+def new_run_dir(cfg: Config) -> Path:
+    """``<output_dir>/<name>/<tag>@<YYYYmmdd-HHMMSS>``, made unique with a counter if needed.
+
+    The folder is created by :meth:`Run.fit`, so a run that fails to start leaves nothing behind.
+    """
+    tag = cfg.tag or slugify(cfg.prompt)
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    base = Path(cfg.output_dir) / cfg.name / f"{tag}@{stamp}"
+    run_dir, k = base, 1
+    while run_dir.exists():
+        run_dir, k = base.with_name(f"{base.name}-{k}"), k + 1
+    return run_dir
+
+
+def versions() -> Dict[str, str]:
+    import diffusers
+    import transformers
+
+    return {"text3d": __version__, "torch": torch.__version__, "diffusers": diffusers.__version__,
+            "transformers": transformers.__version__}
+
+
+class NeRFSystem(nn.Module):
+    """The optimised scene: geometry + background, with the material and renderer that draw it."""
+
+    def __init__(self, cfg: Config):
+        super().__init__()
+        self.geometry = GEOMETRIES.build(cfg.geometry)
+        self.material = MATERIALS.build(cfg.material)
+        self.background = BACKGROUNDS.build(cfg.background)
+        self.renderer = RENDERERS.build(cfg.renderer)
+
+    def parameter_groups(self) -> Dict[str, List[nn.Parameter]]:
+        groups: Dict[str, List[nn.Parameter]] = {}
+        for module in (self.geometry, self.background):
+            for name, params in module.parameter_groups().items():
+                groups.setdefault(name, []).extend(params)
+        return groups
+
+    def render(self, cameras, mode: str = "albedo", generator: Optional[torch.Generator] = None,
+               train: bool = True) -> Dict[str, torch.Tensor]:
+        return self.renderer(self.geometry, self.material, self.background, cameras, mode=mode,
+                             generator=generator, train=train)
+
+
+def build_optimizer(cfg: Config, groups: Dict[str, List[nn.Parameter]]) -> torch.optim.Optimizer:
+    ocfg = cfg.optimizer
+    unknown = sorted(set(ocfg.lr) - set(groups))
+    if unknown:
+        raise ConfigError(f"optimizer.lr: unknown parameter group(s) {unknown}; valid groups: {', '.join(sorted(groups))}")
+    param_groups = [{"params": params, "lr": ocfg.lr.get(name, ocfg.default_lr), "name": name}
+                    for name, params in groups.items() if params]
+    kwargs = dict(betas=tuple(ocfg.betas), eps=ocfg.eps, weight_decay=ocfg.weight_decay)
+    if ocfg.type == "adam":
+        return torch.optim.Adam(param_groups, **kwargs)
+    if ocfg.type == "adamw":
+        return torch.optim.AdamW(param_groups, **kwargs)
+    raise ConfigError(f"optimizer.type: unknown value {ocfg.type!r}; valid choices: adam, adamw")
+
+
+def _binary_entropy(p: torch.Tensor) -> torch.Tensor:
+    p = p.clamp(1e-5, 1 - 1e-5)
+    return (-p * torch.log(p) - (1 - p) * torch.log(1 - p)).mean()
+
+
+class Run:
+    """One optimisation run in ``run_dir``.
+
+    Args:
+        cfg: the resolved config.
+        run_dir: where outputs land (created by the caller, see :func:`new_run_dir`).
+        prior: an already loaded prior (tests inject tiny ones); loaded from ``cfg.prior`` if None.
+    """
+
+    def __init__(self, cfg: Config, run_dir: Path, prior: Any = None):
+        from text3d.guidance.prompts import PromptProcessor
+
+        self.cfg, self.run_dir = cfg, Path(run_dir)
+        self.device = resolve_device(cfg.device)
+        with torch.random.fork_rng(devices=[]):  # seeded initialisation, global RNG untouched
+            torch.manual_seed(cfg.seed)
+            self.system = NeRFSystem(cfg).to(self.device)
+        self.prior = prior if prior is not None else PRIORS.build(cfg.prior, self.device)
+        self.guidance = GUIDANCES.build(cfg.guidance, self.prior)
+        self.prompts = PromptProcessor(self.prior, cfg.prompt, cfg.negative_prompt, cfg.prompting)
+        self.sampler = CAMERAS.build(cfg.cameras)
+        self.optimizer = build_optimizer(cfg, self.system.parameter_groups())
+        self.generator = torch.Generator().manual_seed(cfg.seed)
+        self.step = 0
+        self.elapsed = 0.0
+        self.skipped_steps: List[int] = []
+        self.last_losses: Dict[str, float] = {}
+
+    # ----------------------------------------------------------------------------- training
+    def loss_terms(self, out: Dict[str, torch.Tensor], guidance_loss: torch.Tensor) -> Dict[str, torch.Tensor]:
+        lcfg, step = self.cfg.loss, self.step
+        terms = {"sds": (lcfg.lambda_sds.value(step), guidance_loss)}
+        if "orient_loss" in out:
+            terms["orient"] = (lcfg.lambda_orient.value(step), out["orient_loss"])
+        terms["sparsity"] = (lcfg.lambda_sparsity.value(step), lambda: (out["opacity"] ** 2 + 0.01).sqrt().mean())
+        terms["opaque"] = (lcfg.lambda_opaque.value(step), lambda: _binary_entropy(out["opacity"]))
+        return {name: w * (v() if callable(v) else v) for name, (w, v) in terms.items() if w != 0.0}
+
+    def train_step(self) -> Dict[str, float]:
+        """One SDS step; returns the loss figures. A non-finite gradient skips the update."""
+        sysm, gen, step = self.system, self.generator, self.step
+        sysm.renderer.update_occupancy(sysm.geometry, step, gen)
+        cams = self.sampler.sample(gen).to(self.device)
+        mode = sysm.material.choose_mode(step, gen)
+        out = sysm.render(cams, mode=mode, generator=gen, train=True)
+        cond, uncond = self.prompts(cams.elevation, cams.azimuth)
+        g = self.guidance(out["rgb"], cond, uncond, step=step, generator=gen, cameras=cams)
+        terms = self.loss_terms(out, g["loss"])
+        loss = sum(terms.values())
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self._gradients_finite(loss):
+            self.optimizer.step()
+        else:
+            self.skipped_steps.append(step)
+            logger.warning("step %d: non-finite loss or gradient; update skipped", step)
+            self.optimizer.zero_grad(set_to_none=True)
+        figures = {name: float(v.detach()) for name, v in terms.items()}
+        figures["loss"] = float(loss.detach())
+        return figures
+
+    def _gradients_finite(self, loss: torch.Tensor) -> bool:
+        if not torch.isfinite(loss):
+            return False
+        for group in self.optimizer.param_groups:
+            for p in group["params"]:
+                if p.grad is not None and not torch.isfinite(p.grad).all():
+                    return False
+        return True
+
+    def fit(self, progress: Optional[ProgressFn] = None) -> Path:
+        """Train to ``cfg.steps`` from the current step, then write the final outputs."""
+        tcfg = self.cfg.trainer
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        write_text(self.run_dir / "config.yaml", to_yaml(self.cfg))
+        t0 = time.perf_counter() - self.elapsed
+        try:
+            while self.step < self.cfg.steps:
+                self.last_losses = self.train_step()
+                self.step += 1
+                self.elapsed = time.perf_counter() - t0
+                if progress is not None:
+                    progress(self.step, self.last_losses)
+                if tcfg.log_every and self.step % tcfg.log_every == 0:
+                    logger.info("step %d/%d loss %.4g", self.step, self.cfg.steps, self.last_losses["loss"])
+                if tcfg.val_every and self.step % tcfg.val_every == 0:
+                    self.validate()
+                if tcfg.checkpoint_every and self.step % tcfg.checkpoint_every == 0 and self.step < self.cfg.steps:
+                    self.save()
+        except KeyboardInterrupt:
+            self.save()
+            raise
+        self.save()
+        self.finish()
+        return self.run_dir
+
+    # ----------------------------------------------------------------------------- outputs
+    @torch.no_grad()
+    def render_views(self, cameras, mode: str = "albedo") -> List[Dict[str, torch.Tensor]]:
+        out = self.system.render(cameras.to(self.device), mode=mode, train=False)
+        return [{k: v[i].cpu() for k, v in out.items() if v.dim() == 4} for i in range(len(cameras))]
+
+    def validate(self) -> Path:
+        """Save a grid of validation views: colour on top, opacity below."""
+        tcfg = self.cfg.trainer
+        cams = self.sampler.eval_cameras(tcfg.val_views, tcfg.val_resolution, tcfg.val_resolution)
+        views = self.render_views(cams)
+        tiles = [v["rgb"] for v in views] + [v["opacity"].expand(-1, -1, 3) for v in views]
+        return save_image(self.run_dir / "validation" / f"step-{self.step:06d}.png",
+                          image_grid(tiles, cols=len(views)))
+
+    def turntable(self) -> List[Path]:
+        tcfg = self.cfg.trainer
+        if tcfg.turntable_frames <= 0:
+            return []
+        cams = self.sampler.eval_cameras(tcfg.turntable_frames, tcfg.turntable_resolution, tcfg.turntable_resolution)
+        frames = []
+        for i in range(len(cams)):  # one frame at a time keeps memory bounded
+            frames.append(self.render_views(cams.index(slice(i, i + 1)))[0]["rgb"])
+        return [save_video(self.run_dir / f"turntable.{ext}", frames, fps=tcfg.turntable_fps) for ext in ("mp4", "gif")]
+
+    def metrics(self) -> Dict[str, Any]:
+        return {
+            "steps": self.step,
+            "wall_time_s": round(self.elapsed, 3),
+            "final_loss": self.last_losses.get("loss"),
+            "final_losses": self.last_losses,
+            "seed": self.cfg.seed,
+            "prompt": self.cfg.prompt,
+            "skipped_steps": self.skipped_steps,
+            "device": str(self.device),
+            "versions": versions(),
+        }
+
+    def finish(self) -> None:
+        self.validate()
+        self.turntable()
+        write_json(self.run_dir / "metrics.json", self.metrics())
+
+    # ----------------------------------------------------------------------------- checkpoints
+    def state_tensors(self) -> Dict[str, torch.Tensor]:
+        tensors = {f"system.{k}": v for k, v in self.system.state_dict().items()}
+        optim_tensors, _ = optimizer_to_flat(self.optimizer)
+        tensors.update(optim_tensors)
+        tensors["rng.generator"] = self.generator.get_state()
+        return tensors
+
+    def save(self) -> Path:
+        _, groups = optimizer_to_flat(self.optimizer)
+        meta = {"elapsed_s": self.elapsed, "skipped_steps": self.skipped_steps, "last_losses": self.last_losses,
+                "optimizer_param_groups": groups, "seed": self.cfg.seed, "versions": versions()}
+        return save_checkpoint(self.run_dir / "ckpts", self.step, self.state_tensors(), meta,
+                               keep=self.cfg.trainer.keep_checkpoints)
+
+    def load(self, path: Path) -> None:
+        ckpt = load_checkpoint(path)
+        system_sd = {k[len("system."):]: v for k, v in ckpt.tensors.items() if k.startswith("system.")}
+        try:
+            self.system.load_state_dict(system_sd)
+        except RuntimeError as e:
+            raise RunDirError(f"checkpoint {path} does not match this config's model: {str(e).splitlines()[0]}") from None
+        optimizer_from_flat(self.optimizer, ckpt.tensors, ckpt.meta["optimizer_param_groups"])
+        self.generator.set_state(ckpt.tensors["rng.generator"])
+        self.step = int(ckpt.meta["step"])
+        self.elapsed = float(ckpt.meta.get("elapsed_s", 0.0))
+        self.skipped_steps = list(ckpt.meta.get("skipped_steps", []))
+        self.last_losses = dict(ckpt.meta.get("last_losses", {}))
+        logger.info("resumed from %s at step %d", path, self.step)
+
+    def resume_latest(self) -> bool:
+        """Load the newest checkpoint of ``run_dir`` if there is one."""
+        ckpt = latest_checkpoint(self.run_dir)
+        if ckpt is None:
+            logger.warning("%s has no checkpoint yet; starting from step 0", self.run_dir)
+            return False
+        self.load(ckpt)
+        return True
+
+
+def _deep_merge(base: Dict[str, Any], extra: Dict[str, Any]) -> Dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        out[key] = _deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def open_run(config_path: Optional[str | Path], overrides: Sequence[str] = (), prior: Any = None) -> Run:
+    """Validate the config and set up a run (a new one, or ``resume=<run dir>``).
+
+    With ``resume=DIR`` the run continues with the config saved in ``DIR/config.yaml``; overrides
+    given here (``steps=...``) apply on top, and ``config_path`` may be None.
+    """
+    raw = load_raw(config_path, overrides) if config_path is not None else parse_overrides(overrides)
+    resume = raw.get("resume")
+    if resume:
+        run_dir = Path(resume)
+        saved = run_dir / "config.yaml"
+        if not saved.is_file():
+            raise RunDirError(f"resume: {str(run_dir)!r} is not a run directory (no config.yaml); "
+                              "pass the folder that a run printed on its last line")
+        base = load_raw(saved)
+        cfg = resolve(_deep_merge(base, {**parse_overrides(overrides), "resume": str(run_dir)}))
+        run = Run(cfg, run_dir, prior=prior)
+        run.resume_latest()
+        return run
+    if config_path is None:
+        raise ConfigError("a config file is needed (e.g. text3d run configs/quickstart.yaml), or resume=<run dir>")
+    cfg = resolve(raw)
+    return Run(cfg, new_run_dir(cfg), prior=prior)

@@ -95,7 +95,8 @@ def _count_field_points(field: torch.nn.Module, render: Callable[[], object]) ->
     return sum(counted)
 
 
-def bench_render(repeats: int = 7, modes: Optional[List[str]] = None, threads: Optional[int] = None) -> Dict[str, object]:
+def bench_render(repeats: int = 7, modes: Optional[List[str]] = None,
+                 threads: Optional[int] = None) -> Dict[str, object]:
     """Time forward + backward of a 64x64 x 64-sample training render.
 
     Args:

@@ -14,6 +14,7 @@ import yaml
 
 from text3d.checkpoint import latest_checkpoint, load_checkpoint
 from text3d.cli import main
+from text3d.errors import RunDirError
 from text3d.run import open_run
 
 REPO = Path(__file__).resolve().parents[1]
@@ -92,9 +93,12 @@ def test_sigkill_mid_run_then_resume(tmp_path, tiny_sd_dir):
     try:
         while time.time() < deadline:
             runs = list(root.glob("*@*")) if root.exists() else []
-            ckpt = latest_checkpoint(runs[0]) if runs else None
-            if ckpt is not None and load_checkpoint(ckpt).meta["step"] >= 3:
-                break
+            try:  # the writer may prune the checkpoint we are reading: then look again
+                ckpt = latest_checkpoint(runs[0]) if runs else None
+                if ckpt is not None and load_checkpoint(ckpt).meta["step"] >= 3:
+                    break
+            except (RunDirError, OSError):
+                pass
             assert proc.poll() is None, proc.stderr.read().decode()
             time.sleep(0.02)
         else:

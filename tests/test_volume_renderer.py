@@ -39,7 +39,8 @@ class UniformSphere(nn.Module):
 
     def forward(self, p, with_normal=False):
         self.n_points += p.shape[0]
-        out = {"density": self.density(p), "albedo": torch.tensor(ALBEDO, dtype=p.dtype).expand(p.shape[0], 3)}
+        albedo = torch.tensor(ALBEDO, dtype=p.dtype, device=p.device).expand(p.shape[0], 3)
+        out = {"density": self.density(p), "albedo": albedo}
         if with_normal:
             out["normal"] = torch.nn.functional.normalize(p, dim=-1)
         return out
@@ -158,11 +159,12 @@ def _train_grid(renderer, field, updates=8):
 @torch.no_grad()
 def test_occupancy_grid_skips_evaluations_without_changing_the_render():
     sphere, cams, mat = UniformSphere(R=0.5, sigma=3.0), _camera(32), NoMaterial(NoMaterialConfig())
-    culled = _renderer(num_samples_per_ray=64)
+    culled = _renderer(num_samples_per_ray=64, grid_dilation=1)
     _train_grid(culled, sphere, updates=1)
     assert bool(culled.grid.active)
     occupied = culled.grid.binary.float().mean()
     assert 0.065 < occupied < 0.15, occupied  # the ball is 6.5% of the box; plus boundary and dilation
+    assert not culled.grid.occupied(torch.tensor([[0.0, 0.0, 0.75]])).item()
     sphere.n_points = 0
     out = culled(sphere, mat, _background(), cams, train=False)
     n_culled, sphere.n_points = sphere.n_points, 0
@@ -172,9 +174,30 @@ def test_occupancy_grid_skips_evaluations_without_changing_the_render():
         torch.testing.assert_close(out[k], ref[k], atol=1e-6, rtol=0)
 
 
+class AlignedCube(UniformSphere):
+    """Density inside ``[-0.5, 0.5]^3``: its faces lie on the 32^3 grid's cell faces."""
+
+    def density(self, p):
+        return torch.where((p.abs() < 0.5).all(dim=-1), self.sigma, 0.0).to(p.dtype)
+
+
+@torch.no_grad()
+def test_occupancy_grid_is_exact_for_cell_aligned_matter_without_dilation():
+    cube, cams, mat = AlignedCube(sigma=2.0), _camera(32), NoMaterial(NoMaterialConfig())
+    culled = _renderer(num_samples_per_ray=64, grid_dilation=0)
+    _train_grid(culled, cube, updates=1)
+    assert culled.grid.binary.sum() == 16 ** 3
+    out = culled(cube, mat, _background(), cams, train=False)
+    n_culled, cube.n_points = cube.n_points, 0
+    ref = _renderer(num_samples_per_ray=64, occupancy_grid=False)(cube, mat, _background(), cams, train=False)
+    assert n_culled < 0.5 * cube.n_points, (n_culled, cube.n_points)
+    for k in ("rgb", "opacity", "depth"):
+        torch.testing.assert_close(out[k], ref[k], atol=1e-6, rtol=0)
+
+
 def test_occupancy_update_is_deterministic_and_warmup_culls_nothing():
     field = ImplicitVolume(ImplicitVolumeConfig.cpu_preset())
-    a, b = _renderer(grid_warmup_steps=32), _renderer(grid_warmup_steps=32)
+    a, b = (_renderer(grid_warmup_steps=32, grid_resolution=16) for _ in range(2))
     ga, gb = torch.Generator().manual_seed(7), torch.Generator().manual_seed(7)
     for step in range(17):
         a.update_occupancy(field, step, ga)
@@ -184,6 +207,7 @@ def test_occupancy_update_is_deterministic_and_warmup_culls_nothing():
     assert torch.equal(a.grid.occupancy, b.grid.occupancy) and torch.equal(ga.get_state(), gb.get_state())
     a.update_occupancy(field, 32, ga)
     assert bool(a.grid.active) and not a.grid.occupied(torch.full((1, 3), 0.95)).item()
+    assert a.grid.occupied(torch.zeros(1, 3)).item()  # the blob at the centre
     assert torch.equal(a.estimator.binaries[0], a.grid.binary)  # the nerfacc mirror follows
     state = a.state_dict()
     assert {"grid.occupancy", "grid.binary", "grid.active", "estimator.binaries", "estimator.occs"} <= set(state)
@@ -229,15 +253,18 @@ def test_orientation_loss_penalises_normals_facing_away():
 @torch.no_grad()
 def test_eval_chunks_do_not_change_the_render():
     field = ImplicitVolume(ImplicitVolumeConfig.cpu_preset())
-    mat, cams = NoMaterial(NoMaterialConfig()), _camera(16)
-    whole = _renderer(return_normal=True)(field, mat, _background(), cams, train=False)
-    chunked = _renderer(return_normal=True, eval_chunk_size=50)(field, mat, _background(), cams, train=False)
+    mat, cams = NoMaterial(NoMaterialConfig()), _camera(10)
+    whole = _renderer(return_normal=True, num_samples_per_ray=32)(field, mat, _background(), cams, train=False)
+    chunked = _renderer(return_normal=True, num_samples_per_ray=32, eval_chunk_size=30)(
+        field, mat, _background(), cams, train=False)
+    assert set(whole) == {"rgb", "opacity", "depth", "normal", "orient_loss"}
     for k in whole:
         torch.testing.assert_close(whole[k], chunked[k], atol=1e-6, rtol=1e-5)
 
 
 def test_config_and_device_errors():
-    with pytest.raises(ConfigError, match="renderer.backend: unknown value 'cuda'; valid choices: auto, torch, nerfacc"):
+    message = "renderer.backend: unknown value 'cuda'; valid choices: auto, torch, nerfacc"
+    with pytest.raises(ConfigError, match=message):
         _renderer(backend="cuda")
     mat, cams = NoMaterial(NoMaterialConfig()), _camera(4)
     with pytest.raises(ConfigError, match="renderer.radius: 1.0 differs from geometry.radius 0.5"):

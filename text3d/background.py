@@ -64,8 +64,9 @@ class NeuralEnvironmentConfig:
     cannot hide in the background (threestudio ``random_aug``)."""
     random_aug_prob: float = 0.5
     """Probability of the random colour at a training step when ``random_aug`` is on."""
-    seed: int = 0
-    """Seed of the private generator that initialises the MLP (the global RNG is not used)."""
+    seed: Optional[int] = None
+    """Seed of the parameter initialisation; ``None`` = drawn from the caller's RNG state (a run
+    seeds it with the top-level ``seed``)."""
 
 
 def spherical_harmonics_deg3(dirs: Tensor) -> Tensor:
@@ -92,7 +93,7 @@ class NeuralEnvironment(nn.Module):
             raise ConfigError(f"background.hidden_dim / hidden_layers: must be positive, got "
                               f"{cfg.hidden_dim} / {cfg.hidden_layers}")
         self.cfg = cfg
-        gen = torch.Generator().manual_seed(cfg.seed)
+        gen = torch.Generator().manual_seed(cfg.seed) if cfg.seed is not None else None
         self.network = make_mlp(9, cfg.hidden_dim, 3, cfg.hidden_layers, gen)
 
     def parameter_groups(self) -> Dict[str, List[nn.Parameter]]:

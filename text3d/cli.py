@@ -74,6 +74,36 @@ def _progress_bar(run):
     return update
 
 
+def cmd_train_prior(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    from .prior_model import BUILTIN_PRIOR_DIR
+    from .prior_training import load_train_config, train_prior
+
+    config_path, overrides = _split_config_and_overrides(args.items)
+    cfg = load_train_config(config_path, overrides)
+    out = args.out or BUILTIN_PRIOR_DIR
+    bar = None if args.no_progress else tqdm(total=cfg.iterations, desc="train-prior", unit="it", dynamic_ncols=True)
+
+    def progress(step: int, total: int, figures: dict) -> None:
+        if bar is not None:
+            bar.update(step - bar.n)
+            bar.set_postfix(loss=f"{figures['loss']:.4f}", lr=f"{figures['lr']:.1e}", refresh=False)
+
+    try:
+        with logging_redirect_tqdm():
+            folder = train_prior(cfg, out, progress=progress, work_dir=args.work_dir)
+    except KeyboardInterrupt:
+        print("interrupted; run the same command again to continue from the last state", file=sys.stderr)
+        return 130
+    finally:
+        if bar is not None:
+            bar.close()
+    print(folder)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="text3d",
@@ -93,6 +123,18 @@ def build_parser() -> argparse.ArgumentParser:
                      help="validate the config (no model loads), print it resolved, and exit")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     run.set_defaults(func=cmd_run)
+    train = sub.add_parser(
+        "train-prior", help="train the embedded shapes prior from scratch (CPU or GPU)",
+        description="Train the embedded shapes prior (a small pixel-space diffusion model of primitives) "
+                    "from a recipe such as configs/train-prior.yaml. A stopped run continues from its work "
+                    "folder when started again with the same recipe.",
+        epilog="example: text3d train-prior configs/train-prior.yaml iterations=6000 --out /tmp/my-prior")
+    train.add_argument("items", nargs="*", metavar="[CONFIG] [key.path=value ...]",
+                       help="a recipe YAML (default: the built-in recipe) followed by overrides")
+    train.add_argument("--out", default=None, help="prior folder to write (default: the package's built-in prior)")
+    train.add_argument("--work-dir", default=None, help="resumable state folder (default: <out>.train)")
+    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.set_defaults(func=cmd_train_prior)
     return parser
 
 

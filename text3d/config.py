@@ -180,7 +180,7 @@ def _coerce_schedules(cls: type, raw: Dict[str, Any]) -> Dict[str, Any]:
     return raw
 
 
-def _merge_section(path: str, cls: type, raw: Any) -> Any:
+def merge_section(path: str, cls: type, raw: Any) -> Any:
     """Validate one section against its dataclass and return the typed object."""
     if raw is None:
         raw = {}
@@ -219,18 +219,18 @@ def resolve(raw: Dict[str, Any]) -> Config:
     for key in raw:
         if key not in top_keys and key not in SECTIONS:
             raise ConfigError(f"unknown key '{key}'{_valid_keys_hint(str(key), top_keys + SECTIONS)}")
-    top = _merge_section("(top level)", TopLevel, {k: raw[k] for k in top_keys if k in raw})
+    top = merge_section("(top level)", TopLevel, {k: raw[k] for k in top_keys if k in raw})
     sections: Dict[str, Any] = {}
     for name in COMPONENT_SECTIONS:
         sec_raw = raw.get(name) or {}
         t = _component_type(name, sec_raw)
         reg = COMPONENT_SECTIONS[name][0]
-        sections[name] = _merge_section(name, reg.config_class(t), {**sec_raw, "type": t})
+        sections[name] = merge_section(name, reg.config_class(t), {**sec_raw, "type": t})
         check = getattr(reg.get(t).cls, "check_config", None)
         if check is not None:
             check(sections[name])
     for name, cls in PLAIN_SECTIONS.items():
-        sections[name] = _merge_section(name, cls, raw.get(name))
+        sections[name] = merge_section(name, cls, raw.get(name))
     check_prompting_config(sections["prompting"])
     if top.steps < 0:
         raise ConfigError(f"steps: must be >= 0, got {top.steps}")
@@ -277,7 +277,3 @@ def to_dict(cfg: Config) -> Dict[str, Any]:
 
 def to_yaml(cfg: Config) -> str:
     return yaml.safe_dump(to_dict(cfg), sort_keys=False, default_flow_style=None)
-
-
-def component_cfg_dict(obj: Any) -> Dict[str, Any]:
-    return dataclasses.asdict(obj)

@@ -1,0 +1,105 @@
+"""The embedded shapes prior (:mod:`text3d.prior_model`) as a frozen pixel-space prior.
+
+``x_0`` is the render itself, resized to the prior's resolution (32 px) and mapped to [-1, 1]; the
+camera of each render conditions the UNet through its class embedding, so a camera-aware prior
+guides every view towards what the object looks like from there.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from text3d.errors import ConfigError
+from text3d.prior_model import BUILTIN_PRIOR_DIR, camera_features, load_prior
+from text3d.registry import PRIORS
+
+from .priors import DiffusionPrior, resolve_dtype
+
+if TYPE_CHECKING:
+    from text3d.cameras import Cameras
+
+logger = logging.getLogger(__name__)
+
+BUILTIN = "builtin"
+"""The ``prior.model`` value of the prior shipped with the package."""
+
+
+@dataclass
+class PixelPriorConfig:
+    """The shapes prior trained by ``text3d train-prior`` (pixel space, camera-conditioned)."""
+
+    type: str = "pixel"
+    """Prior type; selects this class."""
+    model: str = BUILTIN
+    """``builtin`` (the prior shipped in the package) or a folder written by ``text3d train-prior``."""
+    dtype: str = "float32"
+    """Compute dtype: ``auto`` (float16 on CUDA, float32 on CPU), ``float32``, ``float16`` or ``bfloat16``."""
+
+
+def prior_folder(model: str) -> Path:
+    return BUILTIN_PRIOR_DIR if model == BUILTIN else Path(model).expanduser()
+
+
+@PRIORS.register("pixel", PixelPriorConfig)
+class PixelPrior(DiffusionPrior):
+    """The embedded shapes prior behind the common prior interface.
+
+    Args:
+        cfg: the prior section of the config.
+        device: where the modules are placed.
+
+    Raises:
+        ModelNotFoundError: the folder holds no trained prior (the message says how to train one).
+    """
+
+    latent_space = False
+
+    def __init__(self, cfg: PixelPriorConfig, device: torch.device):
+        dtype = resolve_dtype(cfg.dtype, device)
+        self.cfg = cfg
+        parts = load_prior(prior_folder(cfg.model), device, dtype)
+        self.meta = parts.meta
+        size = int(parts.unet.config.sample_size)
+        super().__init__(unet=parts.unet, scheduler=parts.scheduler, text_encoder=parts.text_encoder,
+                         tokenizer=parts.tokenizer, device=device, dtype=dtype, image_size=size, x0_size=size)
+        logger.info("loaded the shapes prior %s (%s, %d px, %s, %s)", self.meta.get("version", "?"), self.device,
+                    size, self.prediction_type, dtype)
+
+    @staticmethod
+    def check_config(cfg: PixelPriorConfig) -> None:
+        """Reject a ``prior.model`` path that does not exist, before anything loads."""
+        if cfg.model != BUILTIN and not prior_folder(cfg.model).is_dir():
+            raise ConfigError(f"prior.model: folder {cfg.model!r} does not exist; use 'builtin' or a folder "
+                              f"written by `text3d train-prior`")
+
+    def encode_images(self, images: Tensor, generator: Optional[torch.Generator] = None) -> Tensor:
+        """Renders ``[B, 3, H, W]`` in [0, 1] -> ``x_0`` ``[B, 3, S, S]`` in [-1, 1] (resized, anti-aliased
+        when shrinking; differentiable). ``generator`` is unused: the map is deterministic."""
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"encode_images: expected [B, 3, H, W] images, got shape {tuple(images.shape)}")
+        size = self.image_size
+        if tuple(images.shape[-2:]) != (size, size):
+            shrink = images.shape[-2] > size or images.shape[-1] > size
+            images = F.interpolate(images, (size, size), mode="bilinear", align_corners=False, antialias=shrink)
+        return images.float() * 2 - 1
+
+    def decode(self, x0: Tensor) -> Tensor:
+        """``x_0`` in [-1, 1] -> images in [0, 1], float32."""
+        return (x0.float() * 0.5 + 0.5).clamp(0, 1)
+
+    def camera_class_labels(self, cameras: Optional["Cameras"]) -> Optional[Tensor]:
+        """``[B, 3]`` ``(sin az, cos az, elevation in radians)`` in the prior's dtype.
+
+        Raises:
+            ValueError: ``cameras`` is None (this prior needs to know where each render was seen from).
+        """
+        if cameras is None:
+            raise ValueError("the pixel prior is camera-conditioned: pass the renders' cameras to predict_noise")
+        return camera_features(cameras.azimuth.cpu(), cameras.elevation.cpu()).to(self.device, self.dtype)

@@ -1,0 +1,156 @@
+"""The embedded shapes prior: data stream, loss weighting, a tiny end-to-end training run (save,
+load, sample, resume), the pixel prior behind the guidance interface, and the sample judge."""
+
+import json
+
+import pytest
+import torch
+
+from text3d.cameras import orbit_cameras
+from text3d.errors import ConfigError, ModelNotFoundError
+from text3d.prior_eval import judge
+from text3d.prior_model import PRIOR_FORMAT_VERSION, camera_features, load_prior, sample
+from text3d.prior_training import (ShapesDataConfig, ShapesDataset, load_train_config, loss_weights, train_prior,
+                                   view_label)
+from text3d.shapes import COLOUR_NAMES, SHAPES, parse_prompt, render_shapes
+
+TINY = ["iterations=2", "batch_size=4", "log_every=1", "checkpoint_every=1", "snapshot_every=0",
+        "data.bank_views_per_shape=2", "data.bank_refresh_per_step=1", "data.held_out=[red cube]",
+        "model.unet_channels=[8,16,16]", "model.norm_groups=4", "model.attention_heads=2",
+        "model.text_hidden_size=16", "model.text_heads=2", "model.text_layers=1", "model.text_intermediate_size=32"]
+
+
+@pytest.fixture(scope="module")
+def tiny_prior_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("shapes-prior")
+    train_prior(load_train_config(None, TINY), root / "prior")
+    return root / "prior"
+
+
+def _cams(az, el, res=32):
+    n = len(az)
+    return orbit_cameras(torch.tensor(az, dtype=torch.float32), torch.tensor(el, dtype=torch.float32),
+                         torch.full((n,), 3.0), torch.full((n,), 32.0), res, res)
+
+
+def test_dataset_hides_held_out_pairs_and_prompts_match_images():
+    data = ShapesDataConfig(held_out=["blue cube", "yellow torus"], bank_views_per_shape=3, partial_prompt_prob=0.2)
+    g = torch.Generator().manual_seed(0)
+    ds = ShapesDataset(data, 16, g)
+    batch = ds.sample(300, g)
+    pairs = set(zip([SHAPES[i] for i in batch.shape_ids], [COLOUR_NAMES[i] for i in batch.colour_ids]))
+    assert not pairs & {("cube", "blue"), ("torus", "yellow")} and len(pairs) > 40
+    assert batch.images.shape == (300, 3, 16, 16) and batch.images.min() >= -1 and batch.images.max() <= 1
+    assert batch.camera.shape == (300, 3)
+    full = [(p, s, c) for p, s, c in zip(batch.prompts, batch.shape_ids, batch.colour_ids) if parse_prompt(p)]
+    assert 0.7 < len(full) / 300 < 0.9  # the rest name only the shape or only the colour
+    assert all(parse_prompt(p) == (SHAPES[s], COLOUR_NAMES[c]) for p, s, c in full)
+
+
+def test_bank_images_equal_direct_renders():
+    data = ShapesDataConfig(bank_views_per_shape=2, bank_refresh_per_step=0, held_out=[])
+    g = torch.Generator().manual_seed(1)
+    ds = ShapesDataset(data, 16, g)
+    ds.refresh(g)
+    batch = ds.sample(6, g)
+    az = torch.atan2(batch.camera[:, 0], batch.camera[:, 1]).rad2deg()
+    el = batch.camera[:, 2].rad2deg()
+    cams = orbit_cameras(az, el, torch.full((6,), 3.0), torch.full((6,), 32.0), 16, 16)
+    rgb, _ = render_shapes(batch.shape_ids, [COLOUR_NAMES[c] for c in batch.colour_ids], cams)
+    torch.testing.assert_close(batch.images, rgb.permute(0, 3, 1, 2) * 2 - 1, atol=4e-3, rtol=0)  # fp16 bank
+
+
+def test_view_labels_follow_dreamfusion_thresholds():
+    assert [view_label(a, 10.0) for a in (0.0, 45.0, 46.0, 134.0, 135.0, -180.0, 370.0)] == \
+        ["front", "front", "side", "side", "back", "back", "front"]
+    assert view_label(90.0, 61.0) == "overhead" and view_label(90.0, 60.0) == "side"
+
+
+def test_min_snr_weights():
+    abar = torch.tensor([1e-9, 0.5, 0.9, 0.999])
+    snr = abar / (1 - abar)
+    w_v = loss_weights(abar, "v_prediction", 5.0)
+    torch.testing.assert_close(w_v[:2], torch.ones(2))  # full v-loss where the image mean is learned
+    torch.testing.assert_close(w_v[2:], 5.0 / (snr[2:] + 1))
+    torch.testing.assert_close(loss_weights(abar, "epsilon", 5.0), snr.clamp(max=5.0) / snr)
+    assert torch.equal(loss_weights(abar, "epsilon", 0.0), torch.ones(4))
+
+
+def test_config_errors_name_the_key():
+    with pytest.raises(ConfigError, match="batchsize"):
+        load_train_config(None, ["batchsize=3"])
+    with pytest.raises(ConfigError, match="held_out.*'cube blue'"):
+        load_train_config(None, ["data.held_out=[cube blue]"])
+    with pytest.raises(ConfigError, match="norm_groups"):
+        load_train_config(None, ["model.unet_channels=[12,24,24]"])
+
+
+def test_trained_folder_loads_and_samples(tiny_prior_dir):
+    names = {p.name for p in tiny_prior_dir.iterdir()}
+    assert {"unet", "text_encoder", "tokenizer", "scheduler", "model_index.json", "text3d_prior.json"} <= names
+    meta = json.loads((tiny_prior_dir / "text3d_prior.json").read_text())
+    assert meta["format_version"] == PRIOR_FORMAT_VERSION and meta["held_out"] == ["red cube"]
+    assert meta["iterations"] == 2 and meta["wall_time_s"] > 0 and meta["recipe"]["batch_size"] == 4
+    prior = load_prior(tiny_prior_dir)
+    assert prior.tokenizer("a red cube").input_ids == [49406, 320, 736, 11353, 49407]
+    assert prior.scheduler.config.prediction_type == "v_prediction"
+    cams = _cams([0.0, 90.0, 180.0], [0.0, 30.0, 60.0])
+    g = lambda: torch.Generator().manual_seed(3)  # noqa: E731
+    x = sample(prior, ["a red cube", "a blue cone", ""], cams, steps=3, cfg_scale=4.0, generator=g())
+    assert x.shape == (3, 3, 32, 32) and x.min() >= 0 and x.max() <= 1
+    assert torch.equal(x, sample(prior, ["a red cube", "a blue cone", ""], cams, steps=3, generator=g()))
+
+
+def test_training_resumes_and_refuses_another_recipe(tiny_prior_dir, tmp_path):
+    work = tiny_prior_dir.with_name("prior.train")
+    assert (work / "ckpts" / "last" / "state.safetensors").is_file()
+    out = tmp_path / "longer"
+    train_prior(load_train_config(None, TINY + ["iterations=3"]), out, work_dir=work)
+    meta = json.loads((out / "text3d_prior.json").read_text())
+    assert meta["iterations"] == 3 and [s for s, _ in meta["loss_history"]] == [1, 2, 3]
+    with pytest.raises(ConfigError, match="another recipe"):
+        train_prior(load_train_config(None, TINY + ["lr=0.5"]), tmp_path / "x", work_dir=work)
+
+
+def test_missing_prior_says_how_to_train(tmp_path):
+    with pytest.raises(ModelNotFoundError, match="text3d train-prior"):
+        load_prior(tmp_path)
+
+
+def test_pixel_prior_interface(tiny_prior_dir):
+    from text3d.guidance.pixel_prior import PixelPrior, PixelPriorConfig
+    from text3d.guidance.prompts import PromptProcessor
+
+    prior = PixelPrior(PixelPriorConfig(model=str(tiny_prior_dir)), torch.device("cpu"))
+    renders = torch.rand(2, 3, 64, 64, requires_grad=True)
+    x0 = prior.encode_images(renders)
+    assert x0.shape == (2, 3, 32, 32) and x0.min() >= -1 and x0.max() <= 1
+    torch.testing.assert_close(prior.decode(prior.encode_images(renders[:, :, ::2, ::2])), renders[:, :, ::2, ::2])
+    cams = _cams([0.0, 120.0], [10.0, 40.0], res=64)
+    torch.testing.assert_close(prior.camera_class_labels(cams), camera_features(cams.azimuth, cams.elevation))
+    emb = prior.encode_text(["a red cube", ""])
+    eps = prior.predict_noise_cfg(prior.add_noise(x0, torch.randn_like(x0), 500), 500, emb[:1], emb[1:], 4.0, cams)
+    assert eps.shape == (2, 3, 32, 32) and torch.isfinite(eps).all()
+    with pytest.raises(ValueError, match="camera-conditioned"):
+        prior.predict_noise(x0, 500, emb[:1])
+    # The view suffixes SDS sends are the ones the prior was trained with.
+    grid_el, grid_az = torch.meshgrid(torch.tensor([-10.0, 30.0, 60.0, 61.0]), torch.linspace(-180, 180, 25),
+                                      indexing="ij")
+    labels = PromptProcessor(prior, "a red cube").view_labels(grid_el.flatten(), grid_az.flatten())
+    assert labels == [view_label(a, e) for a, e in zip(grid_az.flatten().tolist(), grid_el.flatten().tolist())]
+
+
+def test_judge_accepts_true_renders_and_rejects_wrong_ones():
+    shapes, colours = ["cone", "torus", "capsule"], ["green", "pink", "orange"]
+    cams = _cams([10.0, -70.0, 150.0], [5.0, 40.0, 20.0])
+    rgb, _ = render_shapes(shapes, colours, cams)
+    images = rgb.permute(0, 3, 1, 2)
+    tinted = images * 0.8 + 0.2 * torch.tensor([1.0, 0.7, 0.7]).view(1, 3, 1, 1)
+    both = judge(torch.cat([images, tinted]), cams.index([0, 1, 2, 0, 1, 2]), shapes * 2, colours * 2)
+    assert both["colour_ok"].all() and both["shape_ok"].all()
+    assert both["background_ok"][:3].all() and not both["background_ok"][3:].any()
+    blank = torch.ones(1, 3, 32, 32)
+    wrong = judge(torch.cat([images, blank]), cams.index([0, 1, 2, 0]), ["sphere", "cube", "cylinder", "cube"],
+                  ["red", "blue", "cyan", "green"])
+    assert not wrong["colour_ok"].any() and not wrong["shape_ok"].any()
+    assert wrong["pred_colour"][3] == -1 and wrong["pred_shape"][3] == -1

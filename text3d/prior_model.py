@@ -1,0 +1,325 @@
+"""The embedded shapes prior: its architecture, its folder on disk, and DDIM sampling.
+
+The prior is a pixel-space diffusion model of 32x32 images of the primitives of
+:mod:`text3d.shapes`. Text reaches it the Stable Diffusion way, tokenizer -> ``CLIPTextModel`` ->
+cross-attention of a diffusers ``UNet2DConditionModel``; the camera reaches it through the UNet's
+class embedding (``class_embed_type="projection"``) as :func:`camera_features`.
+
+The tokenizer is OpenAI CLIP's real BPE vocabulary (``text3d/data/clip_tokenizer``), so token ids
+are CLIP's. The text encoder keeps the full 49408-row embedding table at a small hidden size (rows
+of words the training prompts never use stay at their random initialisation).
+
+A trained prior is a diffusers-style folder::
+
+    model_index.json        component list (no pipeline class: load it with :func:`load_prior`)
+    unet/                   UNet2DConditionModel (config.json + diffusion_pytorch_model.safetensors)
+    text_encoder/           CLIPTextModel (config.json + model.safetensors)
+    tokenizer/              vocab.json, merges.txt, tokenizer_config.json, LICENSE
+    scheduler/              DDIMScheduler config (noise schedule, prediction type, spacing)
+    text3d_prior.json       version, training recipe, held-out pairs, final loss, wall time
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Dict, List, Literal, Optional, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from .errors import ConfigError, ModelNotFoundError
+
+if TYPE_CHECKING:
+    from .cameras import Cameras
+
+logger = logging.getLogger(__name__)
+
+PRIOR_FORMAT_VERSION = 1
+"""Version of the folder layout and of the conditioning (bumped when either changes)."""
+META_FILE = "text3d_prior.json"
+CLIP_TOKENIZER_DIR = Path(__file__).parent / "data" / "clip_tokenizer"
+"""OpenAI CLIP's BPE vocabulary, shipped as package data."""
+BUILTIN_PRIOR_DIR = Path(__file__).parent / "data" / "shapes_prior"
+"""Where ``text3d train-prior`` puts the prior that ships with the package."""
+CAMERA_FEATURES = ("sin(azimuth)", "cos(azimuth)", "elevation in radians")
+"""The UNet's ``class_labels``, in order (azimuth 0 looks at the object's front from +x)."""
+
+
+@dataclass
+class PriorModelConfig:
+    """Architecture and noise schedule of the shapes prior."""
+
+    resolution: int = 32
+    """Image side in pixels; SDS renders are resized to it."""
+    unet_channels: List[int] = field(default_factory=lambda: [32, 64, 64])
+    """UNet channels per resolution level (each level after the first halves the resolution)."""
+    cross_attention: List[bool] = field(default_factory=lambda: [False, False, True])
+    """Per level: transformer block with self- and cross-attention (True) or ResNets only."""
+    layers_per_block: int = 1
+    """ResNet layers per level on the way down (the up path has one more)."""
+    attention_heads: int = 4
+    """Attention heads of the transformer blocks."""
+    norm_groups: int = 8
+    """Group-norm groups (must divide every entry of ``unet_channels``)."""
+    text_hidden_size: int = 64
+    """Width of the CLIP text encoder and of the cross-attention context."""
+    text_layers: int = 2
+    """Transformer layers of the text encoder."""
+    text_heads: int = 4
+    """Attention heads of the text encoder."""
+    text_intermediate_size: int = 256
+    """MLP width of the text encoder."""
+    num_train_timesteps: int = 1000
+    """``T``."""
+    beta_schedule: Literal["squaredcos_cap_v2", "linear", "scaled_linear"] = "squaredcos_cap_v2"
+    """Noise schedule: the cosine schedule of improved DDPM (suited to small images), or DDPM's linear one."""
+    prediction_type: Literal["v_prediction", "epsilon"] = "v_prediction"
+    """What the UNet predicts; v-prediction stays well-conditioned at both ends of the schedule."""
+
+
+def check_model_config(cfg: PriorModelConfig, key: str = "model") -> None:
+    """Raise :class:`ConfigError` for architectures diffusers would reject later with an obscure error."""
+    if len(cfg.cross_attention) != len(cfg.unet_channels):
+        raise ConfigError(f"{key}.cross_attention: needs one entry per level of {key}.unet_channels "
+                          f"({len(cfg.unet_channels)}), got {len(cfg.cross_attention)}")
+    if cfg.resolution % 2 ** (len(cfg.unet_channels) - 1):
+        raise ConfigError(f"{key}.resolution: {cfg.resolution} is not divisible by 2^(levels - 1)")
+    bad = [c for c in cfg.unet_channels if c % cfg.norm_groups]
+    if bad:
+        raise ConfigError(f"{key}.norm_groups: {cfg.norm_groups} does not divide the channels {bad}")
+    if cfg.text_hidden_size % cfg.text_heads or cfg.text_hidden_size % cfg.attention_heads:
+        raise ConfigError(f"{key}.text_hidden_size: {cfg.text_hidden_size} must be divisible by text_heads "
+                          f"({cfg.text_heads}) and attention_heads ({cfg.attention_heads})")
+
+
+# --------------------------------------------------------------------------------------------
+# Components
+def camera_features(azimuth_deg: Tensor, elevation_deg: Tensor) -> Tensor:
+    """``[B, 3]`` float32 camera conditioning: ``(sin az, cos az, elevation in radians)``."""
+    az, el = torch.deg2rad(azimuth_deg.float()), torch.deg2rad(elevation_deg.float())
+    return torch.stack([torch.sin(az), torch.cos(az), el], dim=-1)
+
+
+def load_clip_tokenizer(folder: Optional[Path] = None):
+    """The CLIP BPE tokenizer (49408 tokens, ``model_max_length`` 77), by default the package's copy."""
+    from transformers import CLIPTokenizer
+
+    folder = Path(folder) if folder is not None else CLIP_TOKENIZER_DIR
+    if not (folder / "vocab.json").is_file() or not (folder / "merges.txt").is_file():
+        raise ModelNotFoundError(f"CLIP tokenizer files (vocab.json, merges.txt) missing in {folder}; "
+                                 f"regenerate them with tools/make_clip_tokenizer.py")
+    # transformers 5 ignores vocab_file/merges_file passed to the constructor: load from the folder.
+    return CLIPTokenizer.from_pretrained(str(folder), model_max_length=77)
+
+
+def build_text_encoder(cfg: PriorModelConfig, tokenizer) -> nn.Module:
+    """A small ``CLIPTextModel`` over the full CLIP vocabulary (random weights)."""
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    return CLIPTextModel(CLIPTextConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=cfg.text_hidden_size,
+        intermediate_size=cfg.text_intermediate_size,
+        num_hidden_layers=cfg.text_layers,
+        num_attention_heads=cfg.text_heads,
+        max_position_embeddings=tokenizer.model_max_length,
+        projection_dim=cfg.text_hidden_size,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    ))
+
+
+def build_unet(cfg: PriorModelConfig) -> nn.Module:
+    """A pixel-space ``UNet2DConditionModel`` with text cross-attention and camera class embedding (random weights)."""
+    from diffusers import UNet2DConditionModel
+
+    check_model_config(cfg)
+    down = tuple("CrossAttnDownBlock2D" if a else "DownBlock2D" for a in cfg.cross_attention)
+    up = tuple("CrossAttnUpBlock2D" if a else "UpBlock2D" for a in reversed(cfg.cross_attention))
+    return UNet2DConditionModel(
+        sample_size=cfg.resolution,
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=tuple(cfg.unet_channels),
+        layers_per_block=cfg.layers_per_block,
+        down_block_types=down,
+        up_block_types=up,
+        mid_block_type="UNetMidBlock2DCrossAttn",
+        cross_attention_dim=cfg.text_hidden_size,
+        attention_head_dim=cfg.attention_heads,  # diffusers reads this as the number of heads
+        norm_num_groups=cfg.norm_groups,
+        class_embed_type="projection",
+        projection_class_embeddings_input_dim=len(CAMERA_FEATURES),
+    )
+
+
+def build_scheduler(cfg: PriorModelConfig):
+    """The DDIM scheduler of the prior: training schedule plus the sampler's defaults.
+
+    ``timestep_spacing="trailing"`` makes the first sampling step start at ``t = T - 1`` (pure
+    noise); ``clip_sample`` keeps each step's ``x_0`` estimate inside the image range.
+    """
+    from diffusers import DDIMScheduler
+
+    return DDIMScheduler(
+        num_train_timesteps=cfg.num_train_timesteps,
+        beta_schedule=cfg.beta_schedule,
+        prediction_type=cfg.prediction_type,
+        clip_sample=True,
+        clip_sample_range=1.0,
+        set_alpha_to_one=True,
+        timestep_spacing="trailing",
+    )
+
+
+@dataclass
+class PriorModules:
+    """The loaded parts of a shapes prior (all on one device)."""
+
+    unet: nn.Module
+    text_encoder: nn.Module
+    tokenizer: Any
+    scheduler: Any
+    meta: Dict[str, Any] = field(default_factory=dict)
+    """Contents of ``text3d_prior.json`` (empty for a freshly built model)."""
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.unet.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.unet.parameters()).dtype
+
+
+def build_prior(cfg: PriorModelConfig, seed: int = 0) -> PriorModules:
+    """A randomly initialised prior (weights from ``seed``; the global RNG is left untouched)."""
+    tokenizer = load_clip_tokenizer()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        text_encoder = build_text_encoder(cfg, tokenizer)
+        unet = build_unet(cfg)
+    return PriorModules(unet, text_encoder, tokenizer, build_scheduler(cfg))
+
+
+def encode_prompts(prior: PriorModules, prompts: Sequence[str]) -> Tensor:
+    """``[B, 77, D]`` text embeddings (the text encoder's last hidden state), gradients allowed."""
+    tokens = prior.tokenizer(list(prompts), padding="max_length", max_length=prior.tokenizer.model_max_length,
+                             truncation=True, return_tensors="pt")
+    return prior.text_encoder(tokens.input_ids.to(prior.device))[0]
+
+
+# --------------------------------------------------------------------------------------------
+# Folder on disk
+def save_prior(prior: PriorModules, folder: Path, meta: Dict[str, Any]) -> Path:
+    """Write the prior as a diffusers-style folder (safetensors + configs) with its metadata.
+
+    Writes straight into ``folder``; callers that need atomicity write to a temporary folder and
+    rename it (see :func:`text3d.prior_training.train_prior`).
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    prior.unet.save_pretrained(folder / "unet", safe_serialization=True)
+    prior.text_encoder.save_pretrained(folder / "text_encoder", safe_serialization=True)
+    prior.scheduler.save_pretrained(folder / "scheduler")
+    tok_dir = folder / "tokenizer"
+    tok_dir.mkdir(exist_ok=True)
+    for name in ("vocab.json", "merges.txt", "tokenizer_config.json", "LICENSE"):
+        shutil.copyfile(CLIP_TOKENIZER_DIR / name, tok_dir / name)
+    index = {
+        "_class_name": "Text3DShapesPrior",
+        "_note": "a text3d pixel-space prior: load it with text3d.prior_model.load_prior",
+        "unet": ["diffusers", "UNet2DConditionModel"],
+        "text_encoder": ["transformers", "CLIPTextModel"],
+        "tokenizer": ["transformers", "CLIPTokenizer"],
+        "scheduler": ["diffusers", "DDIMScheduler"],
+    }
+    (folder / "model_index.json").write_text(json.dumps(index, indent=2), encoding="utf-8")
+    meta = {"format_version": PRIOR_FORMAT_VERSION, "camera_features": list(CAMERA_FEATURES), **meta}
+    (folder / META_FILE).write_text(json.dumps(meta, indent=2, default=str), encoding="utf-8")
+    return folder
+
+
+def load_prior(folder: Optional[Path | str] = None, device: torch.device | str = "cpu",
+               dtype: torch.dtype = torch.float32) -> PriorModules:
+    """Load a shapes prior folder (default: the one shipped in the package), frozen and in eval mode.
+
+    Raises:
+        ModelNotFoundError: the folder or its weights are missing (with the command that makes them).
+        ConfigError: the folder is a prior of an incompatible format version.
+    """
+    from diffusers import DDIMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextModel
+
+    folder = Path(folder).expanduser() if folder is not None else BUILTIN_PRIOR_DIR
+    meta_path = folder / META_FILE
+    if not meta_path.is_file():
+        raise ModelNotFoundError(
+            f"no shapes prior in {folder} (no {META_FILE}); train one with "
+            f"`text3d train-prior configs/train-prior.yaml` (about 2 h on 2 CPU cores)")
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    if meta.get("format_version") != PRIOR_FORMAT_VERSION:
+        raise ConfigError(f"{folder}: shapes prior format {meta.get('format_version')} is not the supported "
+                          f"{PRIOR_FORMAT_VERSION}; retrain it with `text3d train-prior`")
+    try:
+        unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet", torch_dtype=dtype)
+        text_encoder = CLIPTextModel.from_pretrained(folder, subfolder="text_encoder", dtype=dtype)
+        scheduler = DDIMScheduler.from_config(DDIMScheduler.load_config(folder, subfolder="scheduler"))
+    except (OSError, ValueError) as err:
+        raise ModelNotFoundError(f"cannot load the shapes prior in {folder}: {str(err).splitlines()[0]}") from err
+    tokenizer = load_clip_tokenizer(folder / "tokenizer")
+    for module in (unet, text_encoder):
+        module.requires_grad_(False).eval().to(device)
+    return PriorModules(unet, text_encoder, tokenizer, scheduler, meta)
+
+
+# --------------------------------------------------------------------------------------------
+# Sampling
+@torch.no_grad()
+def sample(prior: PriorModules | Path | str, prompts: Sequence[str], cameras: "Cameras", steps: int = 20,
+           cfg_scale: float = 4.0, generator: Optional[torch.Generator] = None,
+           eta: float = 0.0, negative_prompt: str = "") -> Tensor:
+    """Draw images from the prior with DDIM and classifier-free guidance.
+
+    Guidance follows diffusers: ``out = out_u + s * (out_c - out_u)`` on the UNet's raw output
+    (linear, so the same for epsilon or v); the camera conditions both halves.
+
+    Args:
+        prior: loaded :class:`PriorModules`, or a prior folder.
+        prompts: ``B`` prompts, e.g. ``"a red cube"``.
+        cameras: ``B`` cameras (:class:`~text3d.cameras.Cameras`, or anything with ``azimuth`` and
+            ``elevation`` ``[B]`` tensors in degrees); the prior sees only their direction.
+        steps: DDIM steps ("trailing" spacing: the first step is at ``t = T - 1``).
+        cfg_scale: guidance scale ``s``; 1 = no guidance.
+        generator: CPU generator for the initial noise (and DDIM noise when ``eta > 0``).
+        eta: DDIM stochasticity; 0 = deterministic DDIM.
+        negative_prompt: prompt of the unconditional half (``""`` = unconditional, as trained).
+
+    Returns:
+        ``[B, 3, R, R]`` float32 images in [0, 1] on the prior's device.
+    """
+    from diffusers import DDIMScheduler
+
+    prior = prior if isinstance(prior, PriorModules) else load_prior(prior)
+    B, res = len(prompts), int(prior.unet.config.sample_size)
+    if cameras.azimuth.shape != (B,) or cameras.elevation.shape != (B,):
+        raise ValueError(f"expected {B} cameras (one per prompt), got azimuths {tuple(cameras.azimuth.shape)} "
+                         f"and elevations {tuple(cameras.elevation.shape)}")
+    scheduler = DDIMScheduler.from_config(prior.scheduler.config)  # own copy: set_timesteps mutates
+    scheduler.set_timesteps(steps)
+    dev, dt = prior.device, prior.dtype
+    emb = encode_prompts(prior, [negative_prompt] * B + list(prompts)).to(dt)
+    cams = camera_features(cameras.azimuth.cpu(), cameras.elevation.cpu()).to(dev, dt)
+    cams = torch.cat([cams, cams])
+    x = torch.randn(B, 3, res, res, generator=generator).to(dev)
+    for t in scheduler.timesteps:
+        out = prior.unet(torch.cat([x, x]).to(dt), t.to(dev), encoder_hidden_states=emb, class_labels=cams).sample
+        out_u, out_c = out.float().chunk(2)
+        guided = out_u + cfg_scale * (out_c - out_u)
+        x = scheduler.step(guided, t, x, eta=eta, generator=generator).prev_sample
+    return (x * 0.5 + 0.5).clamp(0, 1)

@@ -6,7 +6,7 @@ OpenAI CLIP as shipped in the ``open-clip-torch`` wheel. Get it without installi
 
     pip download --no-deps open-clip-torch -d /tmp/oc
     python -m zipfile -e /tmp/oc/open_clip_torch-*.whl /tmp/oc/x
-    python tools/make_clip_tokenizer.py /tmp/oc/x/open_clip/bpe_simple_vocab_16e6.txt.gz text3d/data/clip_tokenizer
+    python text3d/data/make_clip_tokenizer.py /tmp/oc/x/open_clip/bpe_simple_vocab_16e6.txt.gz text3d/data/clip_tokenizer
 
 The construction is CLIP's own: the 256 byte symbols of byte-level BPE, the same symbols with the
 word-end marker ``</w>``, one token per merge of the first ``49152 - 256 - 2`` merges, then

@@ -111,7 +111,7 @@ def load_clip_tokenizer(folder: Optional[Path] = None):
     folder = Path(folder) if folder is not None else CLIP_TOKENIZER_DIR
     if not (folder / "vocab.json").is_file() or not (folder / "merges.txt").is_file():
         raise ModelNotFoundError(f"CLIP tokenizer files (vocab.json, merges.txt) missing in {folder}; "
-                                 f"regenerate them with tools/make_clip_tokenizer.py")
+                                 f"regenerate them with text3d/data/make_clip_tokenizer.py")
     # transformers 5 ignores vocab_file/merges_file passed to the constructor: load from the folder.
     return CLIPTokenizer.from_pretrained(str(folder), model_max_length=77)
 

@@ -116,3 +116,11 @@ def test_cli_help_is_useful(capsys):
     assert exit_.value.code == 0
     for needle in ("key.path=value", "resume=", "turntable.mp4", "prompt="):
         assert needle in out
+
+
+def test_cli_overrides_may_follow_options(preset, capsys):
+    code = main(["run", str(preset), "--print-config", "steps=7", "seed=2"])
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert code == 0 and printed["steps"] == 7 and printed["seed"] == 2
+    with pytest.raises(SystemExit):
+        main(["run", str(preset), "--no-such-flag"])

@@ -154,7 +154,14 @@ def _version() -> str:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    # Overrides may come after options (``run cfg.yaml --no-progress steps=5``): argparse leaves
+    # them over, and they join the positional items.
+    args, extra = parser.parse_known_args(argv)
+    stray = [x for x in extra if x.startswith("-") or not hasattr(args, "items")]
+    if stray:
+        parser.error(f"unrecognized arguments: {' '.join(stray)}")
+    if extra:
+        args.items = list(args.items) + extra
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     logging.getLogger("text3d").setLevel(logging.DEBUG if args.verbose else logging.INFO)
     _quiet_libraries()

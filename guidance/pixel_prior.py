@@ -13,14 +13,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from text3d.errors import ConfigError
 from text3d.prior_model import BUILTIN_PRIOR_DIR, camera_features, load_prior
 from text3d.registry import PRIORS
 
-from .priors import DiffusionPrior, resolve_dtype
+from .priors import DiffusionPrior, resize_square, resolve_dtype
 
 if TYPE_CHECKING:
     from text3d.cameras import Cameras
@@ -82,12 +81,7 @@ class PixelPrior(DiffusionPrior):
     def encode_images(self, images: Tensor, generator: Optional[torch.Generator] = None) -> Tensor:
         """Renders ``[B, 3, H, W]`` in [0, 1] -> ``x_0`` ``[B, 3, S, S]`` in [-1, 1] (resized, anti-aliased
         when shrinking; differentiable). ``generator`` is unused: the map is deterministic."""
-        if images.ndim != 4 or images.shape[1] != 3:
-            raise ValueError(f"encode_images: expected [B, 3, H, W] images, got shape {tuple(images.shape)}")
-        size = self.image_size
-        if tuple(images.shape[-2:]) != (size, size):
-            shrink = images.shape[-2] > size or images.shape[-1] > size
-            images = F.interpolate(images, (size, size), mode="bilinear", align_corners=False, antialias=shrink)
+        images = resize_square(images, self.image_size)
         return images.float() * 2 - 1
 
     def decode(self, x0: Tensor) -> Tensor:

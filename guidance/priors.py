@@ -24,6 +24,7 @@ import logging
 from typing import TYPE_CHECKING, Dict, Iterator, List, Optional, Sequence, Union
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from text3d.errors import ConfigError
@@ -79,6 +80,16 @@ def no_transformers_progress_bars() -> Iterator[None]:
     finally:
         if was_enabled:
             hf_logging.enable_progress_bar()
+
+
+def resize_square(images: Tensor, size: int) -> Tensor:
+    """``[B, 3, H, W]`` renders resized (bilinear, anti-aliased when shrinking) to ``size`` x ``size``."""
+    if images.ndim != 4 or images.shape[1] != 3:
+        raise ValueError(f"encode_images: expected [B, 3, H, W] images, got shape {tuple(images.shape)}")
+    if tuple(images.shape[-2:]) == (size, size):
+        return images
+    shrink = images.shape[-2] > size or images.shape[-1] > size
+    return F.interpolate(images, (size, size), mode="bilinear", align_corners=False, antialias=shrink)
 
 
 class DiffusionPrior(abc.ABC):

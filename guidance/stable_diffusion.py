@@ -25,13 +25,12 @@ from pathlib import Path
 from typing import Any, Dict, Optional
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from text3d.errors import ConfigError, ModelNotFoundError
 from text3d.registry import PRIORS
 
-from .priors import DiffusionPrior, freeze, no_transformers_progress_bars, resolve_dtype
+from .priors import DiffusionPrior, resize_square, freeze, no_transformers_progress_bars, resolve_dtype
 from .tiny import TINY_MODEL_NAME, ensure_tiny_sd
 
 logger = logging.getLogger(__name__)
@@ -292,12 +291,7 @@ class StableDiffusionPrior(DiffusionPrior):
         Returns:
             ``[B, 4, image_size / 8, image_size / 8]`` float32, scaled by the VAE scaling factor.
         """
-        if images.ndim != 4 or images.shape[1] != 3:
-            raise ValueError(f"encode_images: expected [B, 3, H, W] images, got shape {tuple(images.shape)}")
-        size = self.image_size
-        if tuple(images.shape[-2:]) != (size, size):
-            shrink = images.shape[-2] > size or images.shape[-1] > size
-            images = F.interpolate(images, (size, size), mode="bilinear", align_corners=False, antialias=shrink)
+        images = resize_square(images, self.image_size)
         posterior = self.vae.encode((images * 2 - 1).to(self.dtype)).latent_dist
         latents = posterior.mean.float()
         if generator is not None:

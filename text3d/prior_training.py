@@ -37,6 +37,7 @@ from torch import Tensor, nn
 
 from .cameras import orbit_cameras
 from .checkpoint import latest_checkpoint, load_checkpoint, optimizer_from_flat, optimizer_to_flat, save_checkpoint
+from .device import resolve_device
 from .errors import ConfigError
 from .prior_model import PriorModelConfig, PriorModules, build_prior, camera_features, check_model_config, \
     encode_prompts, save_prior
@@ -366,14 +367,6 @@ class EMA:
 
 # --------------------------------------------------------------------------------------------
 # The training run
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device: {name!r} requested but CUDA is not available; use device=auto or cpu")
-    return torch.device(name)
-
-
 @dataclass
 class _Run:
     cfg: TrainPriorConfig

@@ -21,6 +21,7 @@ from . import __version__
 from .checkpoint import (latest_checkpoint, load_checkpoint, optimizer_from_flat, optimizer_to_flat,
                          save_checkpoint)
 from .config import Config, parse_overrides, load_raw, resolve, to_yaml
+from .device import resolve_device
 from .errors import ConfigError, RunDirError
 from .io import write_json, write_text
 from .media import image_grid, save_image, save_video
@@ -29,19 +30,6 @@ from .registry import BACKGROUNDS, CAMERAS, GEOMETRIES, GUIDANCES, MATERIALS, PR
 logger = logging.getLogger(__name__)
 
 ProgressFn = Callable[[int, Dict[str, float]], None]
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` → CUDA when available, else CPU; anything else is checked to exist."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"device: unknown device {name!r}; valid choices: auto, cpu, cuda, cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device: {name!r} requested but no CUDA device is available; use device=cpu or device=auto")
-    return device
 
 
 def slugify(text: str, max_len: int = 48) -> str:

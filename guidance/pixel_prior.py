@@ -8,9 +8,10 @@ guides every view towards what the object looks like from there.
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, List, Optional
 
 import torch
 from torch import Tensor
@@ -18,6 +19,7 @@ from torch import Tensor
 from text3d.errors import ConfigError
 from text3d.prior_model import BUILTIN_PRIOR_DIR, camera_features, load_prior
 from text3d.registry import PRIORS
+from text3d.shapes import COLOUR_SYNONYMS, SHAPE_SYNONYMS, vocabulary
 
 from .priors import DiffusionPrior, resize_square, resolve_dtype
 
@@ -77,6 +79,20 @@ class PixelPrior(DiffusionPrior):
         if cfg.model != BUILTIN and not prior_folder(cfg.model).is_dir():
             raise ConfigError(f"prior.model: folder {cfg.model!r} does not exist; use 'builtin' or a folder "
                               f"written by `text3d train-prior`")
+
+    def _encode_text_uncached(self, prompts: List[str]) -> Tensor:
+        self._warn_unknown_words(prompts)
+        return super()._encode_text_uncached(prompts)
+
+    def _warn_unknown_words(self, prompts: List[str]) -> None:
+        """Warn once (per prior) when a prompt uses words the prior never saw in training."""
+        known = set(vocabulary()) | set(SHAPE_SYNONYMS) | set(COLOUR_SYNONYMS)
+        unknown = sorted({w for p in prompts for w in re.findall(r"[a-z]+", p.lower())
+                          if w not in known and w.rstrip("s") not in known})
+        if unknown and not getattr(self, "_warned_vocabulary", False):
+            self._warned_vocabulary = True
+            logger.warning("the shapes prior only knows its vocabulary; unknown words %s are guidance noise. "
+                           "Known words: %s", ", ".join(unknown), ", ".join(vocabulary()))
 
     def encode_images(self, images: Tensor, generator: Optional[torch.Generator] = None) -> Tensor:
         """Renders ``[B, 3, H, W]`` in [0, 1] -> ``x_0`` ``[B, 3, S, S]`` in [-1, 1] (resized, anti-aliased

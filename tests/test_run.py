@@ -59,6 +59,9 @@ def test_cli_run_writes_every_output(tmp_path, tiny_sd_dir, capsys):
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["steps"] == 4 and metrics["seed"] == 0 and metrics["wall_time_s"] > 0
     assert isinstance(metrics["final_loss"], float) and "torch" in metrics["versions"]
+    # "a red cube" is a prompt the analytic renderer knows: the run scores itself against it
+    assert 0.0 <= metrics["silhouette_iou"] <= 1.0 and len(metrics["analytic"]["silhouette_iou_per_view"]) == 8
+    assert metrics["analytic"]["shape"] == "cube" and "colour_found" in metrics
     assert not list(run_dir.rglob(".*tmp*"))  # no temporary files left behind
 
 

@@ -237,9 +237,16 @@ class Run:
         }
 
     def finish(self) -> None:
+        from .scene_eval import analytic_scores
+
         self.validate()
         self.turntable()
-        write_json(self.run_dir / "metrics.json", self.metrics())
+        metrics = self.metrics()
+        scores = analytic_scores(self)
+        if scores is not None:  # the prompt names a shape the analytic renderer knows
+            metrics.update(silhouette_iou=scores["silhouette_iou"], colour_found=scores["colour_found"],
+                           analytic=scores)
+        write_json(self.run_dir / "metrics.json", metrics)
 
     # ----------------------------------------------------------------------------- checkpoints
     def state_tensors(self) -> Dict[str, torch.Tensor]:

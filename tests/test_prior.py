@@ -154,3 +154,17 @@ def test_judge_accepts_true_renders_and_rejects_wrong_ones():
                   ["red", "blue", "cyan", "green"])
     assert not wrong["colour_ok"].any() and not wrong["shape_ok"].any()
     assert wrong["pred_colour"][3] == -1 and wrong["pred_shape"][3] == -1
+
+
+def test_unknown_words_warn_once_and_still_run(tiny_prior_dir, caplog):
+    from text3d.guidance.pixel_prior import PixelPrior, PixelPriorConfig
+
+    prior = PixelPrior(PixelPriorConfig(model=str(tiny_prior_dir)), torch.device("cpu"))
+    with caplog.at_level("WARNING"):
+        prior.encode_text(["a red cube, front view", "an orange donut", ""])
+        assert not caplog.records  # every word is in the vocabulary (donut is a synonym)
+        emb = prior.encode_text(["a shiny hamburger"])
+        prior.encode_text(["a shiny hamburger on a plate"])
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 1 and "hamburger" in warnings[0] and "cube" in warnings[0]
+    assert emb.shape[0] == 1 and torch.isfinite(emb).all()

@@ -56,6 +56,8 @@ def test_number_is_a_constant_schedule(preset):
     ("guidance.type=nope", ["guidance.type", "sds"]),
     ("cameras.width=wide", ["cameras.width"]),
     ("optimizer.betas=0.9", ["optimizer.betas"]),
+    ("optimizer.lr.encodng=0.1", ["optimizer.lr", "encodng", "encoding"]),
+    ("optimizer.type=sgd", ["optimizer.type", "adamw"]),
 ])
 def test_bad_keys_types_and_components_name_the_key(preset, override, needles):
     with pytest.raises(ConfigError) as err:

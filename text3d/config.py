@@ -28,6 +28,11 @@ from .schedules import LinearSchedule
 from text3d.guidance.prompts import PromptingConfig, check_prompting_config  # noqa: E402
 
 
+PARAM_GROUPS = ("encoding", "network", "background")
+"""Optimiser parameter groups: the geometry's encoding and network, and the background. A group
+whose component has no parameters (a solid background) is skipped."""
+
+
 @dataclass
 class OptimizerConfig:
     """Adam(W) with one learning rate per parameter group."""
@@ -232,6 +237,11 @@ def resolve(raw: Dict[str, Any]) -> Config:
     for name, cls in PLAIN_SECTIONS.items():
         sections[name] = merge_section(name, cls, raw.get(name))
     check_prompting_config(sections["prompting"])
+    unknown = sorted(set(sections["optimizer"].lr) - set(PARAM_GROUPS))
+    if unknown:
+        raise ConfigError(f"optimizer.lr: unknown parameter group(s) {unknown}; valid groups: {', '.join(PARAM_GROUPS)}")
+    if sections["optimizer"].type not in ("adam", "adamw"):
+        raise ConfigError(f"optimizer.type: unknown value {sections['optimizer'].type!r}; valid choices: adam, adamw")
     if top.steps < 0:
         raise ConfigError(f"steps: must be >= 0, got {top.steps}")
     return Config(**dataclasses.asdict(top), **sections)

@@ -11,7 +11,6 @@ Conventions (the same as threestudio and DreamFusion, so their presets carry ove
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import List, Optional, Tuple
 

@@ -105,7 +105,7 @@ class PixelPrior(DiffusionPrior):
         return (x0.float() * 0.5 + 0.5).clamp(0, 1)
 
     def camera_class_labels(self, cameras: Optional["Cameras"]) -> Optional[Tensor]:
-        """``[B, 3]`` ``(sin az, cos az, elevation in radians)`` in the prior's dtype.
+        """``[B, 12]`` :func:`text3d.prior_model.camera_features` in the prior's dtype.
 
         Raises:
             ValueError: ``cameras`` is None (this prior needs to know where each render was seen from).

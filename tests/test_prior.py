@@ -10,7 +10,7 @@ import torch
 from text3d.cameras import orbit_cameras
 from text3d.errors import ConfigError, ModelNotFoundError
 from text3d.prior_eval import judge
-from text3d.prior_model import PRIOR_FORMAT_VERSION, camera_features, load_prior, sample
+from text3d.prior_model import CAMERA_FEATURES, PRIOR_FORMAT_VERSION, camera_features, load_prior, sample
 from text3d.prior_training import (ShapesDataConfig, ShapesDataset, load_train_config, loss_weights, train_prior,
                                    view_label)
 from text3d.shapes import COLOUR_NAMES, SHAPES, parse_prompt, render_shapes
@@ -42,7 +42,7 @@ def test_dataset_hides_held_out_pairs_and_prompts_match_images():
     pairs = set(zip([SHAPES[i] for i in batch.shape_ids], [COLOUR_NAMES[i] for i in batch.colour_ids]))
     assert not pairs & {("cube", "blue"), ("torus", "yellow")} and len(pairs) > 40
     assert batch.images.shape == (300, 3, 16, 16) and batch.images.min() >= -1 and batch.images.max() <= 1
-    assert batch.camera.shape == (300, 3)
+    assert batch.camera.shape == (300, len(CAMERA_FEATURES))
     full = [(p, s, c) for p, s, c in zip(batch.prompts, batch.shape_ids, batch.colour_ids) if parse_prompt(p)]
     assert 0.7 < len(full) / 300 < 0.9  # the rest name only the shape or only the colour
     assert all(parse_prompt(p) == (SHAPES[s], COLOUR_NAMES[c]) for p, s, c in full)
@@ -55,7 +55,7 @@ def test_bank_images_equal_direct_renders():
     ds.refresh(g)
     batch = ds.sample(6, g)
     az = torch.atan2(batch.camera[:, 0], batch.camera[:, 1]).rad2deg()
-    el = batch.camera[:, 2].rad2deg()
+    el = torch.atan2(batch.camera[:, 8], batch.camera[:, 9]).rad2deg()
     cams = orbit_cameras(az, el, torch.full((6,), 3.0), torch.full((6,), 32.0), 16, 16)
     rgb, _ = render_shapes(batch.shape_ids, [COLOUR_NAMES[c] for c in batch.colour_ids], cams)
     torch.testing.assert_close(batch.images, rgb.permute(0, 3, 1, 2) * 2 - 1, atol=4e-3, rtol=0)  # fp16 bank
@@ -201,3 +201,17 @@ def test_ddim_sampler_recovers_the_image_of_a_perfect_model(tiny_prior_dir, cfg_
     x = sample(prior, ["a red cube", "a blue cone"], cams, steps=20, cfg_scale=cfg_scale,
                generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(x, target * 0.5 + 0.5, atol=2e-3, rtol=0)
+
+
+def test_camera_features_are_harmonics_of_azimuth_and_elevation():
+    az, el = torch.tensor([0.0, 30.0, 120.0]), torch.tensor([0.0, 45.0, -10.0])
+    f = camera_features(az, el)
+    assert f.shape == (3, len(CAMERA_FEATURES)) == (3, 12)
+    a, e = torch.deg2rad(az), torch.deg2rad(el)
+    torch.testing.assert_close(f[:, 0], torch.sin(a))
+    torch.testing.assert_close(f[:, 7], torch.cos(4 * a))
+    torch.testing.assert_close(f[:, 10], torch.sin(2 * e))
+    # a cube looks the same every 90 degrees: the 4th azimuth harmonic sees that, the 1st does not
+    g = camera_features(az + 90.0, el)
+    torch.testing.assert_close(g[:, 6:8], f[:, 6:8], atol=1e-5, rtol=0)
+    assert (g[:, 0:2] - f[:, 0:2]).abs().max() > 0.5

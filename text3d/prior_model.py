@@ -38,14 +38,21 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-PRIOR_FORMAT_VERSION = 1
-"""Version of the folder layout and of the conditioning (bumped when either changes)."""
+PRIOR_FORMAT_VERSION = 2
+"""Version of the folder layout and of the conditioning (bumped when either changes).
+
+Version 2: azimuth harmonics 1-4 and elevation harmonics 1-2 as camera features (version 1 had
+only ``sin``/``cos`` of the azimuth and the elevation, too weak a signal for the pose of a cube)."""
 META_FILE = "text3d_prior.json"
 CLIP_TOKENIZER_DIR = Path(__file__).parent / "data" / "clip_tokenizer"
 """OpenAI CLIP's BPE vocabulary, shipped as package data."""
 BUILTIN_PRIOR_DIR = Path(__file__).parent / "data" / "shapes_prior"
 """Where ``text3d train-prior`` puts the prior that ships with the package."""
-CAMERA_FEATURES = ("sin(azimuth)", "cos(azimuth)", "elevation in radians")
+AZIMUTH_HARMONICS = 4
+"""Azimuth harmonics of the camera features: a cube repeats every 90 degrees, so ``4 * azimuth`` matters."""
+ELEVATION_HARMONICS = 2
+CAMERA_FEATURES = tuple(f"{fn}({k} * azimuth)" for k in range(1, AZIMUTH_HARMONICS + 1) for fn in ("sin", "cos")) \
+    + tuple(f"{fn}({k} * elevation)" for k in range(1, ELEVATION_HARMONICS + 1) for fn in ("sin", "cos"))
 """The UNet's ``class_labels``, in order (azimuth 0 looks at the object's front from +x)."""
 
 
@@ -99,9 +106,17 @@ def check_model_config(cfg: PriorModelConfig, key: str = "model") -> None:
 # --------------------------------------------------------------------------------------------
 # Components
 def camera_features(azimuth_deg: Tensor, elevation_deg: Tensor) -> Tensor:
-    """``[B, 3]`` float32 camera conditioning: ``(sin az, cos az, elevation in radians)``."""
+    """``[B, 12]`` float32 camera conditioning, :data:`CAMERA_FEATURES` in order.
+
+    Fourier features: the UNet's class embedding is a linear projection followed by an MLP, which
+    learns a pose-dependent image far more easily from harmonics than from a raw angle.
+    """
     az, el = torch.deg2rad(azimuth_deg.float()), torch.deg2rad(elevation_deg.float())
-    return torch.stack([torch.sin(az), torch.cos(az), el], dim=-1)
+    feats = []
+    for angle, harmonics in ((az, AZIMUTH_HARMONICS), (el, ELEVATION_HARMONICS)):
+        for k in range(1, harmonics + 1):
+            feats += [torch.sin(k * angle), torch.cos(k * angle)]
+    return torch.stack(feats, dim=-1)
 
 
 def load_clip_tokenizer(folder: Optional[Path] = None):

@@ -200,7 +200,7 @@ class TrainingBatch:
     """``[B, 3, R, R]`` in [-1, 1]."""
     prompts: List[str]
     camera: Tensor
-    """``[B, 3]`` :func:`camera_features`."""
+    """``[B, 12]`` :func:`camera_features`."""
     shape_ids: Tensor
     """``[B]`` indices into :data:`text3d.shapes.SHAPES`."""
     colour_ids: Tensor
@@ -303,7 +303,7 @@ def diffusion_loss(prior: PriorModules, x0: Tensor, text: Tensor, camera: Tensor
     Args:
         prior: the model being trained (its scheduler gives the schedule and the prediction type).
         x0: ``[B, 3, R, R]`` clean images in [-1, 1].
-        text: ``[B, L, D]`` text embeddings; camera: ``[B, 3]`` camera features.
+        text: ``[B, L, D]`` text embeddings; camera: ``[B, 12]`` camera features.
     """
     B, dev = x0.shape[0], x0.device
     sched = prior.scheduler

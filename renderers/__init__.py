@@ -1,5 +1,12 @@
 """Differentiable renderers (installed as ``text3d.renderers``)."""
 
+from .gaussians import (
+    eval_sh,
+    project_gaussians,
+    quat_scale_to_covar,
+    rasterize_gaussians,
+    rasterize_gaussians_dense,
+)
 from .shading import (
     SHADING_MODES,
     DiffuseWithPointLight,
@@ -28,6 +35,11 @@ __all__ = [
     "VolumeRenderer",
     "VolumeRendererConfig",
     "composite",
+    "eval_sh",
+    "project_gaussians",
+    "quat_scale_to_covar",
+    "rasterize_gaussians",
+    "rasterize_gaussians_dense",
     "lambertian",
     "orientation_loss",
     "ray_box_intersect",

@@ -22,8 +22,8 @@ resume:
   continues from the run's last checkpoint with the config saved in that folder.
 
 outputs:
-  outputs/<name>/<tag>@<timestamp>/  config.yaml  ckpts/  validation/  turntable.mp4  turntable.gif  metrics.json
-  The last line printed on success is that folder.
+  outputs/<name>/<tag>@<timestamp>/  config.yaml  ckpts/  validation/  turntable.mp4  turntable.gif  export/  metrics.json
+  The last line printed on success is that folder; 'text3d export FOLDER' re-exports its mesh.
 """
 
 
@@ -104,6 +104,48 @@ def cmd_train_prior(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from .config import ExportConfig, check_export_config
+    from .export import export_run_dir
+
+    formats = [f.strip() for item in (args.format or ["glb"]) for f in item.split(",") if f.strip()]
+    settings = ExportConfig(formats=formats, resolution=args.resolution, level=args.level, faces=args.faces,
+                            texture_size=args.texture_size, smooth_iterations=args.smooth,
+                            min_component_ratio=args.min_component_ratio, size=args.size)
+    options = {"formats": "--format", "smooth_iterations": "--smooth"}  # config field -> option
+    check_export_config(settings, key=lambda name: options.get(name, "--" + name.replace("_", "-")))
+    result = export_run_dir(args.run_dir, settings, out_dir=args.out)
+    print(f"iso-level {result.level:.4g} ({result.level_source}), {result.vertices} vertices, "
+          f"{result.faces} faces", file=sys.stderr)
+    for path in [*result.paths, result.manifest]:
+        print(path)
+    return 0
+
+
+def _add_export_parser(sub) -> None:
+    from .config import EXPORT_FORMATS
+
+    export = sub.add_parser(
+        "export", help="extract a textured mesh (GLB / OBJ / PLY) from a trained run",
+        description="Extract a mesh from a run's last checkpoint: density grid, marching cubes, floater "
+                    "removal, decimation, UV unwrap and albedo bake; writes RUN_DIR/export/ (or --out) and "
+                    "prints the paths it wrote, the export.json manifest last.",
+        epilog="example: text3d export outputs/quickstart/a_red_cube@20260101-120000 --format glb,obj")
+    export.add_argument("run_dir", metavar="RUN_DIR", help="a run folder (the last line 'text3d run' printed)")
+    export.add_argument("--format", action="append", metavar="FMT",
+                        help=f"{', '.join(EXPORT_FORMATS)}; repeat or comma-separate for several (default: glb)")
+    export.add_argument("--resolution", type=int, default=256, help="density grid cells per axis (default: 256)")
+    export.add_argument("--faces", type=int, default=50000, help="decimate to this many faces; 0 = keep all (default: 50000)")
+    export.add_argument("--texture-size", type=int, default=1024, help="albedo texture side; 0 = vertex colours only (default: 1024)")
+    export.add_argument("--level", type=float, default=None, help="density iso-level (default: where rays get half opaque)")
+    export.add_argument("--smooth", type=int, default=0, help="Taubin smoothing rounds (default: 0)")
+    export.add_argument("--min-component-ratio", type=float, default=0.05,
+                        help="drop pieces with fewer faces than this fraction of the largest (default: 0.05)")
+    export.add_argument("--size", type=float, default=1.0, help="largest side in metres; 0 = world units (default: 1)")
+    export.add_argument("--out", default=None, help="output folder (default: RUN_DIR/export)")
+    export.set_defaults(func=cmd_export)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="text3d",
@@ -135,6 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--work-dir", default=None, help="resumable state folder (default: <out>.train)")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.set_defaults(func=cmd_train_prior)
+    _add_export_parser(sub)
     return parser
 
 

@@ -14,7 +14,7 @@ import difflib
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import yaml
 from omegaconf import DictConfig, OmegaConf
@@ -90,6 +90,60 @@ class TrainerConfig:
     """Log loss figures every N steps."""
 
 
+EXPORT_FORMATS = ("glb", "obj", "ply")
+"""Mesh formats of ``export.formats`` / ``text3d export --format``."""
+
+
+@dataclass
+class ExportConfig:
+    """Mesh export (``RUN_DIR/export/``) at the end of a run; ``text3d export RUN_DIR`` uses the same
+    settings with larger defaults (256 cells, 50k faces, 1024² texture). See ``text3d.export``."""
+
+    enabled: bool = True
+    """Export a mesh when the run finishes. A field with no surface yet logs a warning instead
+    of failing the run."""
+    formats: List[str] = field(default_factory=lambda: ["glb"])
+    """Any of ``glb`` (textured PBR, one file), ``obj`` (+ ``.mtl`` + ``_albedo.png``), ``ply``
+    (vertex colours)."""
+    resolution: int = 128
+    """Density grid cells per axis over the scene box (marching cubes). Cost grows with the
+    surface, ~resolution²; 128 is for quick previews, 256 for final assets."""
+    level: Optional[float] = None
+    """Density iso-level of the surface; None = the density at which rays through the field
+    become half opaque (median over grid lines). Lower = fatter, keeps faint parts."""
+    faces: int = 20000
+    """Decimate to about this many triangles (quadric error); 0 = keep the marching-cubes mesh."""
+    texture_size: int = 512
+    """Side of the baked albedo texture in pixels (UV unwrap + bake); 0 = no texture, vertex
+    colours only."""
+    smooth_iterations: int = 0
+    """Taubin smoothing rounds after decimation (volume-preserving); 0 = none."""
+    min_component_ratio: float = 0.05
+    """Drop floaters: connected pieces with fewer faces than this fraction of the largest piece.
+    1 = largest piece only, 0 = keep all."""
+    size: float = 1.0
+    """Largest side of the exported object's bounding box, metres; 0 = keep world units."""
+
+
+def check_export_config(cfg: ExportConfig, key: Callable[[str], str] = lambda name: f"export.{name}") -> None:
+    """Raise :class:`ConfigError` for a bad export setting; ``key`` names the setting in the message
+    (``export.faces`` in a config, ``--faces`` on the command line)."""
+    bad = [f for f in cfg.formats if f not in EXPORT_FORMATS]
+    if bad or not cfg.formats:
+        raise ConfigError(f"{key('formats')}: unknown or no format {bad or cfg.formats}; valid: {', '.join(EXPORT_FORMATS)}")
+    if not 8 <= cfg.resolution <= 1024:
+        raise ConfigError(f"{key('resolution')}: must be in [8, 1024] cells per axis, got {cfg.resolution}")
+    if cfg.faces < 0 or 0 < cfg.faces < 4:
+        raise ConfigError(f"{key('faces')}: must be 0 (no decimation) or >= 4, got {cfg.faces}")
+    if cfg.texture_size != 0 and not 16 <= cfg.texture_size <= 8192:
+        raise ConfigError(f"{key('texture_size')}: must be 0 (no texture) or in [16, 8192], got {cfg.texture_size}")
+    if cfg.level is not None and not cfg.level > 0:
+        raise ConfigError(f"{key('level')}: must be > 0 (a density), got {cfg.level}")
+    for name in ("smooth_iterations", "min_component_ratio", "size"):
+        if getattr(cfg, name) < 0:
+            raise ConfigError(f"{key(name)}: must be >= 0, got {getattr(cfg, name)}")
+
+
 @dataclass
 class TopLevel:
     """Short top-level keys, the common overrides."""
@@ -130,6 +184,7 @@ PLAIN_SECTIONS: Dict[str, type] = {
     "optimizer": OptimizerConfig,
     "loss": LossConfig,
     "trainer": TrainerConfig,
+    "export": ExportConfig,
 }
 SECTIONS = list(COMPONENT_SECTIONS) + list(PLAIN_SECTIONS)
 
@@ -158,6 +213,7 @@ class Config:
     optimizer: OptimizerConfig
     loss: LossConfig
     trainer: TrainerConfig
+    export: ExportConfig
 
 
 def _valid_keys_hint(key: str, valid: Sequence[str]) -> str:
@@ -237,6 +293,7 @@ def resolve(raw: Dict[str, Any]) -> Config:
     for name, cls in PLAIN_SECTIONS.items():
         sections[name] = merge_section(name, cls, raw.get(name))
     check_prompting_config(sections["prompting"])
+    check_export_config(sections["export"])
     unknown = sorted(set(sections["optimizer"].lr) - set(PARAM_GROUPS))
     if unknown:
         raise ConfigError(f"optimizer.lr: unknown parameter group(s) {unknown}; valid groups: {', '.join(PARAM_GROUPS)}")

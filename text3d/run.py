@@ -239,7 +239,28 @@ class Run:
         if scores is not None:  # the prompt names a shape the analytic renderer knows
             metrics.update(silhouette_iou=scores["silhouette_iou"], colour_found=scores["colour_found"],
                            analytic=scores)
+        if self.cfg.export.enabled:
+            metrics["export"] = self.export_mesh()
         write_json(self.run_dir / "metrics.json", metrics)
+
+    def export_mesh(self) -> Dict[str, Any]:
+        """Export the field as configured in ``cfg.export`` into ``run_dir/export``.
+
+        A field with no surface yet (a short or failed run) logs a warning instead of failing the
+        run: the checkpoint is saved, and ``text3d export`` can be tried with other settings.
+        """
+        from .export import export_geometry
+        from .errors import Text3DError
+
+        source = {"run_dir": str(self.run_dir), "step": self.step, "prompt": self.cfg.prompt}
+        try:
+            result = export_geometry(self.system.geometry, self.cfg.export, self.run_dir / "export",
+                                     name=slugify(self.cfg.prompt), source=source)
+        except Text3DError as e:
+            logger.warning("mesh export skipped: %s", e)
+            return {"error": str(e)}
+        return {"files": [str(p.relative_to(self.run_dir)) for p in result.paths], "iso_level": result.level,
+                "faces": result.faces, "seconds": round(sum(result.timings.values()), 3)}
 
     # ----------------------------------------------------------------------------- checkpoints
     def state_tensors(self) -> Dict[str, torch.Tensor]:

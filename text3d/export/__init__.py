@@ -1,0 +1,20 @@
+"""Mesh extraction and export: a trained field -> a clean, textured GLB / OBJ / PLY for DCC tools.
+
+The chain, one module per stage::
+
+    grid.py      density on a grid (coarse-to-fine), iso-level from the density   -> DensityGrid
+    surface.py   marching cubes, floaters, outward faces, decimation, smoothing   -> Surface
+    texture.py   xatlas UV unwrap, albedo bake per texel, gutter fill             -> UVLayout, image
+    writers.py   export frame (+Y up, metres, centred), GLB / OBJ+MTL+PNG / PLY    -> files
+    pipeline.py  export_fields(density_fn, color_fn, bounds, settings, out_dir) and the NeRF loader
+
+Any representation plugs in through :func:`export_fields` with two callables on world points
+(``[N, 3] -> [N]`` density, ``[N, 3] -> [N, 3]`` albedo); the NeRF uses :func:`nerf_fields`.
+"""
+
+from .grid import DensityGrid, EmptyDensityError, sample_grid
+from .pipeline import ExportResult, export_fields, export_geometry, export_run_dir, load_geometry, nerf_fields
+from .surface import Surface, extract_surface
+
+__all__ = ["DensityGrid", "EmptyDensityError", "ExportResult", "Surface", "export_fields", "export_geometry",
+           "export_run_dir", "extract_surface", "load_geometry", "nerf_fields", "sample_grid"]

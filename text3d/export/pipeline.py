@@ -1,0 +1,247 @@
+"""The export chain, field -> files: density grid, surface, colours, UV bake, export frame, writers.
+
+:func:`export_fields` is the entry point of any 3D representation: it needs only a density and a
+colour callable on world points and the cube they live in (the NeRF passes its field, see
+:func:`nerf_fields`; a Gaussian scene can pass its splatted density). :func:`export_run_dir`
+loads a trained run's NeRF from its last checkpoint and exports it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional, Tuple
+
+import numpy as np
+import torch
+from torch import nn
+
+from .. import __version__
+from ..config import EXPORT_FORMATS, ExportConfig, check_export_config
+from ..errors import RunDirError
+from ..io import write_json
+from .grid import DensityFn, sample_grid
+from .surface import Surface, decimate, keep_large_components, marching_cubes, signed_volume, smooth
+from .texture import ColorFn, bake_albedo, unwrap, vertex_colors
+from .writers import WORLD_TO_EXPORT, WRITERS, ExportMesh
+
+logger = logging.getLogger(__name__)
+
+MANIFEST_NAME = "export.json"
+STEM = "mesh"
+COLOR_INSET_CELLS = 0.5
+"""Colours are read this many grid cells inside the surface, where a NeRF's colour is trained
+(its rendering weights peak just inside the iso-surface, not on it)."""
+
+
+@dataclass
+class ExportResult:
+    """What an export wrote and found."""
+
+    paths: List[Path]
+    manifest: Path
+    level: float
+    level_source: str
+    vertices: int
+    faces: int
+    timings: Dict[str, float] = field(default_factory=dict)
+
+
+@contextmanager
+def _timed(timings: Dict[str, float], stage: str) -> Iterator[None]:
+    t0 = time.perf_counter()
+    yield
+    timings[stage] = round(timings.get(stage, 0.0) + time.perf_counter() - t0, 4)
+
+
+def _is_watertight(faces: np.ndarray) -> bool:
+    """Every edge is shared by exactly two faces, in opposite directions (closed and oriented)."""
+    directed = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
+    if len(np.unique(directed, axis=0)) != len(directed):
+        return False
+    undirected = np.sort(directed, axis=1)
+    _, counts = np.unique(undirected, axis=0, return_counts=True)
+    return bool((counts == 2).all())
+
+
+def export_frame(surface: Surface, size: float) -> Tuple[np.ndarray, Dict[str, Any]]:
+    """Vertices in the export frame (see :mod:`text3d.export.writers`): rotated to +Y up, bounding
+    box centred on the origin, scaled so its largest side is ``size`` metres (``0``: world units).
+
+    Returns:
+        ``[V, 3]`` float32 vertices and the frame's description (with the 4x4 world -> export matrix).
+    """
+    lo, hi = surface.vertices.min(axis=0).astype(np.float64), surface.vertices.max(axis=0).astype(np.float64)
+    centre = (lo + hi) / 2
+    extent = float((hi - lo).max())
+    scale = size / extent if size > 0 and extent > 0 else 1.0
+    matrix = np.eye(4)
+    matrix[:3, :3] = scale * WORLD_TO_EXPORT
+    matrix[:3, 3] = -scale * WORLD_TO_EXPORT @ centre
+    vertices = (surface.vertices.astype(np.float64) - centre) @ WORLD_TO_EXPORT.T * scale
+    frame = {"up": "+Y", "front": "+Z", "units": "m", "scale": scale, "world_centre": centre.tolist(),
+             "world_to_export": matrix.round(9).tolist()}
+    return vertices.astype(np.float32), frame
+
+
+def _surface(density_fn: DensityFn, bounds: Tuple[float, float], settings: ExportConfig,
+             timings: Dict[str, float]):
+    with _timed(timings, "density grid"):
+        grid = sample_grid(density_fn, bounds, settings.resolution, settings.level)
+    logger.info("iso-level %.4g (%s); %d field evaluations", grid.level, grid.level_source, grid.evaluated)
+    with _timed(timings, "marching cubes + floaters"):
+        surface = keep_large_components(marching_cubes(grid), settings.min_component_ratio)
+    with _timed(timings, "decimation"):
+        surface = decimate(surface, settings.faces)
+    with _timed(timings, "smoothing"):
+        surface = smooth(surface, settings.smooth_iterations)
+    return grid, surface
+
+
+def export_fields(density_fn: DensityFn, color_fn: ColorFn, bounds: Tuple[float, float], settings: ExportConfig,
+                  out_dir: Path, name: str = STEM, source: Optional[Dict[str, Any]] = None) -> ExportResult:
+    """Extract, texture and write a mesh of a density + colour field.
+
+    Args:
+        density_fn: ``[N, 3]`` world points -> ``[N]`` density (see :mod:`text3d.export.grid`).
+        color_fn: ``[N, 3]`` world points -> ``[N, 3]`` albedo in [0, 1].
+        bounds: ``(lo, hi)``: the field lives in the cube ``[lo, hi]^3`` (world units).
+        settings: resolution, level, faces, texture size, formats, ... (:class:`ExportConfig`).
+        out_dir: folder of the files (created); ``export.json`` there lists them.
+        name: object name inside the files.
+        source: recorded in ``export.json`` (run folder, checkpoint, step).
+
+    Raises:
+        EmptyDensityError: no surface (nothing is written then).
+    """
+    check_export_config(settings)
+    out_dir = Path(out_dir)
+    timings: Dict[str, float] = {}
+    grid, surface = _surface(density_fn, bounds, settings, timings)
+    inset = COLOR_INSET_CELLS * grid.spacing
+    with _timed(timings, "vertex colours"):
+        colors = vertex_colors(surface, color_fn, inset)
+    layout, texture, coverage = None, None, None
+    if settings.texture_size:
+        with _timed(timings, "uv unwrap"):
+            layout = unwrap(surface, settings.texture_size)
+        with _timed(timings, "texture bake"):
+            texture, coverage = bake_albedo(surface, layout, color_fn, settings.texture_size, inset)
+    vertices, frame = export_frame(surface, settings.size)
+    normals = (surface.vertex_normals().astype(np.float64) @ WORLD_TO_EXPORT.T).astype(np.float32)
+    mesh = ExportMesh(name, vertices, normals, surface.faces, colors, layout, texture)
+    paths: List[Path] = []
+    files: Dict[str, List[str]] = {}
+    with _timed(timings, "write"):
+        for fmt in dict.fromkeys(settings.formats):
+            written = WRITERS[fmt](mesh, out_dir, STEM)
+            paths += written
+            files[fmt] = [p.name for p in written]
+    info = _manifest(settings, grid, surface, frame, files, texture, coverage, timings, source)
+    manifest = out_dir / MANIFEST_NAME
+    write_json(manifest, info)
+    return ExportResult(paths, manifest, grid.level, grid.level_source, len(surface.vertices), len(surface.faces),
+                        timings)
+
+
+def _manifest(settings, grid, surface: Surface, frame, files, texture, coverage, timings, source) -> Dict[str, Any]:
+    v = surface.vertices.astype(np.float64)[surface.faces]
+    area = float(0.5 * np.linalg.norm(np.cross(v[:, 1] - v[:, 0], v[:, 2] - v[:, 0]), axis=1).sum())
+    return {
+        "format_version": 1,
+        "files": files,
+        "settings": {k: val for k, val in dataclasses.asdict(settings).items() if k != "enabled"},
+        "iso_level": grid.level,
+        "iso_level_source": grid.level_source,
+        "mesh": {"vertices": len(surface.vertices), "faces": len(surface.faces),
+                 "watertight": _is_watertight(surface.faces),
+                 "world_volume": signed_volume(surface.vertices, surface.faces), "world_area": area,
+                 "world_bounds": [v.min(axis=(0, 1)).tolist(), v.max(axis=(0, 1)).tolist()]},
+        "texture": None if texture is None else {"size": int(texture.shape[0]), "covered_fraction": coverage},
+        "frame": frame,
+        "source": source or {},
+        "timings_s": timings,
+        "text3d_version": __version__,
+    }
+
+
+# ------------------------------------------------------------------------------------------ NeRF
+def nerf_fields(geometry: nn.Module) -> Tuple[DensityFn, ColorFn, Tuple[float, float]]:
+    """Density and albedo callables of an ``implicit-volume`` field, and its box."""
+    device = next(geometry.parameters()).device
+
+    def density(points: torch.Tensor) -> torch.Tensor:
+        return geometry.density(points.to(device))
+
+    def albedo(points: torch.Tensor) -> torch.Tensor:
+        return geometry(points.to(device))["albedo"]
+
+    r = float(geometry.radius)
+    return density, albedo, (-r, r)
+
+
+def export_geometry(geometry: nn.Module, settings: ExportConfig, out_dir: Path, name: str = STEM,
+                    source: Optional[Dict[str, Any]] = None) -> ExportResult:
+    """Export a NeRF field (``geometry`` of a run) into ``out_dir``."""
+    density, albedo, bounds = nerf_fields(geometry)
+    was_training = geometry.training
+    geometry.eval()
+    try:
+        return export_fields(density, albedo, bounds, settings, out_dir, name=name, source=source)
+    finally:
+        geometry.train(was_training)
+
+
+def load_geometry(run_dir: Path) -> Tuple[nn.Module, Dict[str, Any]]:
+    """The trained field of a run folder (its config + ``ckpts/last``), on CPU, with a description.
+
+    Only the geometry is built: no prior or model weights are loaded.
+    """
+    from ..checkpoint import latest_checkpoint, load_checkpoint
+    from ..config import load_raw, resolve
+    from ..registry import GEOMETRIES
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").is_file():
+        raise RunDirError(f"{str(run_dir)!r} is not a run directory (no config.yaml); pass the folder that "
+                          "'text3d run' printed on its last line")
+    ckpt_path = latest_checkpoint(run_dir)
+    if ckpt_path is None:
+        raise RunDirError(f"{str(run_dir)!r} has no checkpoint (ckpts/last) to export; let the run save one "
+                          f"(text3d run resume={run_dir}) and export again")
+    cfg = resolve(load_raw(run_dir / "config.yaml"))
+    ckpt = load_checkpoint(ckpt_path)
+    with torch.random.fork_rng(devices=[]):
+        geometry = GEOMETRIES.build(cfg.geometry)
+    prefix = "system.geometry."
+    state = {k[len(prefix):]: v for k, v in ckpt.tensors.items() if k.startswith(prefix)}
+    try:
+        geometry.load_state_dict(state)
+    except RuntimeError as e:
+        raise RunDirError(f"checkpoint {ckpt_path} does not match the run's geometry config: "
+                          f"{str(e).splitlines()[0]}") from None
+    source = {"run_dir": str(run_dir), "checkpoint": str(ckpt_path), "step": int(ckpt.meta["step"]),
+              "prompt": cfg.prompt}
+    return geometry, source
+
+
+def export_run_dir(run_dir: Path, settings: ExportConfig, out_dir: Optional[Path] = None) -> ExportResult:
+    """Export the NeRF of a trained run into ``out_dir`` (default ``RUN_DIR/export``)."""
+    check_export_config(settings)
+    geometry, source = load_geometry(Path(run_dir))
+    out = Path(out_dir) if out_dir is not None else Path(run_dir) / "export"
+    return export_geometry(geometry, settings, out, name=_object_name(source.get("prompt", "")), source=source)
+
+
+def _object_name(prompt: str) -> str:
+    from ..run import slugify
+
+    return slugify(prompt) if prompt else STEM
+
+
+__all__ = ["EXPORT_FORMATS", "ExportResult", "export_fields", "export_geometry", "export_run_dir", "load_geometry",
+           "nerf_fields"]

@@ -18,13 +18,14 @@ The CPU path reproduces gsplat's mathematics ("classic" 3DGS as in the CUDA kern
   Gaussian that would bring the transmittance to ``<= 1e-4``.
 
 How the CPU path stays fast with no Python loop over Gaussians: the image is cut into tiles of
-``tile_size``^2 pixels; every (camera, tile, Gaussian) that overlaps becomes one *row* of
-``tile_size^2`` pixel evaluations, rows sorted by (camera, tile, depth). Within a tile the
-transmittance is a segmented exclusive cumulative sum of ``log(1 - alpha)`` down the rows (done in
-float64 so that subtracting the segment's start loses nothing), and colours are a segmented sum.
-Rows are processed in chunks of whole tiles (``max_rows``), each under activation checkpointing,
-so memory stays bounded for forward and backward alike. Gradients come from autograd and are the
-exact derivatives of the forward maths, clamps included (as gsplat's backward kernels).
+``tile_size``^2 pixels and every Gaussian is listed, in depth order, in the tiles its pixel box
+overlaps. Tiles are grouped by the (padded) length of their list, so a group of ``S`` tiles with
+``K`` Gaussians each is one dense ``[S, K, P]`` problem: the transmittance is a cumulative sum of
+``log(1 - alpha)`` along ``K`` and colours are a batched matrix product. Large groups are split
+into pieces and, when gradients are needed and there is more than one piece, each piece is
+recomputed in backward (activation checkpointing), so memory stays bounded. Gradients come from
+autograd and are the exact derivatives of the forward maths, clamps included (as gsplat's
+backward kernels).
 
 :func:`rasterize_gaussians_dense` evaluates every Gaussian at every pixel: the slow reference the
 benchmark compares against.
@@ -34,7 +35,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any, Dict, List, Literal, Optional, Tuple
+from typing import Any, Dict, Literal, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -198,7 +199,7 @@ def rasterize_gaussians(
     viewmats: Tensor, Ks: Tensor, width: int, height: int,
     near_plane: float = 0.01, far_plane: float = 1e10, radius_clip: float = 0.0, eps2d: float = 0.3,
     sh_degree: Optional[int] = None, backgrounds: Optional[Tensor] = None, render_mode: RenderMode = "RGB",
-    backend: Literal["auto", "torch", "gsplat"] = "auto", tile_size: int = 8, max_rows: int = 32768,
+    backend: Literal["auto", "torch", "gsplat"] = "auto", tile_size: int = 8, max_pairs: int = 1 << 23,
 ) -> Tuple[Tensor, Tensor, Dict[str, Any]]:
     """Render ``C`` images of ``N`` 3D Gaussians (arguments as ``gsplat.rasterization``).
 
@@ -213,7 +214,8 @@ def rasterize_gaussians(
         backgrounds: ``[C,D]`` (or ``[D]``) colour behind the Gaussians; default black.
         render_mode: ``"RGB"``, ``"D"`` (accumulated z), ``"ED"`` (expected z), ``"RGB+D"``, ``"RGB+ED"``.
         backend: ``"auto"`` = gsplat for CUDA tensors when it imports, our PyTorch path otherwise.
-        tile_size, max_rows: CPU path: tile side in pixels, rows (tile x Gaussian) per checkpointed chunk.
+        tile_size, max_pairs: CPU path: tile side in pixels; Gaussian-pixel pairs per piece beyond which
+            pieces are checkpointed (bounds memory).
 
     Returns:
         ``colors`` [C,H,W,X], ``alphas`` [C,H,W,1] and ``meta`` with ``means2d`` [C,N,2] (call
@@ -247,7 +249,7 @@ def rasterize_gaussians(
     want_rgb, want_depth = render_mode in ("RGB", "RGB+D", "RGB+ED"), render_mode != "RGB"
     channels = ([feats] if want_rgb else []) + ([proj["depths"][..., None]] if want_depth else [])
     feats = torch.cat(channels, dim=-1)  # [C,N,X]
-    image, alpha = _composite_tiles(proj, opacities, feats, width, height, tile_size, max_rows)
+    image, alpha = _composite_tiles(proj, opacities, feats, width, height, tile_size, max_pairs)
     if render_mode in ("ED", "RGB+ED"):
         image = torch.cat([image[..., :-1], image[..., -1:] / alpha.clamp(min=1e-10)], dim=-1)
     if backgrounds is not None and want_rgb:
@@ -293,82 +295,87 @@ def _tile_rows(radii: Tensor, means2d: Tensor, depths: Tensor, tiles_x: int, til
     return cam[item][order], gid[item][order], tile[order]
 
 
+def _bucket_size(count: Tensor) -> Tensor:
+    """Padded length of a tile's Gaussian list: the next of 1, 2, 3, 4, 6, 8, 12, 16, 24, ... (waste < 1.5x)."""
+    c = count.clamp(min=1).double()
+    p = torch.floor(torch.log2(c))
+    lo = 2.0 ** p
+    return torch.where(c <= lo, lo, torch.where(c <= 1.5 * lo, torch.floor(1.5 * lo), 2 * lo)).long()
+
+
 def _composite_tiles(proj: Dict[str, Tensor], opacities: Tensor, feats: Tensor, width: int, height: int,
-                     ts: int, max_rows: int) -> Tuple[Tensor, Tensor]:
-    """Front-to-back compositing of the tile rows; returns ``[C,H,W,X]`` and ``[C,H,W,1]`` (no background)."""
+                     ts: int, max_pairs: int) -> Tuple[Tensor, Tensor]:
+    """Front-to-back compositing per tile; returns ``[C,H,W,X]`` and ``[C,H,W,1]`` (no background).
+
+    Tiles are grouped by their padded Gaussian count ``K`` (:func:`_bucket_size`); a group of ``S``
+    tiles is one dense ``[S, K, P]`` problem: transmittance by a cumulative sum of ``log(1 - alpha)``
+    along ``K``, colours by a batched matrix product. Groups whose pair count exceeds ``max_pairs``
+    are split; when more than one piece is needed and gradients are on, each piece is checkpointed.
+    """
     C, N, X = feats.shape
     tiles_x, tiles_y = -(-width // ts), -(-height // ts)
-    n_tiles = C * tiles_x * tiles_y
     dev, dt = feats.device, feats.dtype
+    P = ts * ts
     cam, gid, tile = _tile_rows(proj["radii"], proj["means2d"], proj["depths"], tiles_x, tiles_y, ts)
-    out = torch.zeros(n_tiles, ts * ts, X + 1, device=dev, dtype=dt)
+    out = torch.zeros(C * tiles_x * tiles_y, P, X + 1, device=dev, dtype=dt)
     if len(tile):
-        # chunks of whole tiles, each at most ~max_rows rows (a tile with more rows is a chunk by itself)
-        new_tile = torch.ones(len(tile), dtype=torch.bool, device=dev)
-        new_tile[1:] = tile[1:] != tile[:-1]
-        bounds = _chunk_bounds(new_tile.nonzero()[:, 0].tolist() + [len(tile)], max_rows)
-        py, px = torch.meshgrid(torch.arange(ts, device=dev, dtype=dt), torch.arange(ts, device=dev, dtype=dt),
-                                indexing="ij")
-        offs = torch.stack([px.reshape(-1), py.reshape(-1)], -1) + 0.5  # pixel centres within a tile
-        m2, con, op = proj["means2d"], proj["conics"], opacities
-        needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (m2, con, op, feats))
+        seg_tiles, seg, counts = torch.unique_consecutive(tile, return_inverse=True, return_counts=True)
+        seg_first = torch.cumsum(counts, 0) - counts
+        k = torch.arange(len(tile), device=dev) - seg_first[seg]
+        size = _bucket_size(counts)
+        # per-row attributes, plus a dummy row (opacity 0: never drawn) that padding points at
+        R = len(tile)
+        rows = {"m2": proj["means2d"][cam, gid], "con": proj["conics"][cam, gid], "op": opacities[gid],
+                "feats": feats[cam, gid]}
+        rows = {key: torch.cat([v, torch.zeros_like(v[:1])]) for key, v in rows.items()}
+        local = seg_tiles % (tiles_x * tiles_y)
+        origins = torch.stack([(local % tiles_x) * ts, (local // tiles_x) * ts], -1).to(dt)
+        pieces = []
+        for K in torch.unique(size).tolist():
+            segs = (size == K).nonzero()[:, 0]
+            pos = torch.full((len(size),), -1, dtype=torch.long, device=dev)
+            pos[segs] = torch.arange(len(segs), device=dev)
+            idx = torch.full((len(segs), K), R, dtype=torch.long, device=dev)
+            in_group = pos[seg] >= 0
+            idx[pos[seg][in_group], k[in_group]] = torch.arange(R, device=dev)[in_group]
+            step = max(1, max_pairs // (K * P))
+            pieces += [(segs[i:i + step], idx[i:i + step]) for i in range(0, len(segs), step)]
+        grads = torch.is_grad_enabled() and any(v.requires_grad for v in rows.values())
+        use_ckpt = grads and sum(idx.numel() for _, idx in pieces) * P > max_pairs
         results = []
-        for a, b in zip(bounds[:-1], bounds[1:]):
-            c_, g_, t_ = cam[a:b], gid[a:b], tile[a:b]
-            local_tile = t_ % (tiles_x * tiles_y)
-            origin = torch.stack([(local_tile % tiles_x) * ts, (local_tile // tiles_x) * ts], -1).to(dt)
-            args = (m2[c_, g_], con[c_, g_], op[g_], feats[c_, g_], origin, t_)
-            if needs_grad:  # recompute in backward: memory stays at one chunk's worth of activations
-                results.append(checkpoint(_composite_chunk, *args, offs, width, height, use_reentrant=False))
-            else:
-                results.append(_composite_chunk(*args, offs, width, height))
-        seg_tiles = torch.cat([r[0] for r in results])
-        seg_vals = torch.cat([r[1] for r in results])
-        out = out.index_put((seg_tiles,), seg_vals)
+        for segs, idx in pieces:
+            args = (rows["m2"][idx], rows["con"][idx], rows["op"][idx], rows["feats"][idx], origins[segs], ts)
+            results.append(checkpoint(_composite_group, *args, use_reentrant=False) if use_ckpt
+                           else _composite_group(*args))
+        order = torch.cat([segs for segs, _ in pieces])
+        out = out.index_put((seg_tiles[order],), torch.cat(results))
     out = out.view(C, tiles_y, tiles_x, ts, ts, X + 1).permute(0, 1, 3, 2, 4, 5)
     out = out.reshape(C, tiles_y * ts, tiles_x * ts, X + 1)[:, :height, :width]
     return out[..., :X], out[..., X:]
 
 
-def _chunk_bounds(tile_starts: List[int], max_rows: int) -> List[int]:
-    """Row indices where chunks begin, each at a tile start, plus the total; a chunk spans <= max_rows rows
-    unless one tile alone has more."""
-    bounds, prev = [0], 0
-    for s in tile_starts[1:]:
-        if s - bounds[-1] > max_rows and prev > bounds[-1]:
-            bounds.append(prev)
-        prev = s
-    if bounds[-1] != tile_starts[-1]:
-        bounds.append(tile_starts[-1])
-    return bounds
+def _composite_group(m2: Tensor, con: Tensor, op: Tensor, feats: Tensor, origin: Tensor, ts: int) -> Tensor:
+    """``S`` tiles with ``K`` depth-sorted Gaussians each (``m2`` [S,K,2], ``con`` [S,K,3], ``op`` [S,K],
+    ``feats`` [S,K,X], tile ``origin`` [S,2]) -> ``[S, ts*ts, X+1]`` colour sums and alpha.
 
-
-def _composite_chunk(m2: Tensor, con: Tensor, op: Tensor, feats: Tensor, origin: Tensor, tile: Tensor,
-                     offs: Tensor, width: int, height: int) -> Tuple[Tensor, Tensor]:
-    """Composite rows (sorted by tile, then depth) -> per-tile ``[T, P, X+1]`` (colour sums and alpha)."""
-    pix = origin[:, None, :] + offs[None]  # [R,P,2] pixel centres
-    inside = (pix[..., 0] < width) & (pix[..., 1] < height)
-    d = m2[:, None, :] - pix
-    dx, dy = d[..., 0], d[..., 1]
-    sigma = 0.5 * (con[:, 0:1] * dx * dx + con[:, 2:3] * dy * dy) + con[:, 1:2] * dx * dy
-    alpha = torch.clamp(op[:, None] * torch.exp(-sigma), max=ALPHA_MAX)
-    valid = inside & (sigma >= 0) & (alpha >= ALPHA_THRESHOLD)
-    alpha = torch.where(valid, alpha, 0.0)
-    log1m = torch.log1p(-alpha).double()
-    new_seg = torch.ones(len(tile), dtype=torch.bool, device=tile.device)
-    new_seg[1:] = tile[1:] != tile[:-1]
-    seg = torch.cumsum(new_seg.long(), 0) - 1  # segment index per row
-    incl = torch.cumsum(log1m, 0)
-    excl = incl - log1m
-    seg_first = new_seg.nonzero()[:, 0]
-    base = excl[seg_first][seg]  # exclusive sum at the first row of each row's tile
-    log_t = (excl - base)
-    keep = (log_t + log1m) > math.log(TRANSMITTANCE_MIN)
-    w = torch.where(keep, alpha * torch.exp(log_t.to(alpha.dtype)), 0.0)  # [R,P]
-    vals = torch.cat([w[..., None] * feats[:, None, :], w[..., None]], dim=-1)  # [R,P,X+1]
-    summed = torch.zeros(len(seg_first), *vals.shape[1:], device=vals.device, dtype=vals.dtype)
-    summed = summed.index_add(0, seg, vals)
-    return tile[seg_first], summed
+    ``sigma`` is built from per-column and per-row terms (``dx`` depends only on the pixel's column,
+    ``dy`` only on its row), so only three operations run at full ``[S, K, ts, ts]`` size. Pixels of
+    edge tiles that fall outside the image are computed and cropped later. ``sigma >= 0`` always
+    holds here: the conic of a visible Gaussian is positive definite.
+    """
+    centres = torch.arange(ts, device=m2.device, dtype=m2.dtype) + 0.5
+    dx = m2[..., 0:1] - (origin[:, None, 0:1] + centres)  # [S,K,ts] by column
+    dy = m2[..., 1:2] - (origin[:, None, 1:2] + centres)  # [S,K,ts] by row
+    col = 0.5 * con[..., 0:1] * dx * dx  # [S,K,ts]
+    row = 0.5 * con[..., 2:3] * dy * dy
+    sigma = (row[..., :, None] + col[..., None, :]) + (con[..., 1:2] * dy)[..., :, None] * dx[..., None, :]
+    alpha = op[..., None] * torch.exp(-sigma.flatten(2))  # [S,K,P], P = ts*ts (row-major)
+    alpha = torch.where(alpha >= ALPHA_THRESHOLD, alpha.clamp(max=ALPHA_MAX), 0.0)
+    log1m = torch.log1p(-alpha)
+    incl = torch.cumsum(log1m, dim=1)
+    w = torch.where(incl > math.log(TRANSMITTANCE_MIN), alpha * torch.exp(incl - log1m), 0.0)  # [S,K,P]
+    rgb = torch.bmm(w.transpose(1, 2), feats)  # [S,P,X]
+    return torch.cat([rgb, w.sum(1)[..., None]], dim=-1)
 
 
 # --------------------------------------------------------------------------------------------
@@ -418,7 +425,7 @@ def rasterize_gaussians_dense(means: Tensor, quats: Tensor, scales: Tensor, opac
 # gsplat
 def _gsplat_available() -> bool:
     try:
-        import gsplat  # noqa: F401
+        import gsplat  # noqa: F401  (imported for its CUDA extension check only)
     except Exception:  # pragma: no cover - gsplat is a dependency, but a broken CUDA install should not crash
         logger.warning("gsplat does not import; using the PyTorch rasteriser on CUDA")
         return False

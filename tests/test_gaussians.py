@@ -102,12 +102,12 @@ def _scene(n=40, seed=0, W=37, H=29, dtype=torch.float64):
     return means, quats, scales, opac, colors, viewmats.to(dtype), Ks, W, H
 
 
-@pytest.mark.parametrize("tile_size,max_rows", [(8, 32768), (16, 32768), (4, 5)])
-def test_images_match_loop_reference(tile_size, max_rows):
+@pytest.mark.parametrize("tile_size,max_pairs", [(8, 1 << 23), (16, 1 << 23), (4, 200)])
+def test_images_match_loop_reference(tile_size, max_pairs):
     means, quats, scales, opac, colors, V, K, W, H = _scene()
     bg = torch.tensor([0.2, 0.5, 0.9], dtype=torch.float64)
     img, alpha, meta = rasterize_gaussians(means, quats, scales, opac, colors, V, K, W, H, backgrounds=bg,
-                                           tile_size=tile_size, max_rows=max_rows)
+                                           tile_size=tile_size, max_pairs=max_pairs)
     ref_img, ref_a = _ref_render(means, quats, scales, opac, colors, V, K, W, H, bg=bg)
     assert img.shape == (3, H, W, 3) and alpha.shape == (3, H, W, 1)
     assert alpha.max() > 0.99 and alpha.min() < 0.01  # the scene is not trivial: opaque and empty pixels
@@ -117,13 +117,14 @@ def test_images_match_loop_reference(tile_size, max_rows):
     assert (meta["radii"][:, 1] == 0).all()  # off-screen in every camera
 
 
-def test_gradients_match_loop_reference():
+@pytest.mark.parametrize("max_pairs", [300, 1 << 23])  # checkpointed pieces, and one piece without
+def test_gradients_match_loop_reference(max_pairs):
     means, quats, scales, opac, colors, V, K, W, H = _scene(n=25, seed=3, W=24, H=20)
     params = [t.clone().requires_grad_() for t in (means, quats, scales, opac, colors)]
     g = torch.Generator().manual_seed(7)
     up = torch.randn(3, H, W, 3, generator=g, dtype=torch.float64)
     up_a = torch.randn(3, H, W, 1, generator=g, dtype=torch.float64)
-    img, a, _ = rasterize_gaussians(*params, V, K, W, H, tile_size=8, max_rows=6)
+    img, a, _ = rasterize_gaussians(*params, V, K, W, H, tile_size=8, max_pairs=max_pairs)
     grads = torch.autograd.grad((img * up).sum() + (a * up_a).sum(), params)
     ref_img, ref_a = _ref_render(*params, V, K, W, H)
     ref_grads = torch.autograd.grad((ref_img * up).sum() + (ref_a * up_a).sum(), params)

@@ -4,10 +4,10 @@ A 256³ grid is 16.8M points; through the CPU hash-grid NeRF (~4 µs a point on 
 over a minute. Only the cells that the surface crosses need the fine values, so the grid is
 evaluated in two passes (as Occupancy Networks' MISE does, in one step instead of a hierarchy):
 
-1. every ``stride``-th node (a 65³ coarse grid for 256³), which also fixes the iso-level;
+1. every ``stride``-th node (a 65³ coarse grid for 256³), which gives a first iso-level;
 2. the fine nodes of the coarse cells near the level (whose corner densities reach at least
-   :data:`NEAR_LEVEL_FACTOR` x the level and not all :data:`FAR_LEVEL_FACTOR` x, then grown by
-   one cell), the rest of the fine grid being the trilinear upsampling of the coarse one.
+   :data:`NEAR_LEVEL_FACTOR` x the level and not all :data:`FAR_LEVEL_FACTOR` x), the rest of
+   the fine grid being the trilinear upsampling of the coarse one.
 
 Trilinear upsampling of a coarse cell whose corners all lie on one side of the level stays on
 that side, so the skipped cells hold no surface, and as the fine values meet the upsampled ones
@@ -20,7 +20,9 @@ every line of the coarse grid, in the six axis directions, the optical depth ``�
 integrated and the density where the line becomes half opaque (``τ = ln 2``) is recorded, capped
 at half the line's largest density; the level is the median over all lines that get there
 (:func:`level_from_opacity`). A sharp surface gives half its inside density; a soft, foggy field
-gives the density at which it starts to look solid.
+gives the density at which it starts to look solid. It is measured on the coarse grid first, then
+again on the refined values along the fine lines through the coarse nodes (sharper: the coarse
+spacing smears a thin transition), kept within the refined band.
 """
 
 from __future__ import annotations
@@ -207,15 +209,18 @@ def sample_grid(fn: DensityFn, bounds: Tuple[float, float], resolution: int, lev
 
 
 def _active_cells(coarse: np.ndarray, level: float) -> np.ndarray:
-    """``[m-1]^3`` bool: coarse cells to refine (crossed by the level or near it, grown by one cell)."""
-    from scipy.ndimage import binary_dilation
+    """``[m-1]^3`` bool: coarse cells to refine, those whose corner densities reach the band
+    ``[NEAR_LEVEL_FACTOR, FAR_LEVEL_FACTOR] x level``.
 
+    Every cell whose corners straddle any level in that band, so the final one, is refined: the
+    surface has no hole. Growing the set by a cell more (tried: 26-neighbours) cost 40 % more
+    field evaluations on the benchmark field and changed its volume by 0.8 %.
+    """
     corners = [coarse[a:a + coarse.shape[0] - 1, b:b + coarse.shape[1] - 1, c:c + coarse.shape[2] - 1]
                for a in (0, 1) for b in (0, 1) for c in (0, 1)]
     cmax = np.maximum.reduce(corners)
     cmin = np.minimum.reduce(corners)
-    active = (cmin < FAR_LEVEL_FACTOR * level) & (cmax >= NEAR_LEVEL_FACTOR * level)  # crossed, or near
-    return binary_dilation(active, np.ones((3, 3, 3), bool))
+    return (cmin < FAR_LEVEL_FACTOR * level) & (cmax >= NEAR_LEVEL_FACTOR * level)
 
 
 def _refine(fn: DensityFn, coarse: np.ndarray, stride: int, level: float, origin: np.ndarray,

@@ -68,10 +68,12 @@ def unwrap(surface: Surface, texture_size: int) -> UVLayout:
     chart.max_chart_area = area / CHARTS_PER_MESH
     chart.max_iterations = 0
     pack = xatlas.PackOptions()
-    # one atlas of about texture_size texels a side: ~60 % of it is covered, so texel density
-    # = side * sqrt(0.6 / area); the padding (in atlas texels) then matches the final texture's
+    # one atlas of about texture_size texels a side (1.0-1.3x; the UVs are normalised to it), so
+    # its padding is about as many texels of the final texture. 2 texels of padding between charts
+    # keep bilinear filtering of one chart off its neighbours (the gutters are filled anyway);
+    # 4 cost a fifth of the covered texels on the benchmark surface (46 % -> 37 %).
     pack.texels_per_unit = 0.75 * texture_size / max(area, 1e-12) ** 0.5
-    pack.padding = max(2, texture_size // 256)
+    pack.padding = 2
     atlas.generate(chart, pack)
     if atlas.atlas_count != 1:
         raise RuntimeError(f"xatlas made {atlas.atlas_count} atlases; expected one")

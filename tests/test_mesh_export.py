@@ -385,7 +385,10 @@ def test_empty_field_is_reported_not_exported(trained_run, tmp_path, capsys):
 
 
 def test_config_section_is_validated():
-    from text3d.config import load_config
+    from text3d.config import EXPORT_FORMATS, load_config
+    from text3d.export.writers import WRITERS
+
+    assert sorted(WRITERS) == sorted(EXPORT_FORMATS)  # every format the config accepts has a writer
 
     cfg = load_config(SMOKE, ["export.formats=[glb,ply]", "export.faces=0"])
     assert cfg.export.formats == ["glb", "ply"] and cfg.export.faces == 0 and cfg.export.resolution == 128

@@ -3,7 +3,6 @@ readers each, the Khronos glTF validator and Blender (when installed), the CLI e
 
 import json
 import math
-import os
 import shutil
 import struct
 import subprocess

@@ -24,7 +24,7 @@ from .. import __version__
 from ..config import EXPORT_FORMATS, ExportConfig, check_export_config
 from ..errors import RunDirError
 from ..io import write_json
-from .grid import DensityFn, sample_grid
+from .grid import DensityFn, DensityGrid, sample_grid
 from .surface import Surface, decimate, keep_large_components, marching_cubes, signed_volume, smooth
 from .texture import ColorFn, bake_albedo, unwrap, vertex_colors
 from .writers import WORLD_TO_EXPORT, WRITERS, ExportMesh
@@ -89,7 +89,7 @@ def export_frame(surface: Surface, size: float) -> Tuple[np.ndarray, Dict[str, A
 
 
 def _surface(density_fn: DensityFn, bounds: Tuple[float, float], settings: ExportConfig,
-             timings: Dict[str, float]):
+             timings: Dict[str, float]) -> Tuple[DensityGrid, Surface]:
     with _timed(timings, "density grid"):
         grid = sample_grid(density_fn, bounds, settings.resolution, settings.level)
     logger.info("iso-level %.4g (%s); %d field evaluations", grid.level, grid.level_source, grid.evaluated)
@@ -148,7 +148,10 @@ def export_fields(density_fn: DensityFn, color_fn: ColorFn, bounds: Tuple[float,
                         timings)
 
 
-def _manifest(settings, grid, surface: Surface, frame, files, texture, coverage, timings, source) -> Dict[str, Any]:
+def _manifest(settings: ExportConfig, grid: DensityGrid, surface: Surface, frame: Dict[str, Any],
+              files: Dict[str, List[str]], texture: Optional[np.ndarray], coverage: Optional[float],
+              timings: Dict[str, float], source: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+    """The content of ``export.json``: what was written, with which settings, and what was found."""
     v = surface.vertices.astype(np.float64)[surface.faces]
     area = float(0.5 * np.linalg.norm(np.cross(v[:, 1] - v[:, 0], v[:, 2] - v[:, 0]), axis=1).sum())
     return {

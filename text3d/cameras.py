@@ -150,6 +150,11 @@ class RandomCameraConfig:
     """Render width in pixels."""
     height: int = 64
     """Render height in pixels."""
+    resolution_milestones: List[int] = field(default_factory=list)
+    """Progressive resolution (DreamGaussian, threestudio): from step ``resolution_milestones[i]`` on,
+    render ``resolutions[i]`` pixels square; before the first milestone, ``width x height``."""
+    resolutions: List[int] = field(default_factory=list)
+    """Square render sizes that go with ``resolution_milestones`` (same length)."""
     elevation_range: List[float] = field(default_factory=lambda: [-10.0, 45.0])
     """Elevation range, degrees, sampled uniformly."""
     azimuth_range: List[float] = field(default_factory=lambda: [-180.0, 180.0])
@@ -190,11 +195,24 @@ class RandomCameraSampler:
             value = getattr(cfg, key)
             if len(value) != 2 or value[0] > value[1]:
                 raise ConfigError(f"cameras.{key}: expected [low, high] with low <= high, got {list(value)}")
+        milestones = list(cfg.resolution_milestones)
+        if len(milestones) != len(cfg.resolutions) or milestones != sorted(milestones):
+            raise ConfigError(f"cameras.resolution_milestones: expected increasing steps, one per entry of "
+                              f"cameras.resolutions; got {milestones} and {list(cfg.resolutions)}")
         self.cfg = cfg
 
-    def sample(self, generator: torch.Generator, batch_size: Optional[int] = None) -> Cameras:
-        """Random cameras on CPU (move them with :meth:`Cameras.to`)."""
+    def resolution(self, step: int) -> Tuple[int, int]:
+        """``(width, height)`` of the training renders at ``step``."""
+        width, height = self.cfg.width, self.cfg.height
+        for milestone, size in zip(self.cfg.resolution_milestones, self.cfg.resolutions):
+            if step >= milestone:
+                width = height = int(size)
+        return width, height
+
+    def sample(self, generator: torch.Generator, batch_size: Optional[int] = None, step: int = 0) -> Cameras:
+        """Random cameras on CPU (move them with :meth:`Cameras.to`), at the resolution of ``step``."""
         cfg, n = self.cfg, batch_size or self.cfg.batch_size
+        width, height = self.resolution(step)
         el, az = _uniform(cfg.elevation_range, n, generator), _uniform(cfg.azimuth_range, n, generator)
         dist, fovy = _uniform(cfg.distance_range, n, generator), _uniform(cfg.fovy_range, n, generator)
         eye = spherical_to_position(az, el, dist)
@@ -204,7 +222,7 @@ class RandomCameraSampler:
         c2w = look_at(eye, center, F.normalize(up, dim=-1))
         light_dir = F.normalize(eye + cfg.light_position_jitter * torch.randn(n, 3, generator=generator), dim=-1)
         light = light_dir * _uniform(cfg.light_distance_range, n, generator)[:, None]
-        return Cameras(c2w, torch.deg2rad(fovy), cfg.width, cfg.height, az, el, dist, light)
+        return Cameras(c2w, torch.deg2rad(fovy), width, height, az, el, dist, light)
 
     def eval_cameras(self, n_views: int, width: Optional[int] = None, height: Optional[int] = None) -> Cameras:
         """Evenly spaced views at the evaluation distance / fov / elevation."""

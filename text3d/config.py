@@ -28,9 +28,10 @@ from .schedules import LinearSchedule
 from text3d.guidance.prompts import PromptingConfig, check_prompting_config  # noqa: E402
 
 
-PARAM_GROUPS = ("encoding", "network", "background")
-"""Optimiser parameter groups: the geometry's encoding and network, and the background. A group
-whose component has no parameters (a solid background) is skipped."""
+PARAM_GROUPS = ("encoding", "network", "background", "means", "scales", "quats", "opacities", "sh0", "shN")
+"""Optimiser parameter groups: the NeRF geometry's encoding and network, the background, and the
+Gaussian geometry's means, scales, quats, opacities and SH colours (sh0: DC term, shN: the rest). A
+group whose component has no parameters (a solid background, NeRF groups in a Gaussian run) is skipped."""
 
 
 @dataclass

@@ -137,7 +137,7 @@ class Run:
         """One SDS step; returns the loss figures. A non-finite gradient skips the update."""
         sysm, gen, step = self.system, self.generator, self.step
         sysm.renderer.update_occupancy(sysm.geometry, step, gen)
-        cams = self.sampler.sample(gen).to(self.device)
+        cams = self.sampler.sample(gen, step=step).to(self.device)
         mode = sysm.material.choose_mode(step, gen)
         out = sysm.render(cams, mode=mode, generator=gen, train=True)
         cond, uncond = self.prompts(cams.elevation, cams.azimuth)
@@ -147,7 +147,11 @@ class Run:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self._gradients_finite(loss):
+            if hasattr(sysm.geometry, "after_backward"):  # Gaussians: densification statistics
+                sysm.geometry.after_backward()
             self.optimizer.step()
+            if hasattr(sysm.geometry, "after_step"):  # Gaussians: densify / prune on schedule
+                sysm.geometry.after_step(step, self.optimizer, gen)
         else:
             self.skipped_steps.append(step)
             logger.warning("step %d: non-finite loss or gradient; update skipped", step)
@@ -195,7 +199,7 @@ class Run:
     @torch.no_grad()
     def render_views(self, cameras, mode: str = "albedo") -> List[Dict[str, torch.Tensor]]:
         out = self.system.render(cameras.to(self.device), mode=mode, train=False)
-        return [{k: v[i].cpu() for k, v in out.items() if v.dim() == 4} for i in range(len(cameras))]
+        return [{k: v[i].cpu() for k, v in out.items() if torch.is_tensor(v) and v.dim() == 4} for i in range(len(cameras))]
 
     def validate(self) -> Path:
         """Save a grid of validation views: colour on top, opacity below."""
@@ -239,7 +243,14 @@ class Run:
         if scores is not None:  # the prompt names a shape the analytic renderer knows
             metrics.update(silhouette_iou=scores["silhouette_iou"], colour_found=scores["colour_found"],
                            analytic=scores)
-        if self.cfg.export.enabled:
+        if hasattr(self.system.geometry, "num_gaussians"):  # Gaussian runs: the standard 3DGS .ply
+            from .gaussians import model_params, write_ply
+
+            write_ply(self.run_dir / "gaussians.ply", model_params(self.system.geometry))
+            metrics["num_gaussians"] = self.system.geometry.num_gaussians
+        if self.cfg.export.enabled and hasattr(self.system.geometry, "num_gaussians"):
+            logger.info("mesh export of Gaussian runs is not implemented yet; skipped (gaussians.ply is written)")
+        elif self.cfg.export.enabled:
             metrics["export"] = self.export_mesh()
         write_json(self.run_dir / "metrics.json", metrics)
 
@@ -284,6 +295,8 @@ class Run:
             self.system.load_state_dict(system_sd)
         except RuntimeError as e:
             raise RunDirError(f"checkpoint {path} does not match this config's model: {str(e).splitlines()[0]}") from None
+        # a Gaussian geometry may have been resized to the checkpoint's count: optimise the new tensors
+        self.optimizer = build_optimizer(self.cfg, self.system.parameter_groups())
         optimizer_from_flat(self.optimizer, ckpt.tensors, ckpt.meta["optimizer_param_groups"])
         self.generator.set_state(ckpt.tensors["rng.generator"])
         self.step = int(ckpt.meta["step"])

@@ -1,0 +1,161 @@
+"""Gaussian geometry: .ply round trips, densification and pruning, Gaussian runs (outputs, resume)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from plyfile import PlyData
+
+from text3d.cli import main
+from text3d.errors import ConfigError
+from text3d.gaussians import (GaussianGeometryConfig, GaussianModel, PlyError, model_params, ply_properties, read_ply,
+                              write_ply)
+from text3d.run import open_run
+
+REPO = Path(__file__).resolve().parents[1]
+QUICK = REPO / "configs" / "quickstart-gaussians.yaml"
+FAST = ["geometry.num_points=300", "cameras.width=24", "cameras.height=24", "cameras.resolution_milestones=[3]",
+        "cameras.resolutions=[32]", "cameras.batch_size=2", "geometry.densify_from=2", "geometry.densify_every=2",
+        "geometry.densify_until=100", "geometry.grad_threshold=0.0", "geometry.max_gaussians=1200",
+        "trainer.val_every=3", "trainer.val_views=2", "trainer.val_resolution=32", "trainer.turntable_frames=3",
+        "trainer.turntable_resolution=32", "trainer.checkpoint_every=2", "trainer.log_every=0"]
+
+
+def _overrides(tmp_path, tiny_sd_dir, *extra):
+    return [f"prior.model={tiny_sd_dir}", f"output_dir={tmp_path / 'outputs'}", *FAST, *extra]
+
+
+def _model(n=50, sh_degree=1, seed=0, **kw) -> GaussianModel:
+    return GaussianModel(GaussianGeometryConfig(num_points=n, sh_degree=sh_degree, seed=seed, **kw))
+
+
+def test_ply_round_trip_and_another_reader(tmp_path):
+    model = _model(sh_degree=2)
+    with torch.no_grad():
+        model.shN.normal_()
+        model.quats.normal_()
+    path = write_ply(tmp_path / "g.ply", model_params(model))
+    params, degree = read_ply(path)
+    assert degree == 2
+    for name, value in model_params(model).items():
+        torch.testing.assert_close(params[name], value.detach(), rtol=0, atol=0, msg=name)
+    ply = PlyData.read(str(path))  # an independent reader sees the standard 3DGS layout
+    names = [p.name for p in ply["vertex"].properties]
+    assert names == ply_properties(2) and ply["vertex"].count == 50
+    v = ply["vertex"]
+    np.testing.assert_array_equal(v["x"], model.means[:, 0].detach().numpy())
+    np.testing.assert_array_equal(v["opacity"], model.opacity_logits.detach().numpy())  # a logit
+    np.testing.assert_array_equal(v["scale_1"], model.log_scales[:, 1].detach().numpy())  # a log
+    np.testing.assert_array_equal(v["rot_0"], model.quats[:, 0].detach().numpy())  # w first
+    # f_rest is channel-major: f_rest_{c * (K-1) + k} = shN[:, k, c]
+    np.testing.assert_array_equal(v["f_rest_9"], model.shN[:, 1, 1].detach().numpy())
+
+
+def test_ply_with_missing_attributes_names_them(tmp_path):
+    path = write_ply(tmp_path / "g.ply", model_params(_model(sh_degree=0)))
+    ply = PlyData.read(str(path))
+    keep = [p.name for p in ply["vertex"].properties if p.name not in ("opacity", "scale_2")]
+    from plyfile import PlyElement
+
+    arr = ply["vertex"].data[keep]
+    PlyData([PlyElement.describe(np.array(arr.tolist(), dtype=[(k, "<f4") for k in keep]), "vertex")]).write(
+        str(tmp_path / "bad.ply"))
+    with pytest.raises(PlyError, match="missing attribute.*opacity, scale_2"):
+        read_ply(tmp_path / "bad.ply")
+    (tmp_path / "text.txt").write_text("hello")
+    with pytest.raises(PlyError, match="not a .ply"):
+        read_ply(tmp_path / "text.txt")
+
+
+def test_densify_clones_small_splits_large_prunes_faint_and_carries_adam_state():
+    model = _model(n=6, sh_degree=0, percent_dense=0.05, prune_opacity=0.05, grad_threshold=0.5)
+    with torch.no_grad():
+        model.log_scales[:] = torch.log(torch.tensor([0.01, 0.01, 0.2, 0.2, 0.01, 0.01]))[:, None]
+        model.opacity_logits[:] = torch.logit(torch.tensor([0.5, 0.5, 0.5, 0.5, 0.01, 0.5]))
+        model.means[:] = torch.arange(6.0)[:, None]
+    model.grad_accum[:] = torch.tensor([1.0, 0.1, 1.0, 0.1, 1.0, 0.1])
+    model.grad_count[:] = 1.0
+    groups = model.parameter_groups()
+    opt = torch.optim.Adam([{"params": p, "name": k} for k, p in groups.items()], lr=0.1)
+    loss = sum((p ** 2).sum() for ps in groups.values() for p in ps)
+    loss.backward()
+    opt.step()
+    old_avg = opt.state[model.means]["exp_avg"].clone()
+    old_means, old_scales = model.means.detach().clone(), model.scales().detach().clone()
+    stats = model.densify_and_prune(opt, torch.Generator().manual_seed(0))
+    # 0: cloned; 2: split into two (original removed); 4: faint -> pruned (its clone too)
+    assert stats == {"cloned": 2, "split": 1, "pruned": 1, "total": 6 - 1 - 1 + 1 + 2}
+    means = model.means.detach()
+    kept = [0, 1, 3, 5]
+    torch.testing.assert_close(means[:4], old_means[kept])
+    torch.testing.assert_close(means[4], old_means[0])  # the clone of Gaussian 0 (the clone of 4 was faint)
+    torch.testing.assert_close(model.scales()[5:], (old_scales[2] / 1.6).expand(2, 3))  # split children
+    assert ((means[5:] - old_means[2]).abs() < 1.0).all() and not torch.equal(means[5], means[6])
+    state = opt.state[model.means]
+    torch.testing.assert_close(state["exp_avg"][:4], old_avg[kept])
+    assert (state["exp_avg"][4:] == 0).all() and state["exp_avg"].shape == (7, 3)
+    assert all(p is q for (k, ps), g in zip(model.parameter_groups().items(), opt.param_groups) for p, q in
+               zip(ps, g["params"]))
+    assert model.grad_accum.shape == (7,) and model.grad_accum.sum() == 0
+
+
+def test_reset_opacity_caps_and_clears_adam_moments():
+    model = _model(n=4, sh_degree=0, prune_opacity=0.01)
+    with torch.no_grad():
+        model.opacity_logits[:] = 3.0
+    opt = torch.optim.Adam([model.opacity_logits], lr=0.1)
+    model.opacity_logits.sum().backward()
+    opt.step()
+    model.reset_opacity(opt)
+    torch.testing.assert_close(model.opacities(), torch.full((4,), 0.02))
+    assert (opt.state[model.opacity_logits]["exp_avg"] == 0).all()
+
+
+def test_init_from_point_cloud_mesh_and_ply(tmp_path):
+    import trimesh
+
+    sphere = trimesh.creation.icosphere(subdivisions=2, radius=0.4)
+    sphere.visual.face_colors = [255, 0, 0, 255]
+    sphere.export(tmp_path / "sphere.ply")
+    cloud = trimesh.PointCloud(sphere.vertices, colors=np.tile([0, 255, 0, 255], (len(sphere.vertices), 1)))
+    cloud.export(tmp_path / "cloud.ply")
+    m = GaussianModel(GaussianGeometryConfig(init="mesh", init_path=str(tmp_path / "sphere.ply"), num_points=200, seed=0))
+    assert m.num_gaussians == 200
+    torch.testing.assert_close(m.means.detach().norm(dim=-1), torch.full((200,), 0.4), atol=0.02, rtol=0)
+    torch.testing.assert_close(m.base_colors()[:, 0], torch.ones(200), atol=1e-5, rtol=0)  # red faces
+    c = GaussianModel(GaussianGeometryConfig(init="point-cloud", init_path=str(tmp_path / "cloud.ply"), seed=0))
+    assert c.num_gaussians == len(sphere.vertices)
+    torch.testing.assert_close(c.base_colors()[:, 1], torch.ones(c.num_gaussians), atol=1e-5, rtol=0)
+    write_ply(tmp_path / "g.ply", model_params(c))
+    p = GaussianModel(GaussianGeometryConfig(init="ply", init_path=str(tmp_path / "g.ply"), sh_degree=1))
+    torch.testing.assert_close(p.means, c.means)
+    assert p.shN.shape == (c.num_gaussians, 3, 3)
+    with pytest.raises(ConfigError, match="init_path"):
+        GaussianModel(GaussianGeometryConfig(init="mesh"))
+
+
+def test_gaussian_run_outputs_and_resume_across_densification(tmp_path, tiny_sd_dir, capsys):
+    code = main(["run", str(QUICK), *_overrides(tmp_path, tiny_sd_dir, "steps=6", "name=full"), "--no-progress"])
+    assert code == 0
+    run_dir = Path(capsys.readouterr().out.strip().splitlines()[-1])
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    params, _ = read_ply(run_dir / "gaussians.ply")
+    assert metrics["num_gaussians"] == params["means"].shape[0] > 300  # densified
+    assert (run_dir / "turntable.mp4").is_file() and "silhouette_iou" in metrics
+
+    part = open_run(QUICK, _overrides(tmp_path, tiny_sd_dir, "steps=3", "name=part"))
+    part.fit()
+    resumed = open_run(None, [f"resume={part.run_dir}", "steps=6"])
+    assert resumed.step == 3
+    resumed.fit()
+    from safetensors.torch import load_file
+
+    full_state = load_file(run_dir / "ckpts" / "last" / "state.safetensors")
+    part_state = load_file(part.run_dir / "ckpts" / "last" / "state.safetensors")
+    assert full_state.keys() == part_state.keys()
+    for k in full_state:
+        assert torch.equal(full_state[k], part_state[k]), k

@@ -1,0 +1,562 @@
+"""3D Gaussians as a scene geometry: parameters, initialisation, densification and the 3DGS ``.ply`` format.
+
+A :class:`GaussianModel` (geometry type ``gaussians``) holds the parameters in their unconstrained
+form, as 3DGS and DreamGaussian do: ``means`` [N,3], ``log_scales`` [N,3], ``quats`` [N,4] (wxyz,
+unnormalised), ``opacity_logits`` [N], ``sh0`` [N,1,3] and ``shN`` [N,K-1,3] (spherical-harmonic
+colour coefficients; colour = SH(view) + 0.5). It is drawn by the ``gaussian-splatting`` renderer
+(:class:`GaussianRenderer`), which calls :func:`text3d.renderers.rasterize_gaussians`.
+
+Densification follows 3DGS (and gsplat's default strategy): the screen-space gradient of each
+visible Gaussian's 2D mean is accumulated over steps; every ``densify_every`` steps the Gaussians
+whose mean gradient exceeds ``grad_threshold`` are cloned (small ones) or split in two (large ones,
+scales / 1.6, new means drawn from the Gaussian), then faint (``prune_opacity``) and huge
+(``prune_scale``) ones are removed; every ``opacity_reset_every`` steps opacities are clamped low.
+The optimizer's Adam moments follow the surgery (kept rows keep theirs, new rows start at zero).
+
+``gaussians.ply`` is the standard 3DGS layout (x, y, z, nx, ny, nz, f_dc_0-2, f_rest_*, opacity
+as a logit, scale_0-2 as logs, rot_0-3 as a wxyz quaternion) that splat viewers read.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Literal, Optional, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .cameras import Cameras
+from .errors import ConfigError, Text3DError
+from .io import atomic_path
+from .registry import GEOMETRIES, RENDERERS
+
+logger = logging.getLogger(__name__)
+
+SH_C0 = 0.28209479177387814
+PARAM_NAMES = ("means", "log_scales", "quats", "opacity_logits", "sh0", "shN")
+GROUP_OF = {"means": "means", "log_scales": "scales", "quats": "quats", "opacity_logits": "opacities",
+            "sh0": "sh0", "shN": "shN"}
+"""Optimizer parameter group of each parameter (the names ``optimizer.lr`` uses)."""
+GAUSSIAN_PARAM_GROUPS = tuple(dict.fromkeys(GROUP_OF.values()))
+
+
+class PlyError(Text3DError):
+    """A .ply file that is not a 3DGS Gaussian file (or is damaged)."""
+
+
+@dataclass
+class GaussianGeometryConfig:
+    """3D Gaussians (DreamGaussian defaults) and their densification schedule."""
+
+    type: str = "gaussians"
+    """Geometry type; ``gaussians``."""
+    init: Literal["random", "ply", "point-cloud", "mesh", "nerf"] = "random"
+    """Initialisation: ``random`` points in a ball; a 3DGS ``ply`` (e.g. another run's gaussians.ply);
+    a ``point-cloud`` .ply (x, y, z, optional red/green/blue); points sampled on a ``mesh`` file;
+    or points drawn where a ``nerf`` run's density is high. The last four read ``init_path``."""
+    init_path: Optional[str] = None
+    """File (ply / point cloud / mesh) or NeRF run folder for the non-random initialisations."""
+    num_points: int = 5000
+    """Gaussians drawn at initialisation (``random``, ``mesh``, ``nerf``)."""
+    radius: float = 0.5
+    """Radius of the initial ball (``random``), world units."""
+    init_scale: float = 0.0
+    """Initial scale (standard deviation) of every axis; 0 = the mean spacing of the initial points."""
+    init_opacity: float = 0.1
+    """Initial opacity of every Gaussian."""
+    sh_degree: int = 0
+    """Spherical-harmonic degree of the colours (0 = view-independent, as DreamGaussian)."""
+    scene_extent: float = 1.0
+    """Size of the scene (world units) that ``percent_dense`` and ``prune_scale`` are relative to."""
+    densify_from: int = 100
+    """First step at which Gaussians are densified and pruned."""
+    densify_until: int = 3000
+    """No densification at or after this step (pruning of faint Gaussians continues with it)."""
+    densify_every: int = 100
+    """Steps between densifications."""
+    grad_threshold: float = 0.01
+    """Mean screen-space gradient norm of the 2D mean (NDC units, as 3DGS) above which a Gaussian is
+    cloned or split. SDS gradients are larger than photometric ones: DreamGaussian uses 0.01."""
+    percent_dense: float = 0.01
+    """Gaussians with a largest scale up to ``percent_dense * scene_extent`` are cloned, larger ones split."""
+    prune_opacity: float = 0.01
+    """Gaussians fainter than this are removed at each densification."""
+    prune_scale: float = 0.5
+    """Gaussians with a largest scale above ``prune_scale * scene_extent`` are removed; 0 = never."""
+    opacity_reset_every: int = 0
+    """Steps between opacity resets to ``2 * prune_opacity`` (3DGS: 3000); 0 = never."""
+    max_gaussians: int = 100000
+    """Densification stops adding Gaussians beyond this count."""
+    seed: Optional[int] = None
+    """Seed of the initialisation; ``None`` = drawn from the caller's RNG state (a run seeds it)."""
+
+
+def _check_config(cfg: GaussianGeometryConfig) -> None:
+    if cfg.init != "random" and not cfg.init_path:
+        raise ConfigError(f"geometry.init_path: init '{cfg.init}' reads a file or run folder; set geometry.init_path")
+    if not 0 <= cfg.sh_degree <= 3:
+        raise ConfigError(f"geometry.sh_degree: must be 0-3, got {cfg.sh_degree}")
+    for key in ("num_points", "densify_every", "max_gaussians"):
+        if getattr(cfg, key) <= 0:
+            raise ConfigError(f"geometry.{key}: must be positive, got {getattr(cfg, key)}")
+    if not 0 < cfg.init_opacity < 1:
+        raise ConfigError(f"geometry.init_opacity: must be in (0, 1), got {cfg.init_opacity}")
+
+
+# --------------------------------------------------------------------------------------------
+# The model
+@GEOMETRIES.register("gaussians", GaussianGeometryConfig)
+class GaussianModel(nn.Module):
+    """A set of 3D Gaussians whose count changes during training (see the module docstring)."""
+
+    check_config = staticmethod(_check_config)
+
+    def __init__(self, cfg: GaussianGeometryConfig):
+        super().__init__()
+        _check_config(cfg)
+        self.cfg = cfg
+        generator = torch.Generator()
+        generator.manual_seed(cfg.seed if cfg.seed is not None else int(torch.randint(0, 2**62, (1,))))
+        params = initial_gaussians(cfg, generator)
+        for name in PARAM_NAMES:
+            setattr(self, name, nn.Parameter(params[name]))
+        n = self.means.shape[0]
+        self.register_buffer("grad_accum", torch.zeros(n))
+        self.register_buffer("grad_count", torch.zeros(n))
+        self._meta: Optional[Dict[str, Any]] = None
+
+    # -------------------------------------------------------------------- activated parameters
+    @property
+    def num_gaussians(self) -> int:
+        return int(self.means.shape[0])
+
+    def scales(self) -> Tensor:
+        return torch.exp(self.log_scales)
+
+    def opacities(self) -> Tensor:
+        return torch.sigmoid(self.opacity_logits)
+
+    def sh(self) -> Tensor:
+        """``[N, K, 3]`` SH coefficients."""
+        return torch.cat([self.sh0, self.shN], dim=1)
+
+    def base_colors(self) -> Tensor:
+        """``[N, 3]`` view-independent colours (the DC term), in [0, 1]."""
+        return (SH_C0 * self.sh0[:, 0] + 0.5).clamp(0, 1)
+
+    def parameter_groups(self) -> Dict[str, List[nn.Parameter]]:
+        groups: Dict[str, List[nn.Parameter]] = {}
+        for name in PARAM_NAMES:
+            param = getattr(self, name)
+            if param.numel() or name != "shN":
+                groups.setdefault(GROUP_OF[name], []).append(param)
+        return groups
+
+    def density(self, points: Tensor, chunk: int = 4096) -> Tensor:
+        """Opacity-weighted sum of the Gaussians at ``points [P, 3]`` -> ``[P]`` (for mesh extraction).
+
+        Each Gaussian contributes ``opacity * exp(-0.5 d^T Sigma^-1 d)`` within 3 standard deviations.
+        """
+        from text3d.renderers.gaussians import quat_scale_to_covar
+
+        with torch.no_grad():
+            prec = torch.linalg.inv(quat_scale_to_covar(self.quats, self.scales().clamp(min=1e-6)))
+            out = torch.zeros(points.shape[0], device=points.device)
+            op, mu = self.opacities(), self.means
+            for s in range(0, mu.shape[0], chunk):
+                d = points[:, None, :] - mu[None, s:s + chunk]  # [P,G,3]
+                m = torch.einsum("pgi,gij,pgj->pg", d, prec[s:s + chunk], d)
+                out += (op[s:s + chunk] * torch.exp(-0.5 * m) * (m < 9)).sum(1)
+            return out
+
+    # -------------------------------------------------------------------- training hooks
+    def track(self, meta: Dict[str, Any]) -> None:
+        """Called by the renderer on a training render: keep the 2D means for the densification stats."""
+        self._meta = meta
+
+    @torch.no_grad()
+    def after_backward(self) -> None:
+        """Accumulate the screen-space gradient norms of the last training render (3DGS statistic)."""
+        meta, self._meta = self._meta, None
+        if meta is None or meta["means2d"].grad is None:
+            return
+        g = meta["means2d"].grad.clone()  # [C,N,2] pixels
+        C = g.shape[0]
+        g[..., 0] *= 0.5 * meta["width"] * C  # to NDC units, and undo the batch mean of the loss
+        g[..., 1] *= 0.5 * meta["height"] * C
+        visible = (meta["radii"] > 0).all(-1)
+        self.grad_accum += (g.norm(dim=-1) * visible).sum(0)
+        self.grad_count += visible.sum(0).to(self.grad_count.dtype)
+
+    @torch.no_grad()
+    def after_step(self, step: int, optimizer: torch.optim.Optimizer, generator: torch.Generator) -> None:
+        """Densify / prune / reset opacities when the schedule says so (``step`` is the step just taken)."""
+        cfg, s = self.cfg, step + 1
+        if cfg.densify_from <= s < cfg.densify_until and s % cfg.densify_every == 0:
+            self.densify_and_prune(optimizer, generator)
+        if cfg.opacity_reset_every and s % cfg.opacity_reset_every == 0 and s < cfg.densify_until:
+            self.reset_opacity(optimizer)
+
+    @torch.no_grad()
+    def densify_and_prune(self, optimizer: Optional[torch.optim.Optimizer], generator: torch.Generator) -> Dict[str, int]:
+        cfg = self.cfg
+        avg = self.grad_accum / self.grad_count.clamp(min=1)
+        big_grad = avg > cfg.grad_threshold
+        max_scale = self.scales().max(-1).values
+        small = max_scale <= cfg.percent_dense * cfg.scene_extent
+        room = max(0, cfg.max_gaussians - self.num_gaussians)
+        candidates = big_grad.nonzero()[:, 0]
+        if len(candidates) > room:  # keep the largest gradients
+            candidates = candidates[avg[candidates].argsort(descending=True)[:room]]
+        clone = candidates[small[candidates]]
+        split = candidates[~small[candidates]]
+        split = split[: max(0, room - len(clone))]
+        params = {name: getattr(self, name).detach() for name in PARAM_NAMES}
+        extra = {name: [p[clone]] for name, p in params.items()}
+        if len(split):  # two new Gaussians drawn from each split one, smaller by 1.6
+            from text3d.renderers.gaussians import quat_to_rotmat
+
+            R = quat_to_rotmat(params["quats"][split])
+            sc = self.scales()[split]
+            for _ in range(2):
+                z = torch.randn(len(split), 3, generator=generator).to(sc) * sc
+                extra["means"].append(params["means"][split] + (R @ z[..., None])[..., 0])
+                extra["log_scales"].append(params["log_scales"][split] - math.log(1.6))
+                for name in ("quats", "opacity_logits", "sh0", "shN"):
+                    extra[name].append(params[name][split])
+        keep = torch.ones(self.num_gaussians, dtype=torch.bool, device=self.means.device)
+        keep[split] = False
+        prune = self.opacities() < cfg.prune_opacity
+        if cfg.prune_scale > 0:
+            prune |= max_scale > cfg.prune_scale * cfg.scene_extent
+        n_new = len(clone) + 2 * len(split)
+        keep_new = torch.ones(n_new, dtype=torch.bool, device=keep.device)
+        if n_new:  # new Gaussians inherit the opacity / scale of their parent
+            ex_op = torch.sigmoid(torch.cat(extra["opacity_logits"]))
+            keep_new = ex_op >= cfg.prune_opacity
+        keep &= ~prune
+        if int(keep.sum()) + int(keep_new.sum()) == 0:
+            logger.warning("densification would remove every Gaussian; keeping them")
+            keep[:] = True
+        new_values = {name: torch.cat(v)[keep_new] for name, v in extra.items()}
+        self._replace(keep, new_values, optimizer)
+        stats = {"cloned": len(clone), "split": len(split), "pruned": int((~keep).sum()) - len(split),
+                 "total": self.num_gaussians}
+        logger.info("densify: %(cloned)d cloned, %(split)d split, %(pruned)d pruned -> %(total)d Gaussians", stats)
+        return stats
+
+    @torch.no_grad()
+    def reset_opacity(self, optimizer: Optional[torch.optim.Optimizer]) -> None:
+        cap = torch.logit(torch.tensor(2 * self.cfg.prune_opacity))
+        self.opacity_logits.data.clamp_(max=float(cap))
+        if optimizer is not None:
+            for key, value in optimizer.state.get(self.opacity_logits, {}).items():
+                if torch.is_tensor(value) and value.shape == self.opacity_logits.shape:
+                    value.zero_()
+
+    def _replace(self, keep: Tensor, new_values: Dict[str, Tensor],
+                 optimizer: Optional[torch.optim.Optimizer]) -> None:
+        """Keep rows ``keep`` of every parameter, append ``new_values``; carry Adam's moments along."""
+        for name in PARAM_NAMES:
+            old = getattr(self, name)
+            new = nn.Parameter(torch.cat([old.detach()[keep], new_values[name].to(old)]))
+            if optimizer is not None:
+                _swap_in_optimizer(optimizer, old, new, keep, new_values[name].shape[0])
+            setattr(self, name, new)
+        n = self.means.shape[0]
+        self.grad_accum = torch.zeros(n, device=self.means.device)
+        self.grad_count = torch.zeros(n, device=self.means.device)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        """Checkpoints of densified runs hold other counts: take the checkpoint's shapes first."""
+        for name in PARAM_NAMES:
+            key = prefix + name
+            if key in state_dict and state_dict[key].shape != getattr(self, name).shape:
+                setattr(self, name, nn.Parameter(torch.empty_like(state_dict[key], device=self.means.device)))
+        for name in ("grad_accum", "grad_count"):
+            key = prefix + name
+            if key in state_dict and state_dict[key].shape != getattr(self, name).shape:
+                setattr(self, name, torch.empty_like(state_dict[key], device=self.means.device))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
+def _swap_in_optimizer(optimizer: torch.optim.Optimizer, old: Tensor, new: Tensor, keep: Tensor, n_new: int) -> None:
+    for group in optimizer.param_groups:
+        for i, p in enumerate(group["params"]):
+            if p is old:
+                group["params"][i] = new
+                state = optimizer.state.pop(old, None)
+                if state:
+                    for key, value in state.items():
+                        if torch.is_tensor(value) and value.shape == old.shape:
+                            state[key] = torch.cat([value[keep], value.new_zeros((n_new,) + value.shape[1:])])
+                    optimizer.state[new] = state
+                return
+
+
+# --------------------------------------------------------------------------------------------
+# Initialisation
+def _mean_spacing(n: int, radius: float) -> float:
+    """Mean nearest-neighbour distance of ``n`` uniform points in a ball (0.554 (V/n)^(1/3))."""
+    return 0.554 * (4.0 / 3.0 * math.pi * radius**3 / max(n, 1)) ** (1.0 / 3.0)
+
+
+def _from_points(points: Tensor, colors: Tensor, cfg: GaussianGeometryConfig, scale: float) -> Dict[str, Tensor]:
+    n = points.shape[0]
+    K = (cfg.sh_degree + 1) ** 2
+    s = cfg.init_scale if cfg.init_scale > 0 else scale
+    return {
+        "means": points.float(),
+        "log_scales": torch.full((n, 3), math.log(s)),
+        "quats": torch.tensor([1.0, 0.0, 0.0, 0.0]).repeat(n, 1),
+        "opacity_logits": torch.full((n,), math.log(cfg.init_opacity / (1 - cfg.init_opacity))),
+        "sh0": ((colors.float().clamp(0, 1) - 0.5) / SH_C0)[:, None, :],
+        "shN": torch.zeros(n, K - 1, 3),
+    }
+
+
+def initial_gaussians(cfg: GaussianGeometryConfig, generator: torch.Generator) -> Dict[str, Tensor]:
+    """Parameter tensors for ``cfg.init`` (see :class:`GaussianGeometryConfig`)."""
+    if cfg.init == "random":
+        d = torch.randn(cfg.num_points, 3, generator=generator)
+        r = cfg.radius * torch.rand(cfg.num_points, 1, generator=generator) ** (1.0 / 3.0)
+        points = F.normalize(d, dim=-1) * r
+        colors = torch.rand(cfg.num_points, 3, generator=generator)
+        return _from_points(points, colors, cfg, _mean_spacing(cfg.num_points, cfg.radius))
+    path = Path(str(cfg.init_path)).expanduser()
+    if not path.exists():
+        raise ConfigError(f"geometry.init_path: {path} does not exist")
+    if cfg.init == "ply":
+        params, _ = read_ply(path)
+        K = (cfg.sh_degree + 1) ** 2
+        sh = torch.cat([params["sh0"], params["shN"]], 1)
+        sh = torch.cat([sh, torch.zeros(sh.shape[0], max(0, K - sh.shape[1]), 3)], 1)[:, :K]
+        params.update(sh0=sh[:, :1].contiguous(), shN=sh[:, 1:].contiguous())
+        return params
+    if cfg.init == "point-cloud":
+        points, colors = _read_point_cloud(path, generator)
+    elif cfg.init == "mesh":
+        points, colors = _sample_mesh(path, cfg.num_points, generator)
+    else:
+        points, colors = _sample_nerf(path, cfg.num_points, generator)
+    extent = float((points.max(0).values - points.min(0).values).max().clamp(min=1e-3))
+    return _from_points(points, colors, cfg, _mean_spacing(points.shape[0], 0.5 * extent))
+
+
+def _read_point_cloud(path: Path, generator: torch.Generator) -> Tuple[Tensor, Tensor]:
+    import trimesh
+
+    cloud = trimesh.load(str(path), process=False)
+    vertices = getattr(cloud, "vertices", None)
+    if vertices is None or len(vertices) == 0:
+        raise ConfigError(f"geometry.init_path: {path} holds no points")
+    points = torch.as_tensor(np.asarray(vertices), dtype=torch.float32)
+    colors = getattr(cloud, "colors", None)
+    if colors is not None and len(colors) == len(points):
+        return points, torch.as_tensor(np.asarray(colors)[:, :3], dtype=torch.float32) / 255.0
+    return points, torch.rand(points.shape[0], 3, generator=generator)
+
+
+def _sample_mesh(path: Path, n: int, generator: torch.Generator) -> Tuple[Tensor, Tensor]:
+    import trimesh
+
+    mesh = trimesh.load(str(path), force="mesh", process=False)
+    if not hasattr(mesh, "faces") or len(mesh.faces) == 0:
+        raise ConfigError(f"geometry.init_path: {path} holds no triangles")
+    seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
+    points, face_idx = trimesh.sample.sample_surface(mesh, n, seed=seed)
+    visual = mesh.visual
+    if getattr(visual, "kind", None) == "texture":
+        visual = visual.to_color()
+    if getattr(visual, "kind", None) in ("face", "vertex"):
+        colors = np.asarray(visual.face_colors)[face_idx, :3] / 255.0
+    else:  # a mesh without colours: random ones, as the random initialisation
+        colors = torch.rand(n, 3, generator=generator).numpy()
+    return torch.as_tensor(np.asarray(points), dtype=torch.float32), torch.as_tensor(colors, dtype=torch.float32)
+
+
+@torch.no_grad()
+def _sample_nerf(run_dir: Path, n: int, generator: torch.Generator, resolution: int = 64) -> Tuple[Tensor, Tensor]:
+    """Points drawn with probability proportional to a NeRF run's density (above its median), with its albedo."""
+    from .export.pipeline import load_geometry
+
+    geometry, _ = load_geometry(run_dir)
+    r = float(getattr(geometry.cfg, "radius", 1.0))
+    axis = torch.linspace(-r, r, resolution)
+    grid = torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"), -1).view(-1, 3)
+    sigma = torch.cat([geometry.density(grid[s:s + 65536]).view(-1) for s in range(0, len(grid), 65536)])
+    weights = (sigma - sigma.median()).clamp(min=0)
+    if not float(weights.sum()) > 0:
+        raise ConfigError(f"geometry.init_path: the NeRF in {run_dir} has no density above its median; "
+                          "train it longer or use init: random")
+    idx = torch.multinomial(weights, n, replacement=True, generator=generator)
+    jitter = (torch.rand(n, 3, generator=generator) - 0.5) * (2 * r / resolution)
+    points = grid[idx] + jitter
+    colors = geometry(points)["albedo"].clamp(0, 1)
+    return points, colors
+
+
+# --------------------------------------------------------------------------------------------
+# The 3DGS .ply format
+def ply_properties(sh_degree_or_k: int, from_k: bool = False) -> List[str]:
+    """Property names of a 3DGS .ply with ``K`` SH coefficients per channel."""
+    K = sh_degree_or_k if from_k else (sh_degree_or_k + 1) ** 2
+    return (["x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2"]
+            + [f"f_rest_{i}" for i in range(3 * (K - 1))]
+            + ["opacity", "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"])
+
+
+def write_ply(path: Path | str, params: Dict[str, Tensor]) -> Path:
+    """Write Gaussians (unconstrained parameters, see :data:`PARAM_NAMES`) as a binary 3DGS .ply, atomically."""
+    means = params["means"].detach().float().cpu()
+    n = means.shape[0]
+    sh0 = params["sh0"].detach().float().cpu().reshape(n, 3)
+    shN = params["shN"].detach().float().cpu()
+    rest = shN.transpose(1, 2).reshape(n, -1)  # channel-major, as 3DGS writes f_rest
+    cols = [means, torch.zeros(n, 3), sh0, rest, params["opacity_logits"].detach().float().cpu().view(n, 1),
+            params["log_scales"].detach().float().cpu(), params["quats"].detach().float().cpu()]
+    data = torch.cat(cols, dim=1).numpy().astype("<f4")
+    names = ply_properties(shN.shape[1] + 1, from_k=True)
+    header = "ply\nformat binary_little_endian 1.0\ncomment written by text3d (3D Gaussian splatting)\n" \
+             f"element vertex {n}\n" + "".join(f"property float {p}\n" for p in names) + "end_header\n"
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            fh.write(header.encode("ascii"))
+            fh.write(data.tobytes())
+    return path
+
+
+_PLY_TYPES = {"float": "f4", "float32": "f4", "double": "f8", "float64": "f8", "uchar": "u1", "uint8": "u1",
+              "char": "i1", "int8": "i1", "short": "i2", "int16": "i2", "ushort": "u2", "uint16": "u2",
+              "int": "i4", "int32": "i4", "uint": "u4", "uint32": "u4"}
+
+
+def read_ply(path: Path | str) -> Tuple[Dict[str, Tensor], int]:
+    """Read a 3DGS .ply -> (unconstrained parameters, SH degree).
+
+    Raises:
+        PlyError: not a binary little-endian .ply, or 3DGS attributes missing (named in the message).
+    """
+    path = Path(path)
+    with open(path, "rb") as fh:
+        if fh.readline().strip() != b"ply":
+            raise PlyError(f"{path}: not a .ply file")
+        fmt, n, props, in_vertex = None, 0, [], False
+        while True:
+            line = fh.readline()
+            if not line:
+                raise PlyError(f"{path}: header has no end_header")
+            words = line.decode("ascii", "replace").split()
+            if not words or words[0] in ("comment", "obj_info"):
+                continue
+            if words[0] == "format":
+                fmt = words[1]
+            elif words[0] == "element":
+                in_vertex = words[1] == "vertex"
+                if in_vertex:
+                    n = int(words[2])
+                elif props:  # elements after the vertex block are fine; before it we would misread
+                    pass
+                else:
+                    raise PlyError(f"{path}: element '{words[1]}' precedes the vertex element")
+            elif words[0] == "property" and in_vertex:
+                if words[1] == "list":
+                    raise PlyError(f"{path}: list property '{words[-1]}' in the vertex element")
+                if words[1] not in _PLY_TYPES:
+                    raise PlyError(f"{path}: unknown property type '{words[1]}'")
+                props.append((words[2], "<" + _PLY_TYPES[words[1]]))
+            elif words[0] == "end_header":
+                break
+        if fmt != "binary_little_endian":
+            raise PlyError(f"{path}: format '{fmt}' is not supported; 3DGS files are binary_little_endian")
+        data = np.fromfile(fh, dtype=np.dtype(props), count=n)
+    if len(data) != n:
+        raise PlyError(f"{path}: expected {n} vertices, the file holds {len(data)} (truncated?)")
+    names = {p for p, _ in props}
+    n_rest = len([p for p in names if p.startswith("f_rest_")])
+    required = [p for p in ply_properties(n_rest // 3 + 1, from_k=True) if p not in ("nx", "ny", "nz")]
+    missing = [p for p in required if p not in names]
+    if missing:
+        raise PlyError(f"{path}: not a 3D Gaussian splatting .ply: missing attribute(s) {', '.join(missing)}")
+    K = n_rest // 3 + 1
+    degree = int(round(math.sqrt(K))) - 1
+    if (degree + 1) ** 2 != K:
+        raise PlyError(f"{path}: {n_rest} f_rest_* attributes do not make a whole SH degree")
+
+    def cols(keys: List[str]) -> Tensor:
+        return torch.from_numpy(np.stack([data[k].astype(np.float32) for k in keys], axis=1)) if keys \
+            else torch.zeros(n, 0)
+
+    rest = cols([f"f_rest_{i}" for i in range(n_rest)]).view(n, 3, K - 1).transpose(1, 2).contiguous()
+    params = {"means": cols(["x", "y", "z"]), "sh0": cols(["f_dc_0", "f_dc_1", "f_dc_2"]).view(n, 1, 3),
+              "shN": rest, "opacity_logits": cols(["opacity"]).view(n),
+              "log_scales": cols(["scale_0", "scale_1", "scale_2"]), "quats": cols([f"rot_{i}" for i in range(4)])}
+    return params, degree
+
+
+def model_params(model: GaussianModel) -> Dict[str, Tensor]:
+    return {name: getattr(model, name) for name in PARAM_NAMES}
+
+
+# --------------------------------------------------------------------------------------------
+# Renderer
+@dataclass
+class GaussianRendererConfig:
+    """Draws a :class:`GaussianModel` with :func:`text3d.renderers.rasterize_gaussians`."""
+
+    type: str = "gaussian-splatting"
+    """Renderer type; ``gaussian-splatting``."""
+    backend: Literal["auto", "torch", "gsplat"] = "auto"
+    """``auto``: gsplat on CUDA, the PyTorch tile rasteriser elsewhere."""
+    near_plane: float = 0.01
+    """Gaussians closer to the camera than this are not drawn."""
+    far_plane: float = 100.0
+    """Gaussians farther than this are not drawn."""
+    eps2d: float = 0.3
+    """Low-pass added to every 2D covariance, pixels^2 (3DGS: 0.3)."""
+    tile_size: int = 8
+    """CPU path: tile side in pixels."""
+
+
+@RENDERERS.register("gaussian-splatting", GaussianRendererConfig)
+class GaussianRenderer(nn.Module):
+    """Renders ``rgb``, ``opacity`` and expected ``depth`` of the Gaussians over the background."""
+
+    def __init__(self, cfg: GaussianRendererConfig):
+        super().__init__()
+        self.cfg = cfg
+
+    def update_occupancy(self, *args, **kwargs) -> None:
+        """Nothing to maintain (the NeRF renderer's occupancy grid has no Gaussian counterpart)."""
+
+    def forward(self, field: nn.Module, material: nn.Module, background: nn.Module, cameras: Cameras,
+                mode: str = "albedo", generator: Optional[torch.Generator] = None,
+                train: bool = True) -> Dict[str, Tensor]:
+        from text3d.renderers.gaussians import rasterize_gaussians
+
+        if not isinstance(field, GaussianModel):
+            raise ConfigError(f"renderer.type: gaussian-splatting draws geometry.type gaussians, "
+                              f"not {type(field).__name__}")
+        if material.needs_normal(mode) or type(material).__name__ != "NoMaterial":
+            raise ConfigError("material.type: the gaussian-splatting renderer draws the Gaussians' own colours; "
+                              "set material.type: no-material")
+        cfg, deg = self.cfg, field.cfg.sh_degree
+        colors, sh_degree = (field.base_colors(), None) if deg == 0 else (field.sh(), deg)
+        img, alpha, meta = rasterize_gaussians(
+            field.means, field.quats, field.scales(), field.opacities(), colors, cameras.viewmats(),
+            cameras.intrinsics(), cameras.width, cameras.height, near_plane=cfg.near_plane,
+            far_plane=cfg.far_plane, eps2d=cfg.eps2d, sh_degree=sh_degree, render_mode="RGB+ED",
+            backend=cfg.backend, tile_size=cfg.tile_size)
+        if train and torch.is_grad_enabled() and meta["means2d"].requires_grad:
+            meta["means2d"].retain_grad()
+            field.track(meta)
+        _, dirs = cameras.rays()
+        bg = background(dirs, train=train, generator=generator)
+        rgb = img[..., :3] + (1 - alpha) * bg
+        return {"rgb": rgb, "opacity": alpha, "depth": img[..., 3:]}

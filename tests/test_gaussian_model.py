@@ -159,3 +159,22 @@ def test_gaussian_run_outputs_and_resume_across_densification(tmp_path, tiny_sd_
     assert full_state.keys() == part_state.keys()
     for k in full_state:
         assert torch.equal(full_state[k], part_state[k]), k
+
+
+def test_init_from_a_nerf_run_samples_where_the_density_is(tmp_path, tiny_sd_dir, capsys):
+    smoke = REPO / "configs" / "smoke-tiny-sd.yaml"
+    code = main(["run", str(smoke), f"prior.model={tiny_sd_dir}", f"output_dir={tmp_path}", "steps=1",
+                 "cameras.width=16", "cameras.height=16", "trainer.val_every=0", "trainer.turntable_frames=0",
+                 "export.enabled=false", "--no-progress"])
+    assert code == 0
+    run_dir = Path(capsys.readouterr().out.strip().splitlines()[-1])
+    model = GaussianModel(GaussianGeometryConfig(init="nerf", init_path=str(run_dir), num_points=500, seed=0))
+    from text3d.export.pipeline import load_geometry
+
+    nerf, _ = load_geometry(run_dir)
+    with torch.no_grad():
+        at_points = nerf.density(model.means.detach()).view(-1)
+        g = torch.Generator().manual_seed(1)
+        uniform = nerf.density((torch.rand(500, 3, generator=g) * 2 - 1) * nerf.radius).view(-1)
+    assert model.num_gaussians == 500
+    assert at_points.median() > 2 * uniform.median()  # drawn where the field is dense (the density blob)

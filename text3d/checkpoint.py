@@ -80,9 +80,23 @@ def save_checkpoint(ckpt_dir: Path, step: int, tensors: Dict[str, torch.Tensor],
 
 
 def _prune(ckpt_dir: Path, keep: int) -> None:
+    """Delete all but the ``keep`` newest checkpoints, and the leftovers of killed writers/pruners.
+
+    ``rmtree`` is not atomic: a run killed while it deletes would leave a visible, half-deleted
+    ``step-*`` folder that a reader (or resume) could take for a checkpoint. So each old folder is
+    first renamed to a hidden name (atomic), then deleted; a leftover hidden folder is removed by
+    the next prune.
+    """
     done = sorted(p for p in ckpt_dir.glob("step-*") if p.is_dir())
     for old in done[: max(0, len(done) - max(keep, 1))]:
-        shutil.rmtree(old, ignore_errors=True)
+        doomed = ckpt_dir / f".{old.name}.del-{os.getpid()}"
+        try:
+            os.replace(old, doomed)
+        except OSError:  # vanished meanwhile, or a leftover of the same name: try again next time
+            continue
+        shutil.rmtree(doomed, ignore_errors=True)
+    for stale in ckpt_dir.glob(".step-*.del-*"):  # a prune killed mid-delete; never in use
+        shutil.rmtree(stale, ignore_errors=True)
     for stale in ckpt_dir.glob(".step-*.tmp-*"):  # left by a killed writer
         if stale.is_dir() and str(os.getpid()) not in stale.name:
             shutil.rmtree(stale, ignore_errors=True)
@@ -92,7 +106,9 @@ def latest_checkpoint(run_dir: Path) -> Optional[Path]:
     last = run_dir / "ckpts" / "last"
     if last.exists():
         return last.resolve()
-    done = sorted(p for p in (run_dir / "ckpts").glob("step-*") if (p / "state.json").is_file())
+    # hidden names (.step-*.tmp-*, .step-*.del-*) are being written or deleted: never candidates
+    done = sorted(p for p in (run_dir / "ckpts").glob("step-*")
+                  if not p.name.startswith(".") and (p / "state.json").is_file())
     return done[-1] if done else None
 
 

@@ -127,11 +127,13 @@ def _add_export_parser(sub) -> None:
 
     export = sub.add_parser(
         "export", help="extract a textured mesh (GLB / OBJ / PLY) from a trained run",
-        description="Extract a mesh from a run's last checkpoint: density grid, marching cubes, floater "
-                    "removal, decimation, UV unwrap and albedo bake; writes RUN_DIR/export/ (or --out) and "
-                    "prints the paths it wrote, the export.json manifest last.",
+        description="Extract a mesh from a run's last checkpoint (NeRF or Gaussians) or from a 3DGS .ply: "
+                    "density grid, marching cubes, floater removal, decimation, UV unwrap and albedo bake; "
+                    "writes RUN_DIR/export/ (or --out; beside a .ply: export/) and prints the paths it wrote, "
+                    "the export.json manifest last.",
         epilog="example: text3d export outputs/quickstart/a_red_cube@20260101-120000 --format glb,obj")
-    export.add_argument("run_dir", metavar="RUN_DIR", help="a run folder (the last line 'text3d run' printed)")
+    export.add_argument("run_dir", metavar="RUN_DIR",
+                        help="a run folder (the last line 'text3d run' printed), or a 3DGS .ply file")
     export.add_argument("--format", action="append", metavar="FMT",
                         help=f"{', '.join(EXPORT_FORMATS)}; repeat or comma-separate for several (default: glb)")
     export.add_argument("--resolution", type=int, default=256, help="density grid cells per axis (default: 256)")

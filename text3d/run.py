@@ -248,25 +248,23 @@ class Run:
 
             write_ply(self.run_dir / "gaussians.ply", model_params(self.system.geometry))
             metrics["num_gaussians"] = self.system.geometry.num_gaussians
-        if self.cfg.export.enabled and hasattr(self.system.geometry, "num_gaussians"):
-            logger.info("mesh export of Gaussian runs is not implemented yet; skipped (gaussians.ply is written)")
-        elif self.cfg.export.enabled:
+        if self.cfg.export.enabled:
             metrics["export"] = self.export_mesh()
         write_json(self.run_dir / "metrics.json", metrics)
 
     def export_mesh(self) -> Dict[str, Any]:
-        """Export the field as configured in ``cfg.export`` into ``run_dir/export``.
+        """Export the geometry (NeRF or Gaussians) as configured in ``cfg.export`` into ``run_dir/export``.
 
         A field with no surface yet (a short or failed run) logs a warning instead of failing the
         run: the checkpoint is saved, and ``text3d export`` can be tried with other settings.
         """
-        from .export import export_geometry
+        from .export import export_any
         from .errors import Text3DError
 
         source = {"run_dir": str(self.run_dir), "step": self.step, "prompt": self.cfg.prompt}
         try:
-            result = export_geometry(self.system.geometry, self.cfg.export, self.run_dir / "export",
-                                     name=slugify(self.cfg.prompt), source=source)
+            result = export_any(self.system.geometry, self.cfg.export, self.run_dir / "export",
+                                name=slugify(self.cfg.prompt), source=source)
         except Text3DError as e:
             logger.warning("mesh export skipped: %s", e)
             return {"error": str(e)}

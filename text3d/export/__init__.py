@@ -6,15 +6,20 @@ The chain, one module per stage::
     surface.py   marching cubes, floaters, outward faces, decimation, smoothing   -> Surface
     texture.py   xatlas UV unwrap, albedo bake per texel, gutter fill             -> UVLayout, image
     writers.py   export frame (+Y up, metres, centred), GLB / OBJ+MTL+PNG / PLY    -> files
-    pipeline.py  export_fields(density_fn, color_fn, bounds, settings, out_dir) and the NeRF loader
+    pipeline.py  export_fields(density_fn, color_fn, bounds, settings, out_dir), export_grid, run loaders
+    gaussians.py 3D Gaussians: density splatted on a grid, colours back-projected from rendered views
 
-Any representation plugs in through :func:`export_fields` with two callables on world points
+Any field plugs in through :func:`export_fields` with two callables on world points
 (``[N, 3] -> [N]`` density, ``[N, 3] -> [N, 3]`` albedo); the NeRF uses :func:`nerf_fields`.
+A representation with its own grid and colours (3D Gaussians) calls :func:`export_grid` with a
+:class:`DensityGrid` and a surface colour callable (points + normals -> albedo).
 """
 
 from .grid import DensityGrid, EmptyDensityError, sample_grid
-from .pipeline import ExportResult, export_fields, export_geometry, export_run_dir, load_geometry, nerf_fields
+from .pipeline import (ExportResult, export_any, export_fields, export_geometry, export_grid, export_run_dir,
+                       load_geometry, nerf_fields)
 from .surface import Surface, extract_surface
 
-__all__ = ["DensityGrid", "EmptyDensityError", "ExportResult", "Surface", "export_fields", "export_geometry",
-           "export_run_dir", "extract_surface", "load_geometry", "nerf_fields", "sample_grid"]
+__all__ = ["DensityGrid", "EmptyDensityError", "ExportResult", "Surface", "export_any", "export_fields",
+           "export_geometry", "export_grid", "export_run_dir", "extract_surface", "load_geometry", "nerf_fields",
+           "sample_grid"]

@@ -26,7 +26,7 @@ from ..errors import RunDirError
 from ..io import write_json
 from .grid import DensityFn, DensityGrid, sample_grid
 from .surface import Surface, decimate, keep_large_components, marching_cubes, signed_volume, smooth
-from .texture import ColorFn, bake_albedo, unwrap, vertex_colors
+from .texture import ColorFn, SurfaceColorFn, bake_texture, field_colors, unwrap, vertex_colors
 from .writers import WORLD_TO_EXPORT, WRITERS, ExportMesh
 
 logger = logging.getLogger(__name__)
@@ -88,22 +88,19 @@ def export_frame(surface: Surface, size: float) -> Tuple[np.ndarray, Dict[str, A
     return vertices.astype(np.float32), frame
 
 
-def _surface(density_fn: DensityFn, bounds: Tuple[float, float], settings: ExportConfig,
-             timings: Dict[str, float]) -> Tuple[DensityGrid, Surface]:
-    with _timed(timings, "density grid"):
-        grid = sample_grid(density_fn, bounds, settings.resolution, settings.level)
-    logger.info("iso-level %.4g (%s); %d field evaluations", grid.level, grid.level_source, grid.evaluated)
+def _surface(grid: DensityGrid, settings: ExportConfig, timings: Dict[str, float]) -> Surface:
     with _timed(timings, "marching cubes + floaters"):
         surface = keep_large_components(marching_cubes(grid), settings.min_component_ratio)
     with _timed(timings, "decimation"):
         surface = decimate(surface, settings.faces)
     with _timed(timings, "smoothing"):
         surface = smooth(surface, settings.smooth_iterations)
-    return grid, surface
+    return surface
 
 
 def export_fields(density_fn: DensityFn, color_fn: ColorFn, bounds: Tuple[float, float], settings: ExportConfig,
-                  out_dir: Path, name: str = STEM, source: Optional[Dict[str, Any]] = None) -> ExportResult:
+                  out_dir: Path, name: str = STEM, source: Optional[Dict[str, Any]] = None,
+                  grid: Optional[DensityGrid] = None) -> ExportResult:
     """Extract, texture and write a mesh of a density + colour field.
 
     Args:
@@ -114,26 +111,52 @@ def export_fields(density_fn: DensityFn, color_fn: ColorFn, bounds: Tuple[float,
         out_dir: folder of the files (created); ``export.json`` there lists them.
         name: object name inside the files.
         source: recorded in ``export.json`` (run folder, checkpoint, step).
+        grid: a density grid computed already (``density_fn`` and ``bounds`` are then unused).
+
+    Raises:
+        EmptyDensityError: no surface (nothing is written then).
+    """
+    check_export_config(settings)
+    timings: Dict[str, float] = {}
+    if grid is None:
+        with _timed(timings, "density grid"):
+            grid = sample_grid(density_fn, bounds, settings.resolution, settings.level)
+    colors = field_colors(color_fn, COLOR_INSET_CELLS * grid.spacing)
+    return export_grid(grid, colors, settings, out_dir, name=name, source=source, timings=timings)
+
+
+def export_grid(grid: DensityGrid, colors: SurfaceColorFn, settings: ExportConfig, out_dir: Path, name: str = STEM,
+                source: Optional[Dict[str, Any]] = None, timings: Optional[Dict[str, float]] = None,
+                colour_info: Optional[Dict[str, Any]] = None) -> ExportResult:
+    """The chain after the density grid: surface, vertex colours, UV bake, export frame, files, manifest.
+
+    Args:
+        grid: the density and its iso-level (from :func:`sample_grid` or a splatting).
+        colors: albedo at surface points given their normals (:data:`SurfaceColorFn`).
+        timings: seconds of the stages done before (added to the manifest's).
+        colour_info: how the colours were found, recorded in ``export.json`` (read after the bake,
+            so ``colors`` may fill it in).
+        Others as :func:`export_fields`.
 
     Raises:
         EmptyDensityError: no surface (nothing is written then).
     """
     check_export_config(settings)
     out_dir = Path(out_dir)
-    timings: Dict[str, float] = {}
-    grid, surface = _surface(density_fn, bounds, settings, timings)
-    inset = COLOR_INSET_CELLS * grid.spacing
+    timings = dict(timings or {})
+    logger.info("iso-level %.4g (%s); %d field evaluations", grid.level, grid.level_source, grid.evaluated)
+    surface = _surface(grid, settings, timings)
     with _timed(timings, "vertex colours"):
-        colors = vertex_colors(surface, color_fn, inset)
+        vcolors = vertex_colors(surface, colors)
     layout, texture, coverage = None, None, None
     if settings.texture_size:
         with _timed(timings, "uv unwrap"):
             layout = unwrap(surface, settings.texture_size)
         with _timed(timings, "texture bake"):
-            texture, coverage = bake_albedo(surface, layout, color_fn, settings.texture_size, inset)
+            texture, coverage = bake_texture(surface, layout, colors, settings.texture_size)
     vertices, frame = export_frame(surface, settings.size)
     normals = (surface.vertex_normals().astype(np.float64) @ WORLD_TO_EXPORT.T).astype(np.float32)
-    mesh = ExportMesh(name, vertices, normals, surface.faces, colors, layout, texture)
+    mesh = ExportMesh(name, vertices, normals, surface.faces, vcolors, layout, texture)
     paths: List[Path] = []
     files: Dict[str, List[str]] = {}
     with _timed(timings, "write"):
@@ -142,6 +165,8 @@ def export_fields(density_fn: DensityFn, color_fn: ColorFn, bounds: Tuple[float,
             paths += written
             files[fmt] = [p.name for p in written]
     info = _manifest(settings, grid, surface, frame, files, texture, coverage, timings, source)
+    if colour_info is not None:
+        info["colour"] = colour_info
     manifest = out_dir / MANIFEST_NAME
     write_json(manifest, info)
     return ExportResult(paths, manifest, grid.level, grid.level_source, len(surface.vertices), len(surface.faces),
@@ -200,7 +225,8 @@ def export_geometry(geometry: nn.Module, settings: ExportConfig, out_dir: Path, 
 
 
 def load_geometry(run_dir: Path) -> Tuple[nn.Module, Dict[str, Any]]:
-    """The trained field of a run folder (its config + ``ckpts/last``), on CPU, with a description.
+    """The trained geometry of a run folder (its config + ``ckpts/last``), on CPU, with a description:
+    a NeRF field, or a :class:`~text3d.gaussians.GaussianModel` with the checkpoint's Gaussian count.
 
     Only the geometry is built: no prior or model weights are loaded.
     """
@@ -218,8 +244,11 @@ def load_geometry(run_dir: Path) -> Tuple[nn.Module, Dict[str, Any]]:
                           f"(text3d run resume={run_dir}) and export again")
     cfg = resolve(load_raw(run_dir / "config.yaml"))
     ckpt = load_checkpoint(ckpt_path)
+    geometry_cfg = cfg.geometry
+    if geometry_cfg.type == "gaussians":  # the checkpoint sets every Gaussian: skip reading the init file
+        geometry_cfg = dataclasses.replace(geometry_cfg, init="random", init_path=None, num_points=1)
     with torch.random.fork_rng(devices=[]):
-        geometry = GEOMETRIES.build(cfg.geometry)
+        geometry = GEOMETRIES.build(geometry_cfg)
     prefix = "system.geometry."
     state = {k[len(prefix):]: v for k, v in ckpt.tensors.items() if k.startswith(prefix)}
     try:
@@ -233,11 +262,36 @@ def load_geometry(run_dir: Path) -> Tuple[nn.Module, Dict[str, Any]]:
 
 
 def export_run_dir(run_dir: Path, settings: ExportConfig, out_dir: Optional[Path] = None) -> ExportResult:
-    """Export the NeRF of a trained run into ``out_dir`` (default ``RUN_DIR/export``)."""
+    """Export a trained run (NeRF or Gaussians) into ``out_dir`` (default ``RUN_DIR/export``).
+
+    ``run_dir`` may also be a 3DGS ``.ply`` file (default output: ``export/`` beside it).
+    """
     check_export_config(settings)
-    geometry, source = load_geometry(Path(run_dir))
-    out = Path(out_dir) if out_dir is not None else Path(run_dir) / "export"
-    return export_geometry(geometry, settings, out, name=_object_name(source.get("prompt", "")), source=source)
+    path = Path(run_dir)
+    if path.suffix.lower() == ".ply" and not path.is_dir():
+        from .gaussians import export_gaussians, load_gaussian_ply
+
+        if not path.is_file():
+            raise RunDirError(f"{str(path)!r} does not exist; pass a run folder or a 3DGS .ply file")
+        cloud, source = load_gaussian_ply(path)
+        out = Path(out_dir) if out_dir is not None else path.parent / "export"
+        return export_gaussians(cloud, settings, out, name=_object_name(path.stem), source=source)
+    geometry, source = load_geometry(path)
+    out = Path(out_dir) if out_dir is not None else path / "export"
+    return export_any(geometry, settings, out, name=_object_name(source.get("prompt", "")), source=source)
+
+
+def export_any(geometry: nn.Module, settings: ExportConfig, out_dir: Path, name: str = STEM,
+               source: Optional[Dict[str, Any]] = None) -> ExportResult:
+    """Export a run's geometry, whichever it is: Gaussians (splatted density, colours from views) or a
+    NeRF field (:func:`export_geometry`)."""
+    from ..gaussians import GaussianModel
+
+    if isinstance(geometry, GaussianModel):
+        from .gaussians import GaussianCloud, export_gaussians
+
+        return export_gaussians(GaussianCloud.from_model(geometry), settings, out_dir, name=name, source=source)
+    return export_geometry(geometry, settings, out_dir, name=name, source=source)
 
 
 def _object_name(prompt: str) -> str:
@@ -246,5 +300,5 @@ def _object_name(prompt: str) -> str:
     return slugify(prompt) if prompt else STEM
 
 
-__all__ = ["EXPORT_FORMATS", "ExportResult", "export_fields", "export_geometry", "export_run_dir", "load_geometry",
-           "nerf_fields"]
+__all__ = ["EXPORT_FORMATS", "ExportResult", "export_any", "export_fields", "export_geometry", "export_grid",
+           "export_run_dir", "load_geometry", "nerf_fields"]

@@ -27,6 +27,12 @@ logger = logging.getLogger(__name__)
 ColorFn = Callable[[Tensor], Tensor]
 """``[N, 3]`` world points (float32, CPU) -> ``[N, 3]`` albedo in [0, 1] (sRGB-encoded, as rendered)."""
 
+SurfaceColorFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
+"""``points [N, 3]`` on the surface and their outward normals ``[N, 3]`` (world, float64; normals
+interpolated, not renormalised) -> ``[N, 3]`` albedo in [0, 1]. What the bake needs from any
+representation: a field reads itself just inside (:func:`field_colors`), 3D Gaussians project the
+points into rendered views (:mod:`text3d.export.gaussians`)."""
+
 CHARTS_PER_MESH = 128
 """xatlas grows each chart until it costs too much, which takes ~12 s on a 50k-face marching
 cubes sphere (it is superlinear in the chart size); capping a chart's area at 1/128 of the
@@ -153,25 +159,29 @@ def fill_gutters(image: np.ndarray, covered: np.ndarray) -> np.ndarray:
     return image[rows, cols]
 
 
-def bake_albedo(surface: Surface, layout: UVLayout, color_fn: ColorFn, size: int,
-                inset: float = 0.0) -> Tuple[np.ndarray, float]:
-    """A ``[size, size, 3]`` uint8 albedo texture of ``surface`` from ``color_fn``.
-
-    Args:
-        inset: query each texel's point this far inside the surface (along the interpolated
-            vertex normal), world units; a NeRF's colour is trained where its density builds up,
-            just inside the iso-surface.
+def texel_samples(surface: Surface, layout: UVLayout, size: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The texels a UV triangle covers, with their surface points and interpolated vertex normals.
 
     Returns:
-        The texture and the fraction of texels covered by a triangle (the rest are gutter fill).
+        ``texel [N, 2]`` (row, column), ``points [N, 3]`` float64 world points and ``normals [N, 3]``
+        float64 barycentric mixes of the corners' unit normals (not renormalised).
     """
     texel, face, bary = rasterize(layout.uvs, layout.faces, size)
     corners = layout.vmapping[layout.faces[face]]  # [N, 3] surface vertex ids
     points = np.einsum("nk,nkd->nd", bary, surface.vertices[corners].astype(np.float64))
-    if inset:
-        normals = surface.vertex_normals()
-        points -= inset * np.einsum("nk,nkd->nd", bary, normals[corners].astype(np.float64))
-    colours = np.clip(evaluate_points(color_fn, points.astype(np.float32)), 0.0, 1.0)
+    normals = np.einsum("nk,nkd->nd", bary, surface.vertex_normals()[corners].astype(np.float64))
+    return texel, points, normals
+
+
+def bake_texture(surface: Surface, layout: UVLayout, colors: SurfaceColorFn, size: int) -> Tuple[np.ndarray, float]:
+    """A ``[size, size, 3]`` uint8 albedo texture: ``colors`` at every covered texel's surface point,
+    gutters filled from the nearest covered texel.
+
+    Returns:
+        The texture and the fraction of texels covered by a triangle (the rest are gutter fill).
+    """
+    texel, points, normals = texel_samples(surface, layout, size)
+    colours = np.clip(colors(points, normals), 0.0, 1.0)
     image = np.zeros((size, size, 3), np.float32)
     covered = np.zeros((size, size), bool)
     image[texel[:, 0], texel[:, 1]] = colours
@@ -180,7 +190,33 @@ def bake_albedo(surface: Surface, layout: UVLayout, color_fn: ColorFn, size: int
     return np.round(image * 255.0).astype(np.uint8), float(covered.mean())
 
 
-def vertex_colors(surface: Surface, color_fn: ColorFn, inset: float = 0.0) -> np.ndarray:
-    """``[V, 3]`` float32 albedo in [0, 1] at the vertices (``inset`` as in :func:`bake_albedo`)."""
-    points = surface.vertices - inset * surface.vertex_normals() if inset else surface.vertices
-    return np.clip(evaluate_points(color_fn, points.astype(np.float32)), 0.0, 1.0).astype(np.float32)
+def field_colors(color_fn: ColorFn, inset: float = 0.0) -> SurfaceColorFn:
+    """A colour field as a :data:`SurfaceColorFn`: ``color_fn`` read ``inset`` world units inside the
+    surface, along the normal (a NeRF's colour is trained where its density builds up, just inside
+    the iso-surface)."""
+
+    def colors(points: np.ndarray, normals: np.ndarray) -> np.ndarray:
+        at = points - inset * normals if inset else points
+        return evaluate_points(color_fn, at.astype(np.float32))
+
+    return colors
+
+
+def bake_albedo(surface: Surface, layout: UVLayout, color_fn: ColorFn, size: int,
+                inset: float = 0.0) -> Tuple[np.ndarray, float]:
+    """A ``[size, size, 3]`` uint8 albedo texture of ``surface`` from the colour field ``color_fn``.
+
+    Args:
+        inset: query each texel's point this far inside the surface (along the interpolated
+            vertex normal), world units; see :func:`field_colors`.
+
+    Returns:
+        The texture and the fraction of texels covered by a triangle (the rest are gutter fill).
+    """
+    return bake_texture(surface, layout, field_colors(color_fn, inset), size)
+
+
+def vertex_colors(surface: Surface, colors: SurfaceColorFn) -> np.ndarray:
+    """``[V, 3]`` float32 albedo in [0, 1] at the vertices (given their unit normals)."""
+    normals = surface.vertex_normals().astype(np.float64)
+    return np.clip(colors(surface.vertices.astype(np.float64), normals), 0.0, 1.0).astype(np.float32)

@@ -52,6 +52,9 @@ logger = logging.getLogger(__name__)
 
 CUTOFF_SIGMA = 3.0
 """Each Gaussian is splatted within this many standard deviations (box per axis, ellipsoid inside)."""
+GRID_FILTER_CELLS = 0.5
+"""Each Gaussian is smoothed by an isotropic Gaussian of this many grid cells (standard deviation)
+before splatting, so none is thinner than the grid can sample (see :meth:`GaussianCloud.smoothed`)."""
 MIN_OPACITY = 1.0 / 255.0
 """Fainter Gaussians are skipped (they cannot change a rendered pixel)."""
 BOUNDS_QUANTILE = 0.001
@@ -126,6 +129,16 @@ class GaussianCloud:
         from text3d.renderers.gaussians import quat_scale_to_covar
 
         return quat_scale_to_covar(self.quats, self.scales)
+
+    def smoothed(self, sigma: float) -> "GaussianCloud":
+        """Every Gaussian convolved with an isotropic one of standard deviation ``sigma``, its integral
+        kept (scales ``sqrt(s^2 + sigma^2)``, opacity x the ratio of the volumes). A Gaussian thinner
+        than a grid cell would fall between the nodes (a flat disc of a surface layer edge-on to the
+        grid: holes); smoothed to about a cell it is sampled, and the optical depth across it, which
+        sets the level, is unchanged (Mip-Splatting's 3D filter does the same for rendering)."""
+        scales = torch.sqrt(self.scales ** 2 + sigma ** 2)
+        opacities = self.opacities * (self.scales / scales).prod(1)
+        return GaussianCloud(self.means, self.quats, scales, opacities, self.colors, self.sh_degree)
 
     def usable(self) -> Tensor:
         """``[N]`` bool: finite and at least :data:`MIN_OPACITY` opaque."""
@@ -312,12 +325,13 @@ def gaussian_grid(cloud: GaussianCloud, resolution: int, level: Optional[float] 
     side = float((hi - lo).max())
     spacing = side / (resolution - 2)  # one empty cell around the object on each side
     origin = ((lo + hi) / 2 - spacing * resolution / 2).astype(np.float32)
+    smooth = cloud.smoothed(GRID_FILTER_CELLS * spacing)
     with _timed(timings, "density splat"):
-        values, pairs = splat_density(cloud, origin, spacing, resolution + 1)
+        values, pairs = splat_density(smooth, origin, spacing, resolution + 1)
     peak = float(values.max())
     if level is None:
         with _timed(timings, "iso level"):
-            k = 1.0 / (math.sqrt(2 * math.pi) * line_thickness(cloud))
+            k = 1.0 / (math.sqrt(2 * math.pi) * line_thickness(smooth))
             stride = 4 if resolution >= 128 else 1
             found = level_from_opacity(values * k, spacing, stride)
         if found is None:

@@ -219,7 +219,7 @@ def rasterize_gaussians(
 
     Returns:
         ``colors`` [C,H,W,X], ``alphas`` [C,H,W,1] and ``meta`` with ``means2d`` [C,N,2] (call
-        ``retain_grad()`` on it before ``backward`` for densification), ``radii`` [C,N,2],
+        ``retain_grad()`` on it before ``backward`` for densification), ``radii`` [C,N,2], ``visible`` [C,N],
         ``depths``, ``conics``, ``opacities``, ``width``, ``height``, ``n_cameras``, ``backend``.
         Non-finite Gaussians are not drawn (``meta["n_nonfinite"]`` counts them).
 
@@ -256,7 +256,8 @@ def rasterize_gaussians(
         bg = backgrounds.to(image).expand(C, -1)[:, None, None, :]
         D = bg.shape[-1]
         image = torch.cat([image[..., :D] + (1 - alpha) * bg, image[..., D:]], dim=-1)
-    meta = {**proj, "opacities": opacities.expand(C, -1), "width": width, "height": height, "n_cameras": C,
+    meta = {**proj, "visible": (proj["radii"] > 0).all(-1), "opacities": opacities.expand(C, -1), "width": width,
+            "height": height, "n_cameras": C,
             "tile_size": tile_size, "backend": "torch", "n_nonfinite": n_nonfinite}
     return image, alpha, meta
 
@@ -445,5 +446,6 @@ def _rasterize_gsplat(means, quats, scales, opacities, colors, viewmats, Ks, wid
         far_plane=far_plane, radius_clip=radius_clip, eps2d=eps2d, sh_degree=sh_degree, packed=False,
         backgrounds=backgrounds, render_mode=render_mode)
     meta["backend"] = "gsplat"
+    meta["visible"] = (meta["radii"] > 0).all(-1)
     meta["n_nonfinite"] = 0
     return colors_out, alphas, meta

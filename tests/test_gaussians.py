@@ -141,7 +141,8 @@ def test_float32_matches_dense_reference_and_means2d_gradient_is_retained():
     img.sum().backward()
     grad2d = meta["means2d"].grad
     assert grad2d is not None and grad2d.shape == (3, 60, 2)
-    visible = (meta["radii"] > 0).all(-1)
+    visible = meta["visible"]
+    assert torch.equal(visible, (meta["radii"] > 0).all(-1))
     assert grad2d[~visible].abs().max() == 0 and grad2d[visible].abs().sum() > 0
     with torch.no_grad():
         dense, dense_a = rasterize_gaussians_dense(means, quats, scales, opac, colors, V, K, W, H)

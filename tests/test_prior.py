@@ -99,7 +99,10 @@ def test_trained_folder_loads_and_samples(tiny_prior_dir):
     g = lambda: torch.Generator().manual_seed(3)  # noqa: E731
     x = sample(prior, ["a red cube", "a blue cone", ""], cams, steps=3, cfg_scale=4.0, generator=g())
     assert x.shape == (3, 3, 32, 32) and x.min() >= 0 and x.max() <= 1
-    assert torch.equal(x, sample(prior, ["a red cube", "a blue cone", ""], cams, steps=3, generator=g()))
+    assert torch.equal(x, sample(prior, ["a red cube", "a blue cone", ""], cams, steps=3, cfg_scale=4.0, generator=g()))
+    other = sample(prior, ["a red cube", "a blue cone", ""], cams, steps=3, cfg_scale=4.0,
+                   generator=torch.Generator().manual_seed(4))
+    assert not torch.equal(x, other)
 
 
 def test_training_resumes_and_refuses_another_recipe(tiny_prior_dir, tmp_path):
@@ -198,9 +201,10 @@ def test_ddim_sampler_recovers_the_image_of_a_perfect_model(tiny_prior_dir, cfg_
     prior = type(prior)(_OracleUNet(target, prior.scheduler, 32), prior.text_encoder, prior.tokenizer,
                         prior.scheduler, prior.meta)
     cams = _cams([0.0, 90.0], [10.0, 30.0])
-    x = sample(prior, ["a red cube", "a blue cone"], cams, steps=20, cfg_scale=cfg_scale,
-               generator=torch.Generator().manual_seed(0))
-    torch.testing.assert_close(x, target * 0.5 + 0.5, atol=2e-3, rtol=0)
+    for eta in (0.0, 1.0):  # deterministic DDIM and ancestral steps (the default) both land on the image
+        x = sample(prior, ["a red cube", "a blue cone"], cams, steps=20, cfg_scale=cfg_scale,
+                   generator=torch.Generator().manual_seed(0), eta=eta)
+        torch.testing.assert_close(x, target * 0.5 + 0.5, atol=2e-3, rtol=0)
 
 
 def test_camera_features_are_harmonics_of_azimuth_and_elevation():

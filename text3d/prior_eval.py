@@ -200,9 +200,10 @@ def summarize(results: Dict[str, Tensor], shapes: Sequence[str], colours: Sequen
             "per_pair": per_pair}
 
 
-def evaluate_prior(prior, samples_per_pair: int = 8, steps: int = 20, cfg_scale: float = 4.0, seed: int = 0,
+def evaluate_prior(prior, samples_per_pair: int = 8, steps: int = 50, cfg_scale: float = 2.0, seed: int = 0,
                    pairs: Optional[Sequence[Tuple[str, str]]] = None, batch_size: int = 64,
-                   elevation_range: Optional[Sequence[float]] = None) -> Tuple[Dict[str, object], Tensor]:
+                   elevation_range: Optional[Sequence[float]] = None,
+                   eta: float = 1.0) -> Tuple[Dict[str, object], Tensor]:
     """Sample every (shape, colour) pair at random cameras and judge the samples.
 
     Args:
@@ -211,6 +212,7 @@ def evaluate_prior(prior, samples_per_pair: int = 8, steps: int = 20, cfg_scale:
         steps, cfg_scale: the DDIM sampler's settings.
         pairs: ``(shape, colour)`` pairs; default: every pair of the prior's recipe.
         elevation_range: camera elevations; default: the prior's training range capped at 60 degrees.
+        eta: DDIM stochasticity (0 = deterministic DDIM, 1 = DDPM-like ancestral steps).
 
     Returns:
         The summary of :func:`summarize` (plus the sampler settings) and the ``[N, 3, R, R]`` samples.
@@ -235,12 +237,12 @@ def evaluate_prior(prior, samples_per_pair: int = 8, steps: int = 20, cfg_scale:
         idx = slice(start, start + batch_size)
         sub = cams.index(torch.arange(len(shapes))[idx])
         prompts = [prompt_for(s, c) for s, c in zip(shapes[idx], colours[idx])]
-        x = sample(prior, prompts, sub, steps=steps, cfg_scale=cfg_scale, generator=gen).cpu()
+        x = sample(prior, prompts, sub, steps=steps, cfg_scale=cfg_scale, generator=gen, eta=eta).cpu()
         images.append(x)
         results.append(judge(x, sub, shapes[idx], colours[idx]))
     merged = {k: torch.cat([r[k] for r in results]) for k in results[0]}
     report = summarize(merged, shapes, colours, held)
-    report["sampler"] = {"type": "ddim", "steps": steps, "cfg_scale": cfg_scale, "eta": 0.0, "seed": seed,
+    report["sampler"] = {"type": "ddim", "steps": steps, "cfg_scale": cfg_scale, "eta": eta, "seed": seed,
                          "samples_per_pair": samples_per_pair, "elevation_range": list(elevation_range)}
     return report, torch.cat(images)
 

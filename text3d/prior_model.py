@@ -296,9 +296,9 @@ def load_prior(folder: Optional[Path | str] = None, device: torch.device | str =
 # --------------------------------------------------------------------------------------------
 # Sampling
 @torch.no_grad()
-def sample(prior: PriorModules | Path | str, prompts: Sequence[str], cameras: "Cameras", steps: int = 20,
-           cfg_scale: float = 4.0, generator: Optional[torch.Generator] = None,
-           eta: float = 0.0, negative_prompt: str = "") -> Tensor:
+def sample(prior: PriorModules | Path | str, prompts: Sequence[str], cameras: "Cameras", steps: int = 50,
+           cfg_scale: float = 2.0, generator: Optional[torch.Generator] = None,
+           eta: float = 1.0, negative_prompt: str = "") -> Tensor:
     """Draw images from the prior with DDIM and classifier-free guidance.
 
     Guidance follows diffusers: ``out = out_u + s * (out_c - out_u)`` on the UNet's raw output
@@ -312,7 +312,10 @@ def sample(prior: PriorModules | Path | str, prompts: Sequence[str], cameras: "C
         steps: DDIM steps ("trailing" spacing: the first step is at ``t = T - 1``).
         cfg_scale: guidance scale ``s``; 1 = no guidance.
         generator: CPU generator for the initial noise (and DDIM noise when ``eta > 0``).
-        eta: DDIM stochasticity; 0 = deterministic DDIM.
+        eta: DDIM stochasticity; 1 (default) = ancestral, DDPM-like steps; 0 = deterministic DDIM.
+            Measured on the shapes prior (2400 it, 112 samples): deterministic DDIM drifts off the
+            data (speckled, tinted backgrounds, bloated shapes: shape 39 %), ancestral steps correct
+            the drift (shape 99 %, colour 100 %, clean backgrounds 88 %) at the same 50 steps, CFG 2.
         negative_prompt: prompt of the unconditional half (``""`` = unconditional, as trained).
 
     Returns:

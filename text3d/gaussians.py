@@ -37,7 +37,7 @@ from .registry import GEOMETRIES, RENDERERS
 
 logger = logging.getLogger(__name__)
 
-SH_C0 = 0.28209479177387814
+from text3d.renderers.gaussians import SH_C0  # noqa: E402  (one definition of the SH DC constant)
 PARAM_NAMES = ("means", "log_scales", "quats", "opacity_logits", "sh0", "shN")
 GROUP_OF = {"means": "means", "log_scales": "scales", "quats": "quats", "opacity_logits": "opacities",
             "sh0": "sh0", "shN": "shN"}
@@ -543,7 +543,9 @@ class GaussianRenderer(nn.Module):
         if not isinstance(field, GaussianModel):
             raise ConfigError(f"renderer.type: gaussian-splatting draws geometry.type gaussians, "
                               f"not {type(field).__name__}")
-        if material.needs_normal(mode) or type(material).__name__ != "NoMaterial":
+        from text3d.renderers.shading import NoMaterial
+
+        if not isinstance(material, NoMaterial):
             raise ConfigError("material.type: the gaussian-splatting renderer draws the Gaussians' own colours; "
                               "set material.type: no-material")
         cfg, deg = self.cfg, field.cfg.sh_degree

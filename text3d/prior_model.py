@@ -295,6 +295,10 @@ def load_prior(folder: Optional[Path | str] = None, device: torch.device | str =
 
 # --------------------------------------------------------------------------------------------
 # Sampling
+#: The documented sampler of the shapes prior (the defaults of :func:`sample`), recorded next to the weights.
+DEFAULT_SAMPLER = {"type": "ddim", "steps": 50, "cfg_scale": 2.0, "eta": 1.0, "timestep_spacing": "trailing"}
+
+
 @torch.no_grad()
 def sample(prior: PriorModules | Path | str, prompts: Sequence[str], cameras: "Cameras", steps: int = 50,
            cfg_scale: float = 2.0, generator: Optional[torch.Generator] = None,

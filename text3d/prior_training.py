@@ -39,8 +39,8 @@ from .cameras import orbit_cameras
 from .checkpoint import latest_checkpoint, load_checkpoint, optimizer_from_flat, optimizer_to_flat, save_checkpoint
 from .device import resolve_device
 from .errors import ConfigError
-from .prior_model import PriorModelConfig, PriorModules, build_prior, camera_features, check_model_config, \
-    encode_prompts, save_prior
+from .prior_model import DEFAULT_SAMPLER, PriorModelConfig, PriorModules, build_prior, camera_features, \
+    check_model_config, encode_prompts, save_prior
 from .shapes import COLOUR_NAMES, COLOURS, SHAPES, colourize, parse_prompt, prompt_for, render_shading, with_article
 
 logger = logging.getLogger(__name__)
@@ -467,7 +467,7 @@ def _export(run: _Run, out_dir: Path) -> Path:
         "loss_history": run.history,
         "wall_time_s": round(run.wall_time, 1),
         "trained_on": f"{run.prior.device.type} ({platform.machine()}, torch {torch.__version__})",
-        "sampler": {"type": "ddim", "steps": 20, "cfg_scale": 4.0, "eta": 0.0, "timestep_spacing": "trailing"},
+        "sampler": dict(DEFAULT_SAMPLER),
     }
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)

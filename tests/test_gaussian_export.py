@@ -173,9 +173,9 @@ FAST = ["geometry.num_points=600", "cameras.width=24", "cameras.height=24", "cam
 
 
 @pytest.fixture(scope="module")
-def gaussian_run(tmp_path_factory, tiny_sd_dir):
-    out = tmp_path_factory.mktemp("gruns")
-    code = main(["run", str(QUICK), f"prior.model={tiny_sd_dir}", f"output_dir={out}", *FAST, "--no-progress"])
+def gaussian_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("gruns")  # the preset's prior: the shipped shapes prior
+    code = main(["run", str(QUICK), f"output_dir={out}", *FAST, "--no-progress"])
     assert code == 0
     return next(out.glob("*/*@*"))
 

@@ -25,8 +25,8 @@ FAST = ["geometry.num_points=300", "cameras.width=24", "cameras.height=24", "cam
         "trainer.turntable_resolution=32", "trainer.checkpoint_every=2", "trainer.log_every=0"]
 
 
-def _overrides(tmp_path, tiny_sd_dir, *extra):
-    return [f"prior.model={tiny_sd_dir}", f"output_dir={tmp_path / 'outputs'}", *FAST, *extra]
+def _overrides(tmp_path, *extra):  # the preset's prior: the shipped shapes prior
+    return [f"output_dir={tmp_path / 'outputs'}", *FAST, *extra]
 
 
 def _model(n=50, sh_degree=1, seed=0, **kw) -> GaussianModel:
@@ -138,8 +138,8 @@ def test_init_from_point_cloud_mesh_and_ply(tmp_path):
         GaussianModel(GaussianGeometryConfig(init="mesh"))
 
 
-def test_gaussian_run_outputs_and_resume_across_densification(tmp_path, tiny_sd_dir, capsys):
-    code = main(["run", str(QUICK), *_overrides(tmp_path, tiny_sd_dir, "steps=6", "name=full"), "--no-progress"])
+def test_gaussian_run_outputs_and_resume_across_densification(tmp_path, capsys):
+    code = main(["run", str(QUICK), *_overrides(tmp_path, "steps=6", "name=full"), "--no-progress"])
     assert code == 0
     run_dir = Path(capsys.readouterr().out.strip().splitlines()[-1])
     metrics = json.loads((run_dir / "metrics.json").read_text())
@@ -147,7 +147,7 @@ def test_gaussian_run_outputs_and_resume_across_densification(tmp_path, tiny_sd_
     assert metrics["num_gaussians"] == params["means"].shape[0] > 300  # densified
     assert (run_dir / "turntable.mp4").is_file() and "silhouette_iou" in metrics
 
-    part = open_run(QUICK, _overrides(tmp_path, tiny_sd_dir, "steps=3", "name=part"))
+    part = open_run(QUICK, _overrides(tmp_path, "steps=3", "name=part"))
     part.fit()
     resumed = open_run(None, [f"resume={part.run_dir}", "steps=6"])
     assert resumed.step == 3

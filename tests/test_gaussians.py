@@ -41,11 +41,12 @@ def _ref_render(means, quats, scales, opacities, colors, viewmats, Ks, W, H, bg=
             if op < 1 / 255:
                 continue
             ext = min(3.33, math.sqrt(2 * math.log(op.item() * 255)))
-            rx, ry = math.ceil(ext * float(cov2[0, 0]) ** 0.5), math.ceil(ext * float(cov2[1, 1]) ** 0.5)
+            c = cov2.detach()
+            rx, ry = math.ceil(ext * float(c[0, 0]) ** 0.5), math.ceil(ext * float(c[1, 1]) ** 0.5)
             mu = torch.stack([fx * p[0] / p[2] + cx, fy * p[1] / p[2] + cy])
             if mu[0] + rx <= 0 or mu[0] - rx >= W or mu[1] + ry <= 0 or mu[1] - ry >= H:
                 continue
-            splats.append((float(p[2]), mu, torch.linalg.inv(cov2), op, colors[i]))
+            splats.append((float(p[2].detach()), mu, torch.linalg.inv(cov2), op, colors[i]))
         splats.sort(key=lambda s: s[0])
         ys, xs = torch.meshgrid(torch.arange(H, dtype=means.dtype), torch.arange(W, dtype=means.dtype), indexing="ij")
         pix = torch.stack([xs, ys], -1) + 0.5

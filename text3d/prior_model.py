@@ -276,7 +276,7 @@ def load_prior(folder: Optional[Path | str] = None, device: torch.device | str =
     if not meta_path.is_file():
         raise ModelNotFoundError(
             f"no shapes prior in {folder} (no {META_FILE}); train one with "
-            f"`text3d train-prior configs/train-prior.yaml` (about 2 h on 2 CPU cores)")
+            f"`text3d train-prior configs/train-prior.yaml` (about 1.5 h on 2 CPU cores)")
     meta = json.loads(meta_path.read_text(encoding="utf-8"))
     if meta.get("format_version") != PRIOR_FORMAT_VERSION:
         raise ConfigError(f"{folder}: shapes prior format {meta.get('format_version')} is not the supported "

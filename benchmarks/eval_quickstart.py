@@ -10,7 +10,9 @@ Targets (issue 3): IoU >= 0.85 and the prompted colour for every prompt; wall ti
 run on 2 CPU cores. The ratio column is wall time / the 300 s budget (< 1 = within budget).
 
     python benchmarks/eval_quickstart.py [--config configs/quickstart.yaml] [--prompts "a red cube" ...]
-        [--seed 0] [--out outputs/eval-quickstart] [--json report.json] [set.key=value ...]
+        [--seed 0] [--out outputs/eval-quickstart] [--json report.json] [--grid runs.png] [set.key=value ...]
+
+--grid writes one picture: a row per prompt, 6 turntable frames each (every run's turntable.gif).
 
 Default prompts vary shape and colour and include the two pairs the prior never saw in training
 (blue cube, yellow torus). Takes ~2 min per prompt on the 2-core development CPU.
@@ -68,6 +70,23 @@ def run_one(config: str, prompt: str, seed: int, out: Path, extra: list) -> dict
     return row
 
 
+def turntable_grid(rows: list, path: str, frames: int = 6) -> None:
+    """A row per run: ``frames`` evenly spaced frames of its turntable.gif, side by side."""
+    import imageio.v2 as imageio
+    import numpy as np
+
+    strips = []
+    for row in rows:
+        gif = Path(row.get("run_dir", "")) / "turntable.gif"
+        if not gif.is_file():
+            continue
+        video = np.stack([f[..., :3] for f in imageio.mimread(gif)])
+        picks = np.linspace(0, len(video), frames, endpoint=False).astype(int)
+        strips.append(np.concatenate(list(video[picks]), axis=1))
+    if strips:
+        imageio.imwrite(path, np.concatenate(strips, axis=0))
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="configs/quickstart.yaml")
@@ -75,6 +94,7 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="outputs/eval-quickstart")
     parser.add_argument("--json", default=None, help="write the report here")
+    parser.add_argument("--grid", default=None, help="write a picture of every run's turntable here (.png)")
     parser.add_argument("overrides", nargs="*", help="config overrides passed to every run (key.path=value)")
     args = parser.parse_args(argv)
 
@@ -104,6 +124,8 @@ def main(argv=None) -> int:
           f"peak memory {summary['max_peak_rss_mb']:.0f} MB; {summary['cpu_threads']} CPUs")
     if args.json:
         Path(args.json).write_text(json.dumps({"summary": summary, "runs": rows}, indent=2))
+    if args.grid:
+        turntable_grid(rows, args.grid)
     return 0 if len(ok) == len(rows) else 1
 
 

@@ -27,16 +27,18 @@ from pathlib import Path
 import torch
 
 from text3d.prior_eval import evaluate_prior, image_grid
-from text3d.prior_model import load_prior
+from text3d.prior_model import DEFAULT_SAMPLER, load_prior
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--prior", default=None, help="prior folder (default: the one shipped in the package)")
     parser.add_argument("--per-pair", type=int, default=4, help="samples per (shape, colour) pair")
-    parser.add_argument("--steps", type=int, default=50, help="DDIM steps")
-    parser.add_argument("--cfg", type=float, default=2.0, help="classifier-free guidance scale (diffusers convention)")
-    parser.add_argument("--eta", type=float, default=1.0, help="DDIM stochasticity (1 = ancestral, 0 = deterministic)")
+    parser.add_argument("--steps", type=int, default=DEFAULT_SAMPLER["steps"], help="DDIM steps")
+    parser.add_argument("--cfg", type=float, default=DEFAULT_SAMPLER["cfg_scale"],
+                        help="classifier-free guidance scale (diffusers convention)")
+    parser.add_argument("--eta", type=float, default=DEFAULT_SAMPLER["eta"],
+                        help="DDIM stochasticity (1 = ancestral, 0 = deterministic)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--json", type=Path, default=None, help="write the full report here")

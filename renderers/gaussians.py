@@ -57,6 +57,11 @@ RENDER_MODES = ("RGB", "D", "ED", "RGB+D", "RGB+ED")
 SH_C0 = 0.28209479177387814
 
 
+def sh_dc_to_rgb(dc: Tensor) -> Tensor:
+    """RGB of the SH DC coefficients ``[..., 3]``: the degree-0 term plus the +0.5 offset (unclamped)."""
+    return SH_C0 * dc + 0.5
+
+
 # --------------------------------------------------------------------------------------------
 # Gaussians -> 2D
 def quat_to_rotmat(quats: Tensor) -> Tensor:

@@ -37,7 +37,7 @@ from .registry import GEOMETRIES, RENDERERS
 
 logger = logging.getLogger(__name__)
 
-from text3d.renderers.gaussians import SH_C0  # noqa: E402  (one definition of the SH DC constant)
+from text3d.renderers.gaussians import SH_C0, sh_dc_to_rgb  # noqa: E402  (one definition of the SH DC constant)
 PARAM_NAMES = ("means", "log_scales", "quats", "opacity_logits", "sh0", "shN")
 GROUP_OF = {"means": "means", "log_scales": "scales", "quats": "quats", "opacity_logits": "opacities",
             "sh0": "sh0", "shN": "shN"}
@@ -147,7 +147,7 @@ class GaussianModel(nn.Module):
 
     def base_colors(self) -> Tensor:
         """``[N, 3]`` view-independent colours (the DC term), in [0, 1]."""
-        return (SH_C0 * self.sh0[:, 0] + 0.5).clamp(0, 1)
+        return sh_dc_to_rgb(self.sh0[:, 0]).clamp(0, 1)
 
     def parameter_groups(self) -> Dict[str, List[nn.Parameter]]:
         groups: Dict[str, List[nn.Parameter]] = {}

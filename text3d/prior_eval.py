@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .cameras import Cameras, orbit_cameras
+from .prior_model import DEFAULT_SAMPLER
 from .shapes import COLOUR_NAMES, COLOURS, SHAPES, prompt_for, render_shading
 
 
@@ -200,10 +201,11 @@ def summarize(results: Dict[str, Tensor], shapes: Sequence[str], colours: Sequen
             "per_pair": per_pair}
 
 
-def evaluate_prior(prior, samples_per_pair: int = 8, steps: int = 50, cfg_scale: float = 2.0, seed: int = 0,
+def evaluate_prior(prior, samples_per_pair: int = 8, steps: int = DEFAULT_SAMPLER["steps"],
+                   cfg_scale: float = DEFAULT_SAMPLER["cfg_scale"], seed: int = 0,
                    pairs: Optional[Sequence[Tuple[str, str]]] = None, batch_size: int = 64,
                    elevation_range: Optional[Sequence[float]] = None,
-                   eta: float = 1.0) -> Tuple[Dict[str, object], Tensor]:
+                   eta: float = DEFAULT_SAMPLER["eta"]) -> Tuple[Dict[str, object], Tensor]:
     """Sample every (shape, colour) pair at random cameras and judge the samples.
 
     Args:

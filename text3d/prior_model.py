@@ -300,9 +300,10 @@ DEFAULT_SAMPLER = {"type": "ddim", "steps": 50, "cfg_scale": 2.0, "eta": 1.0, "t
 
 
 @torch.no_grad()
-def sample(prior: PriorModules | Path | str, prompts: Sequence[str], cameras: "Cameras", steps: int = 50,
-           cfg_scale: float = 2.0, generator: Optional[torch.Generator] = None,
-           eta: float = 1.0, negative_prompt: str = "") -> Tensor:
+def sample(prior: PriorModules | Path | str, prompts: Sequence[str], cameras: "Cameras",
+           steps: int = DEFAULT_SAMPLER["steps"], cfg_scale: float = DEFAULT_SAMPLER["cfg_scale"],
+           generator: Optional[torch.Generator] = None, eta: float = DEFAULT_SAMPLER["eta"],
+           negative_prompt: str = "") -> Tensor:
     """Draw images from the prior with DDIM and classifier-free guidance.
 
     Guidance follows diffusers: ``out = out_u + s * (out_c - out_u)`` on the UNet's raw output

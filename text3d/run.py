@@ -258,13 +258,13 @@ class Run:
         A field with no surface yet (a short or failed run) logs a warning instead of failing the
         run: the checkpoint is saved, and ``text3d export`` can be tried with other settings.
         """
-        from .export import export_any
+        from .export import export_any, object_name
         from .errors import Text3DError
 
         source = {"run_dir": str(self.run_dir), "step": self.step, "prompt": self.cfg.prompt}
         try:
             result = export_any(self.system.geometry, self.cfg.export, self.run_dir / "export",
-                                name=slugify(self.cfg.prompt), source=source)
+                                name=object_name(self.cfg.prompt), source=source)
         except Text3DError as e:
             logger.warning("mesh export skipped: %s", e)
             return {"error": str(e)}

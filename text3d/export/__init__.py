@@ -17,9 +17,9 @@ A representation with its own grid and colours (3D Gaussians) calls :func:`expor
 
 from .grid import DensityGrid, EmptyDensityError, sample_grid
 from .pipeline import (ExportResult, export_any, export_fields, export_geometry, export_grid, export_run_dir,
-                       load_geometry, nerf_fields)
+                       load_geometry, nerf_fields, object_name)
 from .surface import Surface, extract_surface
 
 __all__ = ["DensityGrid", "EmptyDensityError", "ExportResult", "Surface", "export_any", "export_fields",
            "export_geometry", "export_grid", "export_run_dir", "extract_surface", "load_geometry", "nerf_fields",
-           "sample_grid"]
+           "object_name", "sample_grid"]

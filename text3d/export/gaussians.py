@@ -45,6 +45,7 @@ from torch import Tensor
 
 from ..config import ExportConfig, check_export_config
 from ..errors import Text3DError
+from text3d.renderers.gaussians import sh_dc_to_rgb
 from .grid import DensityGrid, EmptyDensityError, level_from_opacity
 from .pipeline import STEM, ExportResult, _timed, export_grid
 
@@ -106,7 +107,7 @@ class GaussianCloud:
         """From unconstrained parameters (a :class:`~text3d.gaussians.GaussianModel`'s or a 3DGS .ply's)."""
         p = {k: v.detach().float().cpu() for k, v in params.items()}
         sh = torch.cat([p["sh0"], p["shN"]], dim=1)
-        colors, degree = (sh, sh_degree) if sh_degree > 0 else ((0.28209479177387814 * sh[:, 0] + 0.5), None)
+        colors, degree = (sh, sh_degree) if sh_degree > 0 else (sh_dc_to_rgb(sh[:, 0]), None)
         return cls(p["means"], p["quats"], torch.exp(p["log_scales"]), torch.sigmoid(p["opacity_logits"]),
                    colors, degree)
 
@@ -123,7 +124,7 @@ class GaussianCloud:
         """``[N, 3]`` view-independent colours in [0, 1] (the SH DC term)."""
         if self.sh_degree is None:
             return self.colors.clamp(0, 1)
-        return (0.28209479177387814 * self.colors[:, 0] + 0.5).clamp(0, 1)
+        return sh_dc_to_rgb(self.colors[:, 0]).clamp(0, 1)
 
     def covariances(self) -> Tensor:
         from text3d.renderers.gaussians import quat_scale_to_covar

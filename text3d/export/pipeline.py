@@ -275,10 +275,10 @@ def export_run_dir(run_dir: Path, settings: ExportConfig, out_dir: Optional[Path
             raise RunDirError(f"{str(path)!r} does not exist; pass a run folder or a 3DGS .ply file")
         cloud, source = load_gaussian_ply(path)
         out = Path(out_dir) if out_dir is not None else path.parent / "export"
-        return export_gaussians(cloud, settings, out, name=_object_name(path.stem), source=source)
+        return export_gaussians(cloud, settings, out, name=object_name(path.stem), source=source)
     geometry, source = load_geometry(path)
     out = Path(out_dir) if out_dir is not None else path / "export"
-    return export_any(geometry, settings, out, name=_object_name(source.get("prompt", "")), source=source)
+    return export_any(geometry, settings, out, name=object_name(source.get("prompt", "")), source=source)
 
 
 def export_any(geometry: nn.Module, settings: ExportConfig, out_dir: Path, name: str = STEM,
@@ -294,11 +294,12 @@ def export_any(geometry: nn.Module, settings: ExportConfig, out_dir: Path, name:
     return export_geometry(geometry, settings, out_dir, name=name, source=source)
 
 
-def _object_name(prompt: str) -> str:
+def object_name(prompt: str) -> str:
+    """Name of the object inside exported files: the prompt as a slug (``a_red_cube``), ``mesh`` without one."""
     from ..run import slugify
 
     return slugify(prompt) if prompt else STEM
 
 
 __all__ = ["EXPORT_FORMATS", "ExportResult", "export_any", "export_fields", "export_geometry", "export_grid",
-           "export_run_dir", "load_geometry", "nerf_fields"]
+           "export_run_dir", "load_geometry", "nerf_fields", "object_name"]

@@ -169,7 +169,7 @@ def test_init_from_a_nerf_run_samples_where_the_density_is(tmp_path, tiny_sd_dir
     assert code == 0
     run_dir = Path(capsys.readouterr().out.strip().splitlines()[-1])
     model = GaussianModel(GaussianGeometryConfig(init="nerf", init_path=str(run_dir), num_points=500, seed=0))
-    from text3d.export.pipeline import load_geometry
+    from text3d.rundir import load_geometry
 
     nerf, _ = load_geometry(run_dir)
     with torch.no_grad():

@@ -396,5 +396,5 @@ def test_config_section_is_validated():
     with pytest.raises(ConfigError, match="export.texture_size"):
         load_config(SMOKE, ["export.texture_size=3"])
     with pytest.raises(RunDirError):
-        from text3d.export import load_geometry
+        from text3d.rundir import load_geometry
         load_geometry(REPO / "configs")

@@ -13,11 +13,12 @@ is re-pointed, so a run killed at any instant leaves only complete checkpoints.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -26,6 +27,12 @@ from .errors import RunDirError
 from .io import _fsync, replace_symlink
 
 FORMAT_VERSION = 1
+
+logger = logging.getLogger(__name__)
+
+
+class CorruptCheckpointError(RunDirError):
+    """A checkpoint file is missing, truncated or malformed; the message names the file."""
 
 
 @dataclass
@@ -102,18 +109,81 @@ def _prune(ckpt_dir: Path, keep: int) -> None:
             shutil.rmtree(stale, ignore_errors=True)
 
 
-def latest_checkpoint(run_dir: Path) -> Optional[Path]:
-    last = run_dir / "ckpts" / "last"
+def checkpoint_candidates(run_dir: Path) -> List[Path]:
+    """Complete-looking checkpoints of a run, newest first: ``ckpts/last`` then the other
+    ``step-*`` folders (hidden names are being written or deleted: never candidates)."""
+    ckpts = Path(run_dir) / "ckpts"
+    found = sorted((p for p in ckpts.glob("step-*") if p.is_dir() and not p.name.startswith(".")), reverse=True)
+    last = ckpts / "last"
     if last.exists():
-        return last.resolve()
-    # hidden names (.step-*.tmp-*, .step-*.del-*) are being written or deleted: never candidates
-    done = sorted(p for p in (run_dir / "ckpts").glob("step-*")
-                  if not p.name.startswith(".") and (p / "state.json").is_file())
-    return done[-1] if done else None
+        target = last.resolve()
+        found = [target] + [p for p in found if p.resolve() != target]
+    return found
+
+
+def latest_checkpoint(run_dir: Path) -> Optional[Path]:
+    """The newest checkpoint folder of a run, unread (see :func:`load_latest_checkpoint`)."""
+    candidates = [p for p in checkpoint_candidates(run_dir) if (p / "state.json").is_file()]
+    return candidates[0] if candidates else None
 
 
 def load_checkpoint(path: Path) -> Checkpoint:
+    """Read one checkpoint; a missing, truncated or malformed file raises :class:`CorruptCheckpointError`
+    naming that file."""
+    path = Path(path)
     st, js = path / "state.safetensors", path / "state.json"
-    if not (st.is_file() and js.is_file()):
-        raise RunDirError(f"checkpoint {path} is incomplete (needs state.safetensors and state.json)")
-    return Checkpoint(load_file(str(st)), json.loads(js.read_text()), path)
+    for f in (st, js):
+        if not f.is_file():
+            raise CorruptCheckpointError(f"checkpoint {path} is incomplete: {f.name} is missing")
+    try:
+        meta = json.loads(js.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CorruptCheckpointError(f"{js} is damaged (not valid JSON: {e.msg if hasattr(e, 'msg') else e})") from None
+    problem = _meta_problem(meta)
+    if problem:
+        raise CorruptCheckpointError(f"{js} is damaged ({problem})")
+    try:
+        tensors = load_file(str(st))
+    except Exception as e:  # safetensors raises its own error types for truncated/garbled headers
+        raise CorruptCheckpointError(f"{st} is damaged ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'unreadable'})") from None
+    return Checkpoint(tensors, meta, path)
+
+
+def _meta_problem(meta: Any) -> Optional[str]:
+    if not isinstance(meta, dict):
+        return f"expected a JSON object, got {type(meta).__name__}"
+    step = meta.get("step")
+    if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+        return f"'step' must be a non-negative integer, got {step!r}"
+    for key, kind in (("optimizer_param_groups", list), ("skipped_steps", list), ("last_losses", dict)):
+        if key in meta and not isinstance(meta[key], kind):
+            return f"{key!r} must be a {kind.__name__}, got {type(meta[key]).__name__}"
+    if "elapsed_s" in meta and not isinstance(meta["elapsed_s"], (int, float)):
+        return f"'elapsed_s' must be a number, got {meta['elapsed_s']!r}"
+    return None
+
+
+def load_latest_checkpoint(run_dir: Path, check: Optional[Callable[[Checkpoint], None]] = None) -> Optional[Checkpoint]:
+    """The newest intact checkpoint of a run: a damaged one is reported with a warning naming the
+    file, and the next older one is tried. ``check`` may raise :class:`CorruptCheckpointError` to
+    reject a checkpoint that reads but cannot be used. Returns None when the run has no checkpoint;
+    raises :class:`RunDirError` when it has some and every one is damaged."""
+    candidates = checkpoint_candidates(run_dir)
+    problems = []
+    for path in candidates:
+        try:
+            ckpt = load_checkpoint(path)
+            if check is not None:
+                check(ckpt)
+        except CorruptCheckpointError as e:
+            problems.append(str(e))
+            logger.warning("%s; trying an older checkpoint", e)
+            continue
+        if problems:
+            logger.warning("using the older intact checkpoint %s (step %d)", path, ckpt.meta["step"])
+        return ckpt
+    if problems:
+        raise RunDirError(f"every checkpoint of {run_dir} is damaged ({problems[0]}"
+                          f"{f'; and {len(problems) - 1} more' if len(problems) > 1 else ''}); "
+                          "the run cannot continue from them: start it again")
+    return None

@@ -383,7 +383,7 @@ def _sample_mesh(path: Path, n: int, generator: torch.Generator) -> Tuple[Tensor
 @torch.no_grad()
 def _sample_nerf(run_dir: Path, n: int, generator: torch.Generator, resolution: int = 64) -> Tuple[Tensor, Tensor]:
     """Points drawn with probability proportional to a NeRF run's density (above its median), with its albedo."""
-    from .export.pipeline import load_geometry
+    from .rundir import load_geometry
 
     geometry, _ = load_geometry(run_dir)
     r = float(getattr(geometry.cfg, "radius", 1.0))

@@ -8,7 +8,6 @@ optimizer, so that on CPU a resumed run ends bit-identical to an uninterrupted o
 from __future__ import annotations
 
 import logging
-import re
 import time
 from datetime import datetime
 from pathlib import Path
@@ -18,13 +17,14 @@ import torch
 from torch import nn
 
 from . import __version__
-from .checkpoint import (latest_checkpoint, load_checkpoint, optimizer_from_flat, optimizer_to_flat,
-                         save_checkpoint)
+from .checkpoint import (Checkpoint, load_checkpoint, load_latest_checkpoint, optimizer_from_flat,
+                         optimizer_to_flat, save_checkpoint)
 from .config import Config, parse_overrides, load_raw, resolve, to_yaml
 from .device import resolve_device
 from .errors import ConfigError, RunDirError
 from .io import write_json, write_text
 from .media import image_grid, save_image, save_video
+from .paths import inside, safe_component
 from .registry import BACKGROUNDS, CAMERAS, GEOMETRIES, GUIDANCES, MATERIALS, PRIORS, RENDERERS
 
 logger = logging.getLogger(__name__)
@@ -33,8 +33,8 @@ ProgressFn = Callable[[int, Dict[str, float]], None]
 
 
 def slugify(text: str, max_len: int = 48) -> str:
-    slug = re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_")
-    return slug[:max_len] or "run"
+    """A prompt as a folder/object name (``a red cube`` -> ``a_red_cube``); see :func:`safe_component`."""
+    return safe_component(text, max_len=max_len)
 
 
 def new_run_dir(cfg: Config) -> Path:
@@ -42,9 +42,9 @@ def new_run_dir(cfg: Config) -> Path:
 
     The folder is created by :meth:`Run.fit`, so a run that fails to start leaves nothing behind.
     """
-    tag = cfg.tag or slugify(cfg.prompt)
+    tag = safe_component(cfg.tag) if cfg.tag else slugify(cfg.prompt)
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    base = Path(cfg.output_dir) / cfg.name / f"{tag}@{stamp}"
+    base = inside(cfg.output_dir, safe_component(cfg.name, fallback="text3d"), f"{tag}@{stamp}")
     run_dir, k = base, 1
     while run_dir.exists():
         run_dir, k = base.with_name(f"{base.name}-{k}"), k + 1
@@ -286,8 +286,9 @@ class Run:
         return save_checkpoint(self.run_dir / "ckpts", self.step, self.state_tensors(), meta,
                                keep=self.cfg.trainer.keep_checkpoints)
 
-    def load(self, path: Path) -> None:
-        ckpt = load_checkpoint(path)
+    def load(self, path: Path | Checkpoint) -> None:
+        ckpt = path if isinstance(path, Checkpoint) else load_checkpoint(path)
+        path = ckpt.path
         system_sd = {k[len("system."):]: v for k, v in ckpt.tensors.items() if k.startswith("system.")}
         try:
             self.system.load_state_dict(system_sd)
@@ -305,7 +306,7 @@ class Run:
 
     def resume_latest(self) -> bool:
         """Load the newest checkpoint of ``run_dir`` if there is one."""
-        ckpt = latest_checkpoint(self.run_dir)
+        ckpt = load_latest_checkpoint(self.run_dir)
         if ckpt is None:
             logger.warning("%s has no checkpoint yet; starting from step 0", self.run_dir)
             return False

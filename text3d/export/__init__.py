@@ -6,7 +6,7 @@ The chain, one module per stage::
     surface.py   marching cubes, floaters, outward faces, decimation, smoothing   -> Surface
     texture.py   xatlas UV unwrap, albedo bake per texel, gutter fill             -> UVLayout, image
     writers.py   export frame (+Y up, metres, centred), GLB / OBJ+MTL+PNG / PLY    -> files
-    pipeline.py  export_fields(density_fn, color_fn, bounds, settings, out_dir), export_grid, run loaders
+    pipeline.py  export_fields(density_fn, color_fn, bounds, settings, out_dir), export_grid, export_run_dir
     gaussians.py 3D Gaussians: density splatted on a grid, colours back-projected from rendered views
 
 Any field plugs in through :func:`export_fields` with two callables on world points
@@ -17,9 +17,9 @@ A representation with its own grid and colours (3D Gaussians) calls :func:`expor
 
 from .grid import DensityGrid, EmptyDensityError, sample_grid
 from .pipeline import (ExportResult, export_any, export_fields, export_geometry, export_grid, export_run_dir,
-                       load_geometry, nerf_fields, object_name)
+                       nerf_fields, object_name)
 from .surface import Surface, extract_surface
 
 __all__ = ["DensityGrid", "EmptyDensityError", "ExportResult", "Surface", "export_any", "export_fields",
-           "export_geometry", "export_grid", "export_run_dir", "extract_surface", "load_geometry", "nerf_fields",
+           "export_geometry", "export_grid", "export_run_dir", "extract_surface", "nerf_fields",
            "object_name", "sample_grid"]

@@ -224,43 +224,6 @@ def export_geometry(geometry: nn.Module, settings: ExportConfig, out_dir: Path, 
         geometry.train(was_training)
 
 
-def load_geometry(run_dir: Path) -> Tuple[nn.Module, Dict[str, Any]]:
-    """The trained geometry of a run folder (its config + ``ckpts/last``), on CPU, with a description:
-    a NeRF field, or a :class:`~text3d.gaussians.GaussianModel` with the checkpoint's Gaussian count.
-
-    Only the geometry is built: no prior or model weights are loaded.
-    """
-    from ..checkpoint import latest_checkpoint, load_checkpoint
-    from ..config import load_raw, resolve
-    from ..registry import GEOMETRIES
-
-    run_dir = Path(run_dir)
-    if not (run_dir / "config.yaml").is_file():
-        raise RunDirError(f"{str(run_dir)!r} is not a run directory (no config.yaml); pass the folder that "
-                          "'text3d run' printed on its last line")
-    ckpt_path = latest_checkpoint(run_dir)
-    if ckpt_path is None:
-        raise RunDirError(f"{str(run_dir)!r} has no checkpoint (ckpts/last) to export; let the run save one "
-                          f"(text3d run resume={run_dir}) and export again")
-    cfg = resolve(load_raw(run_dir / "config.yaml"))
-    ckpt = load_checkpoint(ckpt_path)
-    geometry_cfg = cfg.geometry
-    if geometry_cfg.type == "gaussians":  # the checkpoint sets every Gaussian: skip reading the init file
-        geometry_cfg = dataclasses.replace(geometry_cfg, init="random", init_path=None, num_points=1)
-    with torch.random.fork_rng(devices=[]):
-        geometry = GEOMETRIES.build(geometry_cfg)
-    prefix = "system.geometry."
-    state = {k[len(prefix):]: v for k, v in ckpt.tensors.items() if k.startswith(prefix)}
-    try:
-        geometry.load_state_dict(state)
-    except RuntimeError as e:
-        raise RunDirError(f"checkpoint {ckpt_path} does not match the run's geometry config: "
-                          f"{str(e).splitlines()[0]}") from None
-    source = {"run_dir": str(run_dir), "checkpoint": str(ckpt_path), "step": int(ckpt.meta["step"]),
-              "prompt": cfg.prompt}
-    return geometry, source
-
-
 def export_run_dir(run_dir: Path, settings: ExportConfig, out_dir: Optional[Path] = None) -> ExportResult:
     """Export a trained run (NeRF or Gaussians) into ``out_dir`` (default ``RUN_DIR/export``).
 
@@ -276,6 +239,8 @@ def export_run_dir(run_dir: Path, settings: ExportConfig, out_dir: Optional[Path
         cloud, source = load_gaussian_ply(path)
         out = Path(out_dir) if out_dir is not None else path.parent / "export"
         return export_gaussians(cloud, settings, out, name=object_name(path.stem), source=source)
+    from ..rundir import load_geometry
+
     geometry, source = load_geometry(path)
     out = Path(out_dir) if out_dir is not None else path / "export"
     return export_any(geometry, settings, out, name=object_name(source.get("prompt", "")), source=source)
@@ -296,10 +261,10 @@ def export_any(geometry: nn.Module, settings: ExportConfig, out_dir: Path, name:
 
 def object_name(prompt: str) -> str:
     """Name of the object inside exported files: the prompt as a slug (``a_red_cube``), ``mesh`` without one."""
-    from ..run import slugify
+    from ..paths import safe_component
 
-    return slugify(prompt) if prompt else STEM
+    return safe_component(prompt, fallback=STEM)
 
 
 __all__ = ["EXPORT_FORMATS", "ExportResult", "export_any", "export_fields", "export_geometry", "export_grid",
-           "export_run_dir", "load_geometry", "nerf_fields", "object_name"]
+           "export_run_dir", "nerf_fields", "object_name"]

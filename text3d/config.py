@@ -22,6 +22,7 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationE
 
 from . import registry
 from .errors import ConfigError
+from .bounds import bounded, check_bounds
 from .schedules import LinearSchedule
 
 # Lives with the prompt processor; imported here as the schema of the ``prompting`` section.
@@ -157,9 +158,9 @@ class TopLevel:
     """The text prompt."""
     negative_prompt: str = ""
     """Negative prompt (the unconditional branch of classifier-free guidance)."""
-    seed: int = 0
+    seed: int = bounded(0, lo=0, hi=2**63 - 1)
     """Seed of every random choice of the run (initialisation, cameras, timesteps, noise)."""
-    steps: int = 10000
+    steps: int = bounded(10000, lo=0)
     """Number of optimisation steps."""
     device: str = "auto"
     """``auto`` (CUDA if available, else CPU), ``cpu``, ``cuda`` or ``cuda:N``."""
@@ -300,8 +301,9 @@ def resolve(raw: Dict[str, Any]) -> Config:
         raise ConfigError(f"optimizer.lr: unknown parameter group(s) {unknown}; valid groups: {', '.join(PARAM_GROUPS)}")
     if sections["optimizer"].type not in ("adam", "adamw"):
         raise ConfigError(f"optimizer.type: unknown value {sections['optimizer'].type!r}; valid choices: adam, adamw")
-    if top.steps < 0:
-        raise ConfigError(f"steps: must be >= 0, got {top.steps}")
+    check_bounds(top, "")
+    for name, section in sections.items():
+        check_bounds(section, name)
     return Config(**dataclasses.asdict(top), **sections)
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .bounds import bounded
+
 
 @dataclass
 class LinearSchedule:
@@ -14,13 +16,16 @@ class LinearSchedule:
     (``t_max: 0.98`` is ``t_max: {start: 0.98, end: 0.98}``).
     """
 
+    SCHEDULED_FIELDS = ("start", "end")
+    """Fields that take the valid range of the value being scheduled (see :mod:`text3d.bounds`)."""
+
     start: float = 0.0
     """Value at and before ``start_step``."""
     end: float = 0.0
     """Value at and after ``end_step``."""
-    start_step: int = 0
+    start_step: int = bounded(0, lo=0)
     """Step where the ramp begins."""
-    end_step: int = 0
+    end_step: int = bounded(0, lo=0)
     """Step where the ramp ends; ``end_step <= start_step`` means a jump to ``end`` at ``start_step``."""
 
     @classmethod

@@ -26,7 +26,7 @@ def run_config(run_dir: str | Path) -> Config:
     if not (run_dir / "config.yaml").is_file():
         raise RunDirError(f"{str(run_dir)!r} is not a run directory (no config.yaml); pass the folder that "
                           "'text3d run' printed on its last line")
-    return resolve(load_raw(run_dir / "config.yaml"))
+    return resolve(load_raw(run_dir / "config.yaml", interpolate=False))
 
 
 def build_geometry(cfg: Config) -> nn.Module:

@@ -75,7 +75,10 @@ def expect_bad_input(capsys):
     def check(argv, *words, watch=None):
         before = tree_snapshot(watch) if watch is not None else None
         capsys.readouterr()
-        code = main([str(a) for a in argv])
+        try:
+            code = main([str(a) for a in argv])
+        except SystemExit as e:  # argparse's own errors
+            code = e.code
         out, err = capsys.readouterr()
         lines = [line for line in err.splitlines() if line.strip()]
         assert code == 2, (code, err[-2000:])

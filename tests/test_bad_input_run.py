@@ -123,3 +123,28 @@ def test_resume_when_every_checkpoint_is_damaged(tiny_run_dir, tmp_path, expect_
     _damage_all(run)
     expect_bad_input(["run", f"resume={run}", "steps=4"], "every checkpoint", "damaged", "state.safetensors",
                      watch=tmp_path)
+
+
+def test_command_line_errors_are_one_line(tmp_path, expect_bad_input):
+    expect_bad_input(["run", QUICKSTART, "--bogus"], "unrecognized arguments: --bogus", watch=tmp_path)
+    expect_bad_input(["bogus"], "invalid choice: 'bogus'", watch=tmp_path)
+    expect_bad_input(["run"], "config file is needed", watch=tmp_path)
+
+
+def test_gaussians_from_a_nerf_run_whose_checkpoints_are_all_damaged(tiny_run_dir, tmp_path, expect_bad_input):
+    run = shutil.copytree(tiny_run_dir, tmp_path / "run", symlinks=True)
+    _damage_all(run)
+    expect_bad_input(["run", REPO / "configs" / "quickstart-gaussians.yaml", "geometry.init=nerf",
+                      f"geometry.init_path={run}", f"output_dir={tmp_path / 'o'}", "steps=1"],
+                     "every checkpoint", "damaged", watch=tmp_path)
+
+
+def test_gaussians_from_a_nerf_run_with_a_damaged_newest_checkpoint_fall_back(tiny_run_dir, tmp_path, caplog):
+    from text3d.rundir import load_geometry
+
+    run = shutil.copytree(tiny_run_dir, tmp_path / "run", symlinks=True)
+    newest = (run / "ckpts" / "last").resolve()
+    (newest / "state.json").write_text('{"step": 3, "optimizer_param_')
+    with caplog.at_level("WARNING"):
+        _, source = load_geometry(run)
+    assert source["step"] == 2 and any("state.json" in r.getMessage() for r in caplog.records)

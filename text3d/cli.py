@@ -27,6 +27,13 @@ outputs:
 """
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with the project's error convention: one ``error:`` line (no usage block), exit 2."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"error: {self.prog}: {message} (see '{self.prog} --help')\n")
+
+
 def _split_config_and_overrides(items: Sequence[str]) -> tuple[Optional[str], List[str]]:
     if items and "=" not in items[0]:
         return items[0], list(items[1:])
@@ -152,14 +159,14 @@ def _add_export_parser(sub) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="text3d",
         description="Text to 3D with a frozen diffusion prior (SDS on a NeRF), on CPU or GPU.",
         epilog="Start with: text3d run configs/quickstart.yaml   (see 'text3d run --help')",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
     run = sub.add_parser(
         "run", help="optimise a 3D scene from a config preset",
         description="Optimise a 3D scene from a YAML config preset and key.path=value overrides.",

@@ -148,3 +148,15 @@ def test_gaussians_from_a_nerf_run_with_a_damaged_newest_checkpoint_fall_back(ti
     with caplog.at_level("WARNING"):
         _, source = load_geometry(run)
     assert source["step"] == 2 and any("state.json" in r.getMessage() for r in caplog.records)
+
+
+def test_resume_falls_back_to_the_newest_intact_checkpoint(tiny_run_dir, tmp_path, caplog):
+    from text3d.run import open_run
+
+    run = shutil.copytree(tiny_run_dir, tmp_path / "run", symlinks=True)
+    newest = (run / "ckpts" / "last").resolve()
+    (newest / "state.safetensors").write_bytes(b"")
+    with caplog.at_level("WARNING"):
+        resumed = open_run(None, [f"resume={run}", "steps=4"])
+    assert resumed.step == 2
+    assert any("state.safetensors" in r.getMessage() and "damaged" in r.getMessage() for r in caplog.records)

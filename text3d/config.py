@@ -363,17 +363,21 @@ def resolve(raw: Dict[str, Any]) -> Config:
         if key not in top_keys and key not in SECTIONS:
             raise ConfigError(f"unknown key '{key}'{_valid_keys_hint(str(key), top_keys + SECTIONS)}")
     top = merge_section("", TopLevel, {k: raw[k] for k in top_keys if k in raw})
+    check_bounds(top, "")
+    resolve_device(top.device)  # an unknown or absent device fails here, before any output
     sections: Dict[str, Any] = {}
     for name in COMPONENT_SECTIONS:
         sec_raw = raw.get(name) or {}
         t = _component_type(name, sec_raw)
         reg = COMPONENT_SECTIONS[name][0]
         sections[name] = merge_section(name, reg.config_class(t), {**sec_raw, "type": t})
+        check_bounds(sections[name], name)  # ranges first: the component checks may assume finite numbers
         check = getattr(reg.get(t).cls, "check_config", None)
         if check is not None:
             check(sections[name])
     for name, cls in PLAIN_SECTIONS.items():
         sections[name] = merge_section(name, cls, raw.get(name))
+        check_bounds(sections[name], name)
     check_prompting_config(sections["prompting"])
     check_export_config(sections["export"])
     unknown = sorted(set(sections["optimizer"].lr) - set(PARAM_GROUPS))
@@ -381,10 +385,6 @@ def resolve(raw: Dict[str, Any]) -> Config:
         raise ConfigError(f"optimizer.lr: unknown parameter group(s) {unknown}; valid groups: {', '.join(PARAM_GROUPS)}")
     if sections["optimizer"].type not in ("adam", "adamw"):
         raise ConfigError(f"optimizer.type: unknown value {sections['optimizer'].type!r}; valid choices: adam, adamw")
-    check_bounds(top, "")
-    resolve_device(top.device)  # an unknown or absent device fails here, before any output
-    for name, section in sections.items():
-        check_bounds(section, name)
     return Config(**dataclasses.asdict(top), **sections)
 
 

@@ -125,6 +125,12 @@ class ExportConfig:
     1 = largest piece only, 0 = keep all."""
     size: float = 1.0
     """Largest side of the exported object's bounding box, metres; 0 = keep world units."""
+    pore_size: Optional[float] = bounded(None, lo=0.0)
+    """Openings narrower than this (world units) are pores no training render could show: they are
+    closed, and whatever no straight line of sight reaches behind them is filled (the surface is
+    the solid a viewer sees, see ``text3d.export.carve``). None = one pixel of the run's finest
+    training renders at its nearest camera (0.054 for the quickstart), or 1/40 of the density
+    grid's side without a run; 0 = no carving (the raw iso-surface, pores and hidden faces kept)."""
 
 
 def check_export_config(cfg: ExportConfig, key: Callable[[str], str] = lambda name: f"export.{name}") -> None:
@@ -141,6 +147,8 @@ def check_export_config(cfg: ExportConfig, key: Callable[[str], str] = lambda na
         raise ConfigError(f"{key('texture_size')}: must be 0 (no texture) or in [16, 8192], got {cfg.texture_size}")
     if cfg.level is not None and not cfg.level > 0:
         raise ConfigError(f"{key('level')}: must be > 0 (a density), got {cfg.level}")
+    if cfg.pore_size is not None and not cfg.pore_size >= 0:
+        raise ConfigError(f"{key('pore_size')}: must be >= 0 world units (0 = no carving), got {cfg.pore_size}")
     for name in ("smooth_iterations", "min_component_ratio", "size"):
         if getattr(cfg, name) < 0:
             raise ConfigError(f"{key(name)}: must be >= 0, got {getattr(cfg, name)}")

@@ -271,3 +271,18 @@ def test_fins_left_by_a_collapse_are_removed_and_duplicates_kept_once():
     assert removed == 3 and len(fixed.vertices) == len(s.vertices)
     assert topology(fixed.faces) == topology(s.faces)
     assert drop_double_faces(s) == (s, 0)
+
+
+def test_hidden_share_counts_the_faces_inside_that_no_view_sees():
+    """A sphere with a smaller one inside it (a double wall, as an uncarved NeRF has): the inner
+    sphere's faces, and only those, are hidden; their share of the area is (r_in / r_out)^2 / (1 + ...)."""
+    from text3d.export.visibility import hidden_share, visible_faces
+
+    outer = _sphere_surface(48)
+    inner = Surface(outer.vertices * 0.5, outer.faces)
+    both_v = np.concatenate([outer.vertices, inner.vertices])
+    both_f = np.concatenate([outer.faces, inner.faces + len(outer.vertices)])
+    seen = visible_faces(both_v, both_f)
+    assert seen[:len(outer.faces)].mean() > 0.999 and not seen[len(outer.faces):].any()
+    share = hidden_share(both_v, both_f)
+    assert share["area"] == pytest.approx(0.25 / 1.25, abs=0.005) and share["faces"] == pytest.approx(0.5, abs=0.001)

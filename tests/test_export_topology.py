@@ -286,3 +286,22 @@ def test_hidden_share_counts_the_faces_inside_that_no_view_sees():
     assert seen[:len(outer.faces)].mean() > 0.999 and not seen[len(outer.faces):].any()
     share = hidden_share(both_v, both_f)
     assert share["area"] == pytest.approx(0.25 / 1.25, abs=0.005) and share["faces"] == pytest.approx(0.5, abs=0.001)
+
+
+def test_the_atlas_charts_only_the_visible_faces():
+    from text3d.export.texture import rasterize, unwrap
+    from text3d.export.visibility import visible_faces
+
+    outer = _sphere_surface(32)
+    inner = Surface(outer.vertices * 0.5, outer.faces)
+    both = Surface(np.concatenate([outer.vertices, inner.vertices]),
+                   np.concatenate([outer.faces, inner.faces + len(outer.vertices)]))
+    seen = visible_faces(both.vertices, both.faces)
+    layout = unwrap(both, 256, visible=seen)
+    # the same triangles, corner for corner, in the same order
+    np.testing.assert_array_equal(layout.vmapping[layout.faces], both.faces)
+    _, face, _ = rasterize(layout.uvs, layout.faces, 256)
+    assert seen[face].all() and len(np.unique(face)) > 0.9 * seen.sum()  # texels: visible faces only
+    full = unwrap(both, 256)
+    _, face_all, _ = rasterize(full.uvs, full.faces, 256)
+    assert (~seen[face_all]).mean() > 0.15  # without the mask, the hidden sphere takes a fifth

@@ -141,7 +141,7 @@ def _add_export_parser(sub) -> None:
     export.add_argument("--faces", type=int, default=50000, help="decimate to this many faces; 0 = keep all (default: 50000)")
     export.add_argument("--texture-size", type=int, default=1024, help="albedo texture side; 0 = vertex colours only (default: 1024)")
     export.add_argument("--level", type=float, default=None, help="density iso-level (default: where rays get half opaque)")
-    export.add_argument("--smooth", type=int, default=0, help="Taubin smoothing rounds (default: 0)")
+    export.add_argument("--smooth", type=int, default=10, help="Taubin smoothing rounds; 0 = none (default: 10)")
     export.add_argument("--min-component-ratio", type=float, default=0.05,
                         help="drop pieces with fewer faces than this fraction of the largest (default: 0.05)")
     export.add_argument("--size", type=float, default=1.0, help="largest side in metres; 0 = world units (default: 1)")

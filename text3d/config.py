@@ -118,8 +118,10 @@ class ExportConfig:
     texture_size: int = 512
     """Side of the baked albedo texture in pixels (UV unwrap + bake); 0 = no texture, vertex
     colours only."""
-    smooth_iterations: int = 0
-    """Taubin smoothing rounds after decimation (volume-preserving); 0 = none."""
+    smooth_iterations: int = 10
+    """Taubin smoothing rounds after decimation (volume-preserving); 0 = none. The default evens out
+    the bumps under a training pixel that no render constrains (quickstart cylinder at 256³: area
+    1.20x -> 1.10x the true one, volume unchanged)."""
     min_component_ratio: float = 0.05
     """Drop floaters: connected pieces with fewer faces than this fraction of the largest piece.
     1 = largest piece only, 0 = keep all."""

@@ -30,7 +30,7 @@ from .carve import carve_grid
 from .surface import (Surface, decimate_within_budget, guarded_smooth, keep_large_components, marching_cubes,
                       signed_volume)
 from .topology import is_watertight, topology
-from .visibility import hidden_share
+from .visibility import hidden_share, visible_faces
 from .texture import ColorFn, SurfaceColorFn, bake_texture, field_colors, unwrap, vertex_colors
 from .writers import WORLD_TO_EXPORT, WRITERS, ExportMesh
 
@@ -189,12 +189,15 @@ def export_grid(grid: DensityGrid, colors: SurfaceColorFn, settings: ExportConfi
     timings = dict(timings or {})
     logger.info("iso-level %.4g (%s); %d field evaluations", grid.level, grid.level_source, grid.evaluated)
     surface, stages = _surface(grid, settings, timings)
+    with _timed(timings, "hidden faces"):
+        seen = visible_faces(surface.vertices, surface.faces)
+        hidden = hidden_share(surface.vertices, surface.faces, seen=seen)
     with _timed(timings, "vertex colours"):
         vcolors = vertex_colors(surface, colors)
     layout, texture, coverage = None, None, None
     if settings.texture_size:
         with _timed(timings, "uv unwrap"):
-            layout = unwrap(surface, settings.texture_size)
+            layout = unwrap(surface, settings.texture_size, visible=seen)
         with _timed(timings, "texture bake"):
             texture, coverage = bake_texture(surface, layout, colors, settings.texture_size)
     vertices, frame = export_frame(surface, settings.size)
@@ -207,8 +210,6 @@ def export_grid(grid: DensityGrid, colors: SurfaceColorFn, settings: ExportConfi
             written = WRITERS[fmt](mesh, out_dir, STEM)
             paths += written
             files[fmt] = [p.name for p in written]
-    with _timed(timings, "hidden faces"):
-        hidden = hidden_share(surface.vertices, surface.faces)
     info = _manifest(settings, grid, surface, frame, files, texture, coverage, timings, source)
     info["topology"]["hidden"] = hidden
     info["stages"] = stages
@@ -237,7 +238,8 @@ def _manifest(settings: ExportConfig, grid: DensityGrid, surface: Surface, frame
                  "world_volume": signed_volume(surface.vertices, surface.faces), "world_area": area,
                  "world_bounds": [v.min(axis=(0, 1)).tolist(), v.max(axis=(0, 1)).tolist()]},
         "topology": topology(surface.faces).as_dict(),
-        "texture": None if texture is None else {"size": int(texture.shape[0]), "covered_fraction": coverage},
+        "texture": None if texture is None else {"size": int(texture.shape[0]), "covered_fraction": coverage,
+                                                 "charted_faces": "visible faces only (hidden ones get no texel)"},
         "frame": frame,
         "source": source or {},
         "timings_s": timings,

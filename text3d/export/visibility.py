@@ -11,7 +11,7 @@ the view and its centroid lies within a pixel's depth of the buffer there.
 from __future__ import annotations
 
 import logging
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 
@@ -83,11 +83,13 @@ def visible_faces(vertices: np.ndarray, faces: np.ndarray, views: int = VIEWS, s
     return seen
 
 
-def hidden_share(vertices: np.ndarray, faces: np.ndarray, views: int = VIEWS, size: int = VIEW_SIZE) -> Dict[str, float]:
-    """Share of faces and of surface area that no view sees (:func:`visible_faces`), for ``export.json``."""
+def hidden_share(vertices: np.ndarray, faces: np.ndarray, views: int = VIEWS, size: int = VIEW_SIZE,
+                 seen: Optional[np.ndarray] = None) -> Dict[str, float]:
+    """Share of faces and of surface area that no view sees (:func:`visible_faces`, or ``seen`` if
+    computed already), for ``export.json``."""
     if len(faces) == 0:
         return {"faces": 0.0, "area": 0.0, "views": views, "view_size": size}
-    seen = visible_faces(vertices, faces, views, size)
+    seen = visible_faces(vertices, faces, views, size) if seen is None else seen
     tri = vertices.astype(np.float64)[faces]
     area = 0.5 * np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1)
     return {"faces": round(float((~seen).mean()), 6), "area": round(float(area[~seen].sum() / max(area.sum(), 1e-30)), 6),

@@ -6,6 +6,7 @@ written file as the independent judge."""
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -305,3 +306,30 @@ def test_the_atlas_charts_only_the_visible_faces():
     full = unwrap(both, 256)
     _, face_all, _ = rasterize(full.uvs, full.faces, 256)
     assert (~seen[face_all]).mean() > 0.15  # without the mask, the hidden sphere takes a fifth
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--pore-size", "-0.1"], "--pore-size: must be >= 0"),
+    (["--pore-size", "nan"], "--pore-size"),
+])
+def test_a_bad_pore_size_is_one_line_and_writes_nothing(tmp_path, capsys, argv, words):
+    from text3d.cli import main
+
+    out = tmp_path / "out"
+    assert main(["export", str(tmp_path / "nowhere"), *argv, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and words in err and "\n" not in err and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_pore_size_of_a_run_is_one_pixel_of_its_finest_training_render():
+    from text3d.config import load_raw, resolve
+    from text3d.export.pipeline import settings_for_run, supervised_pixel
+
+    configs = Path(__file__).resolve().parents[1] / "configs"
+    nerf = resolve(load_raw(configs / "quickstart.yaml"))
+    gauss = resolve(load_raw(configs / "quickstart-gaussians.yaml"))
+    assert supervised_pixel(nerf.cameras) == pytest.approx(2 * 3.0 * math.tan(math.radians(16)) / 32)
+    assert supervised_pixel(gauss.cameras) == pytest.approx(2 * 3.0 * math.tan(math.radians(16)) / 64)
+    assert settings_for_run(ExportConfig(), nerf).pore_size == pytest.approx(0.053765, abs=1e-6)
+    assert settings_for_run(ExportConfig(pore_size=0.0), nerf).pore_size == 0.0  # a given one is kept

@@ -185,6 +185,7 @@ def _occupied_box(occupied: np.ndarray, margin: int) -> Optional[Tuple[slice, ..
 
 
 def _carve(occupied: np.ndarray, probe: int, directions: int) -> Tuple[np.ndarray, int]:
+    """:func:`visible_solid` of a box that holds every occupied cell with a margin."""
     free = ~dilate(occupied, probe)
     if 2 * probe >= REFINE_CELLS:
         coarse_free = ~dilate(_block_max(occupied, 2), (probe + 1) // 2)
@@ -202,8 +203,6 @@ def probe_cells(pore_size: float, spacing: float) -> int:
     """Probe half-width ``r`` in cells for pores up to ``pore_size`` wide (world units) on a grid of
     ``spacing``: the probe, ``2 r + 1`` cells, is at least as wide as the pore; ``r >= 1``."""
     return max(1, int(math.ceil(0.5 * (pore_size / spacing - 1) - 1e-9)))
-
-
 
 
 def carve_grid(grid: DensityGrid, pore_size: float, directions: int = DIRECTIONS) -> Tuple[DensityGrid, Dict[str, Any]]:

@@ -200,7 +200,9 @@ def test_a_gaussian_run_exports_at_the_end_and_the_cli_exports_again(gaussian_ru
         "mesh.glb", "mesh.obj", "mesh_albedo.png", "mesh.mtl", "mesh.ply", "export.json"]
     info = json.loads(printed[-1].read_text())
     assert info["source"]["num_gaussians"] == metrics["num_gaussians"] and info["source"]["step"] == 4
-    assert info["iso_level"] > 0 and info["mesh"]["faces"] <= 2000  # (4 steps on a random prior: a noisy blob)
+    assert info["iso_level"] > 0  # (4 steps on a random prior: a noisy blob, with handles a decimation pinches)
+    assert info["mesh"]["faces"] <= 2000 or info["stages"]["decimation"]["result"] != "decimated"
+    assert info["topology"]["watertight"] and info["topology"]["non_manifold_edges"] == 0
     for name in ("mesh.glb", "mesh.obj", "mesh.ply"):
         mesh = trimesh.load(tmp_path / "x" / name, force="mesh")
         assert len(mesh.faces) == info["mesh"]["faces"], name

@@ -320,6 +320,10 @@ def test_blender_imports_glb_and_obj_with_the_texture(exported):
         assert found["faces"] == result.faces and found["texture"] and found["image_size"] == [128, 128]
         assert found["top_rgb"][0] > 0.8 > found["top_rgb"][2] and found["bottom_rgb"][2] > 0.8 > found["bottom_rgb"][0]
         np.testing.assert_allclose(found["bounds_zup"], [[-0.5] * 3, [0.5] * 3], atol=0.01)
+        # Blender's own topology check agrees with export.json: one closed sphere-like piece
+        topo = json.loads((out / "export.json").read_text())["topology"]
+        assert found["bmesh"] == {"non_manifold_edges": 0, "boundary_edges": 0, "loose_parts": 1, "euler": 2}
+        assert (topo["pieces"], topo["euler"], topo["non_manifold_edges"]) == (1, 2, 0)
 
 
 # ------------------------------------------------------------------------------ CLI

@@ -121,7 +121,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     formats = [f.strip() for item in (args.format or ["glb"]) for f in item.split(",") if f.strip()]
     settings = ExportConfig(formats=formats, resolution=args.resolution, level=args.level, faces=args.faces,
                             texture_size=args.texture_size, smooth_iterations=args.smooth,
-                            min_component_ratio=args.min_component_ratio, size=args.size)
+                            min_component_ratio=args.min_component_ratio, size=args.size,
+                            pore_size=args.pore_size)
     options = {"formats": "--format", "smooth_iterations": "--smooth"}  # config field -> option
     check_export_config(settings, key=lambda name: options.get(name, "--" + name.replace("_", "-")))
     result = export_run_dir(args.run_dir, settings, out_dir=args.out)
@@ -150,10 +151,14 @@ def _add_export_parser(sub) -> None:
     export.add_argument("--faces", type=int, default=50000, help="decimate to this many faces; 0 = keep all (default: 50000)")
     export.add_argument("--texture-size", type=int, default=1024, help="albedo texture side; 0 = vertex colours only (default: 1024)")
     export.add_argument("--level", type=float, default=None, help="density iso-level (default: where rays get half opaque)")
-    export.add_argument("--smooth", type=int, default=0, help="Taubin smoothing rounds (default: 0)")
+    export.add_argument("--smooth", type=int, default=10, help="Taubin smoothing rounds; 0 = none (default: 10)")
     export.add_argument("--min-component-ratio", type=float, default=0.05,
                         help="drop pieces with fewer faces than this fraction of the largest (default: 0.05)")
     export.add_argument("--size", type=float, default=1.0, help="largest side in metres; 0 = world units (default: 1)")
+    export.add_argument("--pore-size", type=float, default=None,
+                        help="close openings narrower than this (world units) and fill what no line of sight "
+                             "reaches behind them; 0 = raw iso-surface (default: one pixel of the run's training "
+                             "renders)")
     export.add_argument("--out", default=None, help="output folder (default: RUN_DIR/export)")
     export.set_defaults(func=cmd_export)
 

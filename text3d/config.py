@@ -120,13 +120,21 @@ class ExportConfig:
     texture_size: int = bounded(512, lo=0, hi=8192)
     """Side of the baked albedo texture in pixels (UV unwrap + bake); 0 = no texture, vertex
     colours only."""
-    smooth_iterations: int = bounded(0, lo=0, hi=1000)
-    """Taubin smoothing rounds after decimation (volume-preserving); 0 = none."""
+    smooth_iterations: int = bounded(10, lo=0, hi=1000)
+    """Taubin smoothing rounds after decimation (volume-preserving); 0 = none. The default evens out
+    the bumps under a training pixel that no render constrains (quickstart cylinder at 256³: area
+    1.20x -> 1.10x the true one, volume unchanged)."""
     min_component_ratio: float = bounded(0.05, lo=0, hi=1)
     """Drop floaters: connected pieces with fewer faces than this fraction of the largest piece.
     1 = largest piece only, 0 = keep all."""
     size: float = bounded(1.0, lo=0)
     """Largest side of the exported object's bounding box, metres; 0 = keep world units."""
+    pore_size: Optional[float] = bounded(None, lo=0.0)
+    """Openings narrower than this (world units) are pores no training render could show: they are
+    closed, and whatever no straight line of sight reaches behind them is filled (the surface is
+    the solid a viewer sees, see ``text3d.export.carve``). None = one pixel of the run's finest
+    training renders at its nearest camera (0.054 for the quickstart), or 1/40 of the density
+    grid's side without a run; 0 = no carving (the raw iso-surface, pores and hidden faces kept)."""
 
 
 def check_export_config(cfg: ExportConfig, key: Callable[[str], str] = lambda name: f"export.{name}") -> None:
@@ -145,6 +153,8 @@ def check_export_config(cfg: ExportConfig, key: Callable[[str], str] = lambda na
         raise ConfigError(f"{key('texture_size')}: must be 0 (no texture) or in [16, 8192], got {cfg.texture_size}")
     if cfg.level is not None and not cfg.level > 0:
         raise ConfigError(f"{key('level')}: must be > 0 (a density), got {cfg.level}")
+    if cfg.pore_size is not None and not cfg.pore_size >= 0:
+        raise ConfigError(f"{key('pore_size')}: must be >= 0 world units (0 = no carving), got {cfg.pore_size}")
     for name in ("smooth_iterations", "min_component_ratio", "size"):
         if getattr(cfg, name) < 0:
             raise ConfigError(f"{key(name)}: must be >= 0, got {getattr(cfg, name)}")

@@ -268,11 +268,12 @@ class Run:
         run: the checkpoint is saved, and ``text3d export`` can be tried with other settings.
         """
         from .export import export_any, object_name
+        from .export.pipeline import settings_for_run
         from .errors import Text3DError
 
         source = {"run_dir": str(self.run_dir), "step": self.step, "prompt": self.cfg.prompt}
         try:
-            result = export_any(self.system.geometry, self.cfg.export, self.run_dir / "export",
+            result = export_any(self.system.geometry, settings_for_run(self.cfg.export, self.cfg), self.run_dir / "export",
                                 name=object_name(self.cfg.prompt), source=source)
         except Text3DError as e:
             logger.warning("mesh export skipped: %s", e)

@@ -126,6 +126,29 @@ PRIMITIVES: Dict[str, Primitive] = {
         Primitive("capsule", sdf_capsule, 0.3 + 0.25),
     )
 }
+
+
+def _measures() -> Dict[str, Tuple[float, float, int]]:
+    """Closed-form volume, surface area and genus of each primitive at its default size."""
+    pi = math.pi
+    cone_r, cone_h = 0.32, 0.9
+    pyr_b, pyr_h = 0.7, 0.7  # base side and height
+    slant = math.hypot(pyr_h, pyr_b / 2)  # height of a side triangle
+    return {
+        "cube": (0.66 ** 3, 6 * 0.66 ** 2, 0),
+        "sphere": (4 / 3 * pi * 0.45 ** 3, 4 * pi * 0.45 ** 2, 0),
+        "cone": (pi * cone_r ** 2 * cone_h / 3, pi * cone_r ** 2 + pi * cone_r * math.hypot(cone_r, cone_h), 0),
+        "cylinder": (pi * 0.3 ** 2 * 0.9, 2 * pi * 0.3 ** 2 + 2 * pi * 0.3 * 0.9, 0),
+        "torus": (2 * pi ** 2 * 0.35 * 0.14 ** 2, 4 * pi ** 2 * 0.35 * 0.14, 1),
+        "pyramid": (pyr_b ** 2 * pyr_h / 3, pyr_b ** 2 + 2 * pyr_b * slant, 0),
+        "capsule": (pi * 0.25 ** 2 * 0.6 + 4 / 3 * pi * 0.25 ** 3, 2 * pi * 0.25 * 0.6 + 4 * pi * 0.25 ** 2, 0),
+    }
+
+
+MEASURES: Dict[str, Tuple[float, float, int]] = _measures()
+"""``shape -> (volume, surface area, genus)`` of each primitive, closed form (world units): what an
+exported mesh of the shape should enclose, cover and be (a torus has genus 1, the rest 0)."""
+
 SHAPES: Tuple[str, ...] = tuple(PRIMITIVES)
 """Shape names in their canonical order (indices into this tuple are shape ids)."""
 

@@ -5,8 +5,11 @@
 For each file, in an empty scene: import it with Blender's own importer (glTF add-on, OBJ importer),
 then print one line ``TEXT3D {json}`` with the mesh's face count, its bounding box in Blender's
 (z-up) frame, whether a material feeds an image texture into the Principled BSDF's Base Color
-(with the image's size and whether its pixels loaded), and the texture's colour at the highest and
-the lowest vertex. Exits 1 if an import raises.
+(with the image's size and whether its pixels loaded), the texture's colour at the highest and
+the lowest vertex, and Blender's own topology check with bmesh: after welding the vertices that UV
+seams split (merge by distance, 1e-6 of the object's size), the non-manifold edges
+(``not edge.is_manifold``), the boundary edges, the loose parts (pieces through shared edges) and
+the Euler characteristic ``V - E + F``. Exits 1 if an import raises.
 
 Debian's ``blender`` (3.4) needs ``apt-get install python3-numpy`` for its glTF importer.
 """
@@ -59,6 +62,43 @@ def colour_at_extreme_vertex(obj, image, sign):
     return [round(c, 3) for c in image.pixels[start:start + 3]]
 
 
+def bmesh_topology(objects):
+    """Blender's count of non-manifold / boundary edges, loose parts and Euler characteristic of
+    the objects' meshes joined, with seam-split vertices welded."""
+    import bmesh
+
+    bm = bmesh.new()
+    for obj in objects:
+        mesh = obj.data.copy()
+        mesh.transform(obj.matrix_world)
+        bm.from_mesh(mesh)
+    if not bm.verts:
+        return {"non_manifold_edges": 0, "boundary_edges": 0, "loose_parts": 0, "euler": 0}
+    size = max(max(v.co[i] for v in bm.verts) - min(v.co[i] for v in bm.verts) for i in range(3))
+    bmesh.ops.remove_doubles(bm, verts=bm.verts, dist=1e-6 * max(size, 1e-9))
+    bm.verts.ensure_lookup_table()
+    bm.faces.ensure_lookup_table()
+    boundary = sum(1 for e in bm.edges if e.is_boundary)
+    non_manifold = sum(1 for e in bm.edges if not e.is_manifold and not e.is_boundary)
+    parts, seen = 0, set()
+    for face in bm.faces:  # flood fill through shared edges
+        if face.index in seen:
+            continue
+        parts += 1
+        stack = [face]
+        seen.add(face.index)
+        while stack:
+            f = stack.pop()
+            for edge in f.edges:
+                for g in edge.link_faces:
+                    if g.index not in seen:
+                        seen.add(g.index)
+                        stack.append(g)
+    euler = len(bm.verts) - len(bm.edges) + len(bm.faces)
+    bm.free()
+    return {"non_manifold_edges": non_manifold, "boundary_edges": boundary, "loose_parts": parts, "euler": euler}
+
+
 def check(path):
     bpy.ops.wm.read_factory_settings(use_empty=True)
     if path.lower().endswith((".glb", ".gltf")):
@@ -79,7 +119,8 @@ def check(path):
             "image_size": list(image.size) if image is not None else None,
             "uv_layers": [len(o.data.uv_layers) for o in meshes],
             "top_rgb": colour_at_extreme_vertex(meshes[0], image, 1) if image is not None else None,
-            "bottom_rgb": colour_at_extreme_vertex(meshes[0], image, -1) if image is not None else None}
+            "bottom_rgb": colour_at_extreme_vertex(meshes[0], image, -1) if image is not None else None,
+            "bmesh": bmesh_topology(meshes)}
 
 
 def main():

@@ -3,7 +3,10 @@
 The chain, one module per stage::
 
     grid.py      density on a grid (coarse-to-fine), iso-level from the density   -> DensityGrid
-    surface.py   marching cubes, floaters, outward faces, decimation, smoothing   -> Surface
+    carve.py     the solid a viewer sees: pores narrower than a pixel closed      -> DensityGrid
+    surface.py   marching cubes, floaters, outward faces, guarded decimation/smoothing -> Surface
+    topology.py  pieces, Euler characteristic, genus, manifold / watertight       -> Topology
+    visibility.py faces no view sees (hidden share; the atlas charts the others)  -> bool [F]
     texture.py   xatlas UV unwrap, albedo bake per texel, gutter fill             -> UVLayout, image
     writers.py   export frame (+Y up, metres, centred), GLB / OBJ+MTL+PNG / PLY    -> files
     pipeline.py  export_fields(density_fn, color_fn, bounds, settings, out_dir), export_grid, export_run_dir

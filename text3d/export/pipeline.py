@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -27,7 +28,11 @@ from ..errors import RunDirError
 from ..io import staged_folder, write_json
 from ..paths import check_writable, claim_output
 from .grid import DensityFn, DensityGrid, sample_grid
-from .surface import Surface, decimate, keep_large_components, marching_cubes, signed_volume, smooth
+from .carve import carve_grid
+from .surface import (Surface, decimate_within_budget, guarded_smooth, keep_large_components, marching_cubes,
+                      signed_volume)
+from .topology import is_watertight, topology
+from .visibility import hidden_share, visible_faces
 from .texture import ColorFn, SurfaceColorFn, bake_texture, field_colors, unwrap, vertex_colors
 from .writers import WORLD_TO_EXPORT, WRITERS, ExportMesh
 
@@ -62,12 +67,7 @@ def _timed(timings: Dict[str, float], stage: str) -> Iterator[None]:
 
 def _is_watertight(faces: np.ndarray) -> bool:
     """Every edge is shared by exactly two faces, in opposite directions (closed and oriented)."""
-    directed = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
-    if len(np.unique(directed, axis=0)) != len(directed):
-        return False
-    undirected = np.sort(directed, axis=1)
-    _, counts = np.unique(undirected, axis=0, return_counts=True)
-    return bool((counts == 2).all())
+    return is_watertight(faces)
 
 
 def export_frame(surface: Surface, size: float) -> Tuple[np.ndarray, Dict[str, Any]]:
@@ -90,14 +90,57 @@ def export_frame(surface: Surface, size: float) -> Tuple[np.ndarray, Dict[str, A
     return vertices.astype(np.float32), frame
 
 
-def _surface(grid: DensityGrid, settings: ExportConfig, timings: Dict[str, float]) -> Surface:
+DEFAULT_PORE_FRACTION = 1.0 / 40.0
+"""Pore size without a run to read it from (see :attr:`ExportConfig.pore_size`): this fraction of the
+density grid's side (0.05 world units on the NeRF's [-1, 1] box, about a quickstart pixel)."""
+
+
+def pore_size_of(settings: ExportConfig, grid: DensityGrid) -> float:
+    """The pore size to carve with: the setting, or :data:`DEFAULT_PORE_FRACTION` of the grid's side."""
+    if settings.pore_size is not None:
+        return float(settings.pore_size)
+    return DEFAULT_PORE_FRACTION * grid.spacing * (grid.values.shape[0] - 1)
+
+
+def supervised_pixel(cameras: Any) -> Optional[float]:
+    """World size of one pixel of a run's finest training renders at its nearest, narrowest camera
+    (``2 d tan(fovy / 2) / height``), or None if the cameras config does not say. Detail smaller than
+    this never showed in a render, so the field is not constrained there."""
+    try:
+        heights = [int(cameras.height), *[int(r) for r in (getattr(cameras, "resolutions", None) or [])]]
+        distance = float(min(cameras.distance_range))
+        fovy = math.radians(float(min(cameras.fovy_range)))
+    except (AttributeError, TypeError, ValueError):
+        return None
+    if distance <= 0 or not 0 < fovy < math.pi or max(heights) <= 0:
+        return None
+    return 2.0 * distance * math.tan(fovy / 2) / max(heights)
+
+
+def settings_for_run(settings: ExportConfig, cfg: Any) -> ExportConfig:
+    """``settings`` with an unset ``pore_size`` taken from the run's cameras (:func:`supervised_pixel`)."""
+    if settings.pore_size is not None:
+        return settings
+    pixel = supervised_pixel(getattr(cfg, "cameras", None))
+    return settings if pixel is None else dataclasses.replace(settings, pore_size=round(pixel, 6))
+
+
+def _surface(grid: DensityGrid, settings: ExportConfig, timings: Dict[str, float]) -> Tuple[Surface, Dict[str, Any]]:
+    """Carving, marching cubes, floaters, guarded decimation and smoothing; the surface and what
+    each stage did (for ``export.json``)."""
+    stages: Dict[str, Any] = {}
+    with _timed(timings, "carve"):
+        grid, stages["carve"] = carve_grid(grid, pore_size_of(settings, grid))
     with _timed(timings, "marching cubes + floaters"):
-        surface = keep_large_components(marching_cubes(grid), settings.min_component_ratio)
+        raw = marching_cubes(grid)
+        surface = keep_large_components(raw, settings.min_component_ratio)
+        stages["marching_cubes"] = {"faces": len(raw.faces), "kept_faces": len(surface.faces)}
     with _timed(timings, "decimation"):
-        surface = decimate(surface, settings.faces)
+        surface, stages["decimation"] = decimate_within_budget(grid, surface, settings.faces,
+                                                               settings.min_component_ratio)
     with _timed(timings, "smoothing"):
-        surface = smooth(surface, settings.smooth_iterations)
-    return surface
+        surface, stages["smoothing"] = guarded_smooth(surface, settings.smooth_iterations)
+    return surface, stages
 
 
 def export_fields(density_fn: DensityFn, color_fn: ColorFn, bounds: Tuple[float, float], settings: ExportConfig,
@@ -147,13 +190,16 @@ def export_grid(grid: DensityGrid, colors: SurfaceColorFn, settings: ExportConfi
     out_dir = Path(out_dir)
     timings = dict(timings or {})
     logger.info("iso-level %.4g (%s); %d field evaluations", grid.level, grid.level_source, grid.evaluated)
-    surface = _surface(grid, settings, timings)
+    surface, stages = _surface(grid, settings, timings)
+    with _timed(timings, "hidden faces"):
+        seen = visible_faces(surface.vertices, surface.faces)
+        hidden = hidden_share(surface.vertices, surface.faces, seen=seen)
     with _timed(timings, "vertex colours"):
         vcolors = vertex_colors(surface, colors)
     layout, texture, coverage = None, None, None
     if settings.texture_size:
         with _timed(timings, "uv unwrap"):
-            layout = unwrap(surface, settings.texture_size)
+            layout = unwrap(surface, settings.texture_size, visible=seen)
         with _timed(timings, "texture bake"):
             texture, coverage = bake_texture(surface, layout, colors, settings.texture_size)
     vertices, frame = export_frame(surface, settings.size)
@@ -165,6 +211,8 @@ def export_grid(grid: DensityGrid, colors: SurfaceColorFn, settings: ExportConfi
             for fmt in dict.fromkeys(settings.formats):
                 files[fmt] = [p.name for p in WRITERS[fmt](mesh, staging, STEM)]
         info = _manifest(settings, grid, surface, frame, files, texture, coverage, timings, source)
+        info["topology"]["hidden"] = hidden
+        info["stages"] = stages
         if colour_info is not None:
             info["colour"] = colour_info
         write_json(staging / MANIFEST_NAME, info)
@@ -186,10 +234,12 @@ def _manifest(settings: ExportConfig, grid: DensityGrid, surface: Surface, frame
         "iso_level": grid.level,
         "iso_level_source": grid.level_source,
         "mesh": {"vertices": len(surface.vertices), "faces": len(surface.faces),
-                 "watertight": _is_watertight(surface.faces),
+                 "watertight": is_watertight(surface.faces),
                  "world_volume": signed_volume(surface.vertices, surface.faces), "world_area": area,
                  "world_bounds": [v.min(axis=(0, 1)).tolist(), v.max(axis=(0, 1)).tolist()]},
-        "texture": None if texture is None else {"size": int(texture.shape[0]), "covered_fraction": coverage},
+        "topology": topology(surface.faces).as_dict(),
+        "texture": None if texture is None else {"size": int(texture.shape[0]), "covered_fraction": coverage,
+                                                 "charted_faces": "visible faces only (hidden ones get no texel)"},
         "frame": frame,
         "source": source or {},
         "timings_s": timings,
@@ -240,11 +290,12 @@ def export_run_dir(run_dir: Path, settings: ExportConfig, out_dir: Optional[Path
         claim_export_folder(out)
         cloud, source = load_gaussian_ply(path)
         return export_gaussians(cloud, settings, out, name=object_name(path.stem), source=source)
-    from ..rundir import load_geometry
+    from ..rundir import load_geometry, run_config
 
     if out_dir is not None:
         claim_export_folder(out_dir)
     geometry, source = load_geometry(path)
+    settings = settings_for_run(settings, run_config(path))
     out = Path(out_dir) if out_dir is not None else path / "export"
     return export_any(geometry, settings, out, name=object_name(source.get("prompt", "")), source=source)
 

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any, Dict, Tuple
 
 import numpy as np
 
 from .grid import DensityGrid, EmptyDensityError
+from .topology import Topology, topology
 
 logger = logging.getLogger(__name__)
 
@@ -130,9 +132,143 @@ def smooth(surface: Surface, iterations: int) -> Surface:
     return Surface(np.asarray(mesh.vertices, np.float32), surface.faces)
 
 
+def drop_double_faces(surface: Surface) -> Tuple[Surface, int]:
+    """Quadric collapses leave fins: two faces on the same three vertices, wound opposite ways (a
+    zero-volume flap whose edges each get a third and fourth face). Such a pair is removed (with a
+    vertex only it used); of faces repeated with the same winding, one is kept.
+
+    Returns:
+        The surface and how many faces were removed.
+    """
+    f = surface.faces
+    key = np.sort(f, axis=1)
+    _, group, counts = np.unique(key, axis=0, return_inverse=True, return_counts=True)
+    group = group.reshape(-1)
+    if (counts == 1).all():
+        return surface, 0
+    # a face's winding relative to its sorted key: +1 or -1 (even or odd permutation)
+    rot = np.argmin(f, axis=1)
+    ordered = np.stack([np.take_along_axis(f, ((rot + k) % 3)[:, None], 1)[:, 0] for k in range(3)], 1)
+    sign = np.where(ordered[:, 1] < ordered[:, 2], 1, -1)
+    net = np.zeros(len(counts), np.int64)
+    np.add.at(net, group, sign)
+    keep = counts[group] == 1
+    # of a repeated key, keep one face per unit of net winding (0 for a fin pair, 1 for a duplicate)
+    for g in np.flatnonzero((counts > 1) & (net != 0)):
+        members = np.flatnonzero(group == g)
+        keep[members[sign[members] == np.sign(net[g])][0]] = True
+    removed = int((~keep).sum())
+    return compact(surface.vertices, f[keep]), removed
+
+
+DECIMATION_RETRY_FACTORS = (1.0, 1.5, 2.0, 3.0)
+"""Face targets tried in turn (x the requested count) when a decimation tears the surface; if all
+tear, the surface is kept undecimated."""
+
+
+def _not_torn(before: Topology, after: Topology) -> bool:
+    """``after`` is as closed and manifold as ``before`` and in no more pieces. A handle closed by
+    the decimation (a tunnel thinner than the new triangles: Euler characteristic +2) is not a tear."""
+    if not before.closed_manifold:  # nothing to keep: only ask not to get worse
+        return (after.non_manifold_edges <= before.non_manifold_edges
+                and after.boundary_edges <= before.boundary_edges and after.pieces <= before.pieces)
+    return after.closed_manifold and 0 < after.pieces <= before.pieces
+
+
+def guarded_decimate(surface: Surface, target_faces: int) -> Tuple[Surface, Dict[str, Any]]:
+    """:func:`decimate`, repaired (:func:`drop_double_faces`) and checked: the result must stay as
+    closed and manifold as the input, in no more pieces (:func:`_not_torn`). A torn result is retried with more faces
+    (:data:`DECIMATION_RETRY_FACTORS`); if every try tears, the input is returned.
+
+    Returns:
+        The surface and a description (target, faces, tries and their topology) for ``export.json``.
+    """
+    info: Dict[str, Any] = {"target_faces": int(target_faces), "tries": []}
+    if target_faces <= 0 or len(surface.faces) <= target_faces:
+        info["result"] = "not needed"
+        return surface, info
+    before = topology(surface.faces)
+    for factor in DECIMATION_RETRY_FACTORS:
+        target = int(round(target_faces * factor))
+        if target >= len(surface.faces):
+            break
+        out, removed = drop_double_faces(decimate(surface, target))
+        after = topology(out.faces)
+        ok = _not_torn(before, after)
+        info["tries"].append({"target": target, "faces": after.faces, "pieces": after.pieces, "euler": after.euler,
+                              "non_manifold_edges": after.non_manifold_edges,
+                              "boundary_edges": after.boundary_edges, "fin_faces_removed": removed, "kept": ok})
+        if ok:
+            info["result"] = "decimated" if factor == 1.0 else f"decimated to {factor:g}x the target (fewer tore)"
+            return out, info
+        logger.warning("decimation to %d faces changed the topology (%s -> %s); trying more faces", target,
+                       _brief(before), _brief(after))
+    logger.warning("every decimation tore the surface; keeping all %d faces", len(surface.faces))
+    info["result"] = "kept undecimated (every try tore the surface)"
+    return surface, info
+
+
+def _brief(t: Topology) -> str:
+    return (f"{t.pieces} pieces, Euler {t.euler}, {t.non_manifold_edges} non-manifold / "
+            f"{t.boundary_edges} boundary edges")
+
+
+def guarded_smooth(surface: Surface, iterations: int) -> Tuple[Surface, Dict[str, Any]]:
+    """:func:`smooth`, checked: it moves vertices only, so the check is that every vertex stays
+    finite and the surface still encloses a positive volume (faces outward); else the input is kept."""
+    if iterations <= 0:
+        return surface, {"iterations": 0, "result": "not needed"}
+    out = smooth(surface, iterations)
+    if np.isfinite(out.vertices).all() and out.signed_volume() > 0:
+        return out, {"iterations": int(iterations), "result": "smoothed"}
+    logger.warning("smoothing made the surface degenerate; keeping it unsmoothed")
+    return surface, {"iterations": int(iterations), "result": "kept unsmoothed (smoothing degenerated)"}
+
+
+def coarser(grid: DensityGrid) -> DensityGrid:
+    """Every second node of ``grid`` (twice the spacing; the values and level unchanged)."""
+    return DensityGrid(grid.values[::2, ::2, ::2].copy(), grid.origin, grid.spacing * 2, grid.level,
+                       grid.level_source, grid.evaluated)
+
+
+MIN_COARSE_NODES = 9
+"""The coarsest grid the decimation fallback goes down to (nodes per axis)."""
+
+
+def decimate_within_budget(grid: DensityGrid, surface: Surface, faces: int,
+                           min_component_ratio: float) -> Tuple[Surface, Dict[str, Any]]:
+    """A guarded decimation of ``surface`` (marching cubes of ``grid``, floaters dropped) to ``faces``;
+    where every decimation tears it (quadric collapses pinch handles into non-manifold edges),
+    marching cubes of a coarser grid (every second node; its surface is closed and manifold) is
+    decimated instead, until one fits the budget (a surface with fewer than the largest retry
+    factor x ``faces`` is kept undecimated instead). The finest untorn surface is returned.
+
+    Returns:
+        The surface and a description for ``export.json``.
+    """
+    out, info = guarded_decimate(surface, faces)
+    coarse = grid
+    too_many = DECIMATION_RETRY_FACTORS[-1] * faces  # fewer than this: ship it undecimated rather than coarser
+    while out is surface and len(surface.faces) > too_many > 0 and coarse.values.shape[0] // 2 >= MIN_COARSE_NODES:
+        coarse = coarser(coarse)
+        try:
+            candidate = keep_large_components(marching_cubes(coarse), min_component_ratio)
+        except EmptyDensityError:
+            break
+        out_c, tried = guarded_decimate(candidate, faces)
+        info.setdefault("coarser_grids", []).append(
+            {"spacing": coarse.spacing, "faces": len(candidate.faces), "result": tried["result"]})
+        if out_c is not candidate or len(candidate.faces) <= faces:
+            info["result"] = f"decimated from a {coarse.spacing / grid.spacing:g}x coarser grid (the fine surface tore)"
+            return out_c, info
+    return out, info
+
+
 def extract_surface(grid: DensityGrid, faces: int = 0, min_component_ratio: float = 0.05,
                     smooth_iterations: int = 0) -> Surface:
-    """Marching cubes, floater removal, decimation and smoothing of a density grid.
+    """Marching cubes, floater removal, decimation and smoothing of a density grid (no carving:
+    see :func:`text3d.export.carve.carve_grid`); decimation and smoothing are guarded
+    (:func:`decimate_within_budget`, :func:`guarded_smooth`).
 
     Args:
         grid: the density and its level (:func:`text3d.export.grid.sample_grid`).
@@ -141,5 +277,6 @@ def extract_surface(grid: DensityGrid, faces: int = 0, min_component_ratio: floa
         smooth_iterations: Taubin smoothing rounds after decimation; 0 = none.
     """
     surface = keep_large_components(marching_cubes(grid), min_component_ratio)
-    surface = decimate(surface, faces)
-    return smooth(surface, smooth_iterations)
+    surface, _ = decimate_within_budget(grid, surface, faces, min_component_ratio)
+    surface, _ = guarded_smooth(surface, smooth_iterations)
+    return surface

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Callable, Iterator, Tuple
+from typing import Callable, Iterator, Optional, Tuple
 
 import numpy as np
 from torch import Tensor
@@ -60,8 +60,31 @@ class UVLayout:
     uvs: np.ndarray
 
 
-def unwrap(surface: Surface, texture_size: int) -> UVLayout:
-    """Charts and a packed atlas for ``surface`` with xatlas, sized for a ``texture_size``² image."""
+def unwrap(surface: Surface, texture_size: int, visible: Optional[np.ndarray] = None) -> UVLayout:
+    """Charts and a packed atlas for ``surface`` with xatlas, sized for a ``texture_size``² image.
+
+    Args:
+        visible: ``[F]`` bool, the faces a viewer can see (:func:`text3d.export.visibility.visible_faces`);
+            only they get atlas area. Hidden faces get UVs of zero area (all three corners on one
+            covered texel): no texel is spent on them. None = every face.
+    """
+    if visible is None or visible.all() or not visible.any():
+        return _unwrap_all(surface, texture_size)
+    shown = np.flatnonzero(visible)
+    hidden = np.flatnonzero(~visible)
+    part = _unwrap_all(Surface(surface.vertices, surface.faces[shown]), texture_size)
+    faces = np.empty((len(surface.faces), 3), np.int64)
+    faces[shown] = part.faces
+    extra = len(part.vmapping) + np.arange(3 * len(hidden)).reshape(-1, 3)
+    faces[hidden] = extra
+    vmapping = np.concatenate([part.vmapping, surface.faces[hidden].reshape(-1)])
+    anchor = part.uvs[part.faces[0, 0]]  # a corner of a charted face: its texel is baked
+    uvs = np.concatenate([part.uvs, np.repeat(anchor[None, :], 3 * len(hidden), axis=0)])
+    return UVLayout(vmapping, faces, uvs.astype(np.float32))
+
+
+def _unwrap_all(surface: Surface, texture_size: int) -> UVLayout:
+    """:func:`unwrap` of every face."""
     import xatlas
 
     v = surface.vertices.astype(np.float32)

@@ -44,6 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from text3d.bounds import bounded
 from text3d.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -285,7 +286,7 @@ class LayerSelection:
 
     levels: List[str] = field(default_factory=list)
     """UNet levels, e.g. ``[down.2, mid, up.0]`` (``down.<i>``, ``mid``, ``up.<i>``); empty = every level."""
-    fraction: float = 1.0
+    fraction: float = bounded(1.0, lo=0.0, hi=1.0, lo_open=True)
     """Fraction of the (level-selected) layers, evenly spread from the first; 1 = all of them."""
 
 

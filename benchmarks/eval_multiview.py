@@ -21,7 +21,6 @@ from one generator seeded by ``--seed``; ``--sets`` sets per prompt.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from collections import Counter
 from typing import Dict, List
@@ -32,7 +31,7 @@ from text3d.cameras import turntable
 from text3d.guidance.pixel_prior import PixelPrior, PixelPriorConfig
 from text3d.multiview import MultiviewSettings, SamplerConfig, sample_multiview
 from text3d.prior_eval import classify_colour, mask_iou, object_mask, silhouettes_all_shapes
-from text3d.shapes import COLOUR_NAMES, SHAPES, parse_prompt
+from text3d.shapes import SHAPES, parse_prompt
 
 UNDER_SPECIFIED = ["a cube", "a torus", "a cone", "a red object", "a blue object", "a green object"]
 SPECIFIED = ["a red cube", "a green torus", "an orange cone", "a red sphere", "a blue cylinder", "a green pyramid"]

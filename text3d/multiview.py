@@ -27,12 +27,12 @@ import contextlib
 import logging
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, ContextManager, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Callable, ContextManager, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
 
-from text3d.guidance.attention import (LayerSelection, SharedAttentionConfig, full_attention, select_layers,
+from text3d.guidance.attention import (SharedAttentionConfig, full_attention, select_layers,
                                        shared_attention)
 from text3d.guidance.prompts import PromptingConfig
 

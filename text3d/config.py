@@ -68,6 +68,8 @@ class LossConfig:
     """Mean of ``sqrt(opacity^2 + 0.01)`` over pixels: pushes empty space to be empty."""
     lambda_opaque: LinearSchedule = bounded(default_factory=lambda: LinearSchedule.constant(0.0), lo=0)
     """Binary entropy of the opacity: pushes pixels to be fully opaque or fully empty."""
+    lambda_image: LinearSchedule = bounded(default_factory=lambda: LinearSchedule.constant(1.0), lo=0)
+    """Weight of the image loss against the views of ``targets`` (used only when ``targets`` is set)."""
 
 
 @dataclass
@@ -182,6 +184,9 @@ class TopLevel:
     """Root folder of runs."""
     resume: Optional[str] = None
     """A run directory to continue from its last checkpoint."""
+    targets: Optional[str] = None
+    """A ``text3d multiview`` output folder: fit the scene to its views at their cameras (image loss,
+    ``loss.lambda_image``), alone (``loss.lambda_sds: 0``) or with SDS."""
 
 
 # Component sections: section name -> (registry, default type).
@@ -218,6 +223,7 @@ class Config:
     device: str
     output_dir: str
     resume: Optional[str]
+    targets: Optional[str]
     prior: Any
     guidance: Any
     geometry: Any
@@ -395,6 +401,10 @@ def resolve(raw: Dict[str, Any]) -> Config:
         raise ConfigError(f"optimizer.lr: unknown parameter group(s) {unknown}; valid groups: {', '.join(PARAM_GROUPS)}")
     if sections["optimizer"].type not in ("adam", "adamw"):
         raise ConfigError(f"optimizer.type: unknown value {sections['optimizer'].type!r}; valid choices: adam, adamw")
+    if top.targets:
+        from .multiview_targets import check_targets_dir
+
+        check_targets_dir(top.targets)
     return Config(**dataclasses.asdict(top), **sections)
 
 

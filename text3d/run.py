@@ -119,6 +119,11 @@ class Run:
         self.sampler = CAMERAS.build(cfg.cameras)
         self.optimizer = build_optimizer(cfg, self.system.parameter_groups())
         self.generator = torch.Generator().manual_seed(cfg.seed)
+        self.targets = None
+        if cfg.targets:
+            from .multiview_targets import ViewTargets
+
+            self.targets = ViewTargets.load(cfg.targets)
         self.step = 0
         self.elapsed = 0.0
         self.skipped_steps: List[int] = []
@@ -141,9 +146,14 @@ class Run:
         cams = self.sampler.sample(gen, step=step).to(self.device)
         mode = sysm.material.choose_mode(step, gen)
         out = sysm.render(cams, mode=mode, generator=gen, train=True)
-        cond, uncond = self.prompts(cams.elevation, cams.azimuth)
-        g = self.guidance(out["rgb"], cond, uncond, step=step, generator=gen, cameras=cams)
-        terms = self.loss_terms(out, g["loss"])
+        guidance_loss = torch.zeros((), device=self.device)
+        if self.targets is None or self.cfg.loss.lambda_sds.value(step) != 0.0:
+            cond, uncond = self.prompts(cams.elevation, cams.azimuth)
+            guidance_loss = self.guidance(out["rgb"], cond, uncond, step=step, generator=gen, cameras=cams)["loss"]
+        terms = self.loss_terms(out, guidance_loss)
+        if self.targets is not None and self.cfg.loss.lambda_image.value(step) != 0.0:
+            terms["image"] = self.cfg.loss.lambda_image.value(step) * self.targets.loss(
+                sysm.render, gen, len(cams), self.device)
         loss = sum(terms.values())
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()

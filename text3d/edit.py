@@ -90,29 +90,37 @@ def parse_edit_section(edit_raw: Dict[str, Any]) -> EditConfig:
     return edit
 
 
-def check_scene_fits(cfg: Config, source: EditSource) -> None:
-    """The edit's geometry is the source's, and its renderer draws that geometry."""
+def check_scene_types(rest: Dict[str, Any], source: EditSource) -> None:
+    """The edit keeps the source's geometry type, and its renderer draws that geometry (checked on
+    the raw sections, before the source's settings are merged in)."""
     want = source.scene["geometry"]["type"]
-    if cfg.geometry.type != want:
-        raise ConfigError(f"geometry.type: the source is a {want!r} scene; an edit cannot change it to "
-                          f"{cfg.geometry.type!r}")
-    if cfg.renderer.type != RENDERER_OF_GEOMETRY.get(want, cfg.renderer.type):
-        raise ConfigError(f"renderer.type: {cfg.renderer.type!r} does not draw the source's {want!r} geometry; "
+    geometry = (rest.get("geometry") or {}).get("type", want)
+    if geometry != want:
+        raise ConfigError(f"geometry.type: the source is a {want!r} scene; an edit cannot change it to {geometry!r}")
+    renderer = (rest.get("renderer") or {}).get("type", source.scene["renderer"]["type"])
+    if renderer != RENDERER_OF_GEOMETRY.get(want, renderer):
+        raise ConfigError(f"renderer.type: {renderer!r} does not draw the source's {want!r} geometry; "
                           f"use {RENDERER_OF_GEOMETRY[want]!r}")
+
+
+def check_editing_guidance(rest: Dict[str, Any]) -> None:
+    """Raise :class:`ConfigError` unless ``guidance.type`` is an editing guidance (pds, dds, sds-edit)."""
+    import text3d.components  # noqa: F401  (fills the registries)
+    from .registry import GUIDANCES
+
+    name = (rest.get("guidance") or {}).get("type", "sds")
+    if not getattr(GUIDANCES.get(name).cls, "needs_source", False):
+        raise ConfigError(f"guidance.type: {name!r} is not an editing guidance; use pds, dds or sds-edit")
 
 
 def edit_config(raw: Dict[str, Any]) -> Tuple[Config, EditConfig, EditSource]:
     """Validate a new edit's raw config (preset + overrides) and load its source (weights only, no prior)."""
     rest, edit_raw = split_edit_raw(raw)
     edit = parse_edit_section(edit_raw)
+    check_editing_guidance(rest)
     source = open_source(edit.source, edit.orbit_distance, edit.orbit_elevations)
-    if "geometry" in rest and "type" in (rest["geometry"] or {}):
-        want = source.scene["geometry"]["type"]
-        if rest["geometry"]["type"] != want:
-            raise ConfigError(f"geometry.type: the source is a {want!r} scene; an edit cannot change it to "
-                              f"{rest['geometry']['type']!r}")
+    check_scene_types(rest, source)
     cfg = resolve({**_deep_merge(source.scene, rest), "prompt": edit.target_prompt})
-    check_scene_fits(cfg, source)
     source_prompt = edit.source_prompt or source.prompt
     if not source_prompt:
         raise ConfigError(f'source_prompt: the source {source.path} has no prompt of its own; pass '
@@ -156,8 +164,6 @@ class EditRun(Run):
         from text3d.guidance.prompts import PromptProcessor
 
         super().__init__(cfg, run_dir, prior=prior)
-        if not getattr(self.guidance, "needs_source", False):
-            raise ConfigError(f"guidance.type: {cfg.guidance.type!r} is not an editing guidance; use pds, dds or sds-edit")
         check_prior_resolution(cfg, self.prior)
         self.edit, self.source_info = edit, source_info
         _load_system(self.system, source_state, f"the source {edit.source}")
@@ -267,7 +273,7 @@ def open_edit(config_path: Optional[str | Path], overrides: Sequence[str] = (), 
     Everything the user gave is checked, and the source's weights read, before the prior loads;
     nothing is written until :meth:`EditRun.fit`.
     """
-    raw = load_raw(config_path, overrides) if config_path is not None else parse_overrides(overrides)
+    raw = _edit_raw(config_path, overrides) if config_path is not None else parse_overrides(overrides)
     if raw.get("resume"):
         return _resume_edit(Path(raw["resume"]), overrides, prior)
     if config_path is None:
@@ -275,6 +281,19 @@ def open_edit(config_path: Optional[str | Path], overrides: Sequence[str] = (), 
                           "target_prompt=\"a blue cube\"), or resume=<edit dir>")
     cfg, edit, source = edit_config(raw)
     return EditRun(cfg, edit, new_run_dir(cfg), source.state, source.info, prior=prior)
+
+
+def _edit_raw(config_path: str | Path, overrides: Sequence[str]) -> Dict[str, Any]:
+    """The preset with overrides; ``guidance.type=`` naming another guidance than the preset's drops
+    the preset's guidance settings (they belong to the other type), so ``guidance.type=dds`` works
+    on a PDS preset and starts from the DDS defaults."""
+    base = load_raw(config_path)
+    extra = parse_overrides(overrides)
+    new_type = (extra.get("guidance") or {}).get("type")
+    if new_type is not None and new_type != (base.get("guidance") or {}).get("type"):
+        logger.info("guidance.type %s replaces the preset's guidance section (its defaults apply)", new_type)
+        base.pop("guidance", None)
+    return _deep_merge(base, extra)
 
 
 def _resume_edit(run_dir: Path, overrides: Sequence[str], prior: Any) -> EditRun:
@@ -287,6 +306,7 @@ def _resume_edit(run_dir: Path, overrides: Sequence[str], prior: Any) -> EditRun
         raise ConfigError(f"resume: {str(run_dir)!r} is a run, not an edit; continue it with text3d run resume={run_dir}")
     rest, edit_raw = split_edit_raw(_deep_merge(base, {**parse_overrides(overrides), "resume": str(run_dir)}))
     edit = parse_edit_section(edit_raw)
+    check_editing_guidance(rest)
     cfg = resolve(rest)
     ckpt = load_latest_checkpoint(run_dir)
     if ckpt is not None:

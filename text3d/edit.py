@@ -80,6 +80,8 @@ def split_edit_raw(raw: Dict[str, Any]) -> Tuple[Dict[str, Any], Dict[str, Any]]
 
 
 def parse_edit_section(edit_raw: Dict[str, Any]) -> EditConfig:
+    """The typed ``edit`` section; an empty ``key=`` on the command line (parsed as null) is an empty string."""
+    edit_raw = {k: ("" if v is None and k in SHORTHANDS else v) for k, v in edit_raw.items()}
     edit = merge_section("edit", EditConfig, edit_raw)
     check_bounds(edit, "edit")
     if not str(edit.target_prompt or "").strip():

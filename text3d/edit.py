@@ -66,6 +66,9 @@ class EditConfig:
     """Fixed views (evenly spaced in azimuth at the eval elevation) of the identity and target figures."""
     metric_resolution: int = bounded(64, lo=8, hi=1024)
     """Side of those views, pixels."""
+    clip_model: Optional[str] = None
+    """A CLIP model (hub id or ``CLIPModel`` folder) for Instruct-NeRF2NeRF's CLIP directional
+    similarity in ``metrics.json``; ``null`` = not computed. Loaded before the edit starts."""
 
 
 def split_edit_raw(raw: Dict[str, Any]) -> Tuple[Dict[str, Any], Dict[str, Any]]:
@@ -177,6 +180,11 @@ class EditRun(Run):
         self.source.requires_grad_(False)
         self.source_prompts = PromptProcessor(self.prior, edit.source_prompt, cfg.negative_prompt, cfg.prompting)
         self._source_cache: Optional[Tuple[Tuple[int, str], torch.Tensor]] = None
+        self.clip = None
+        if edit.clip_model:
+            from .clip_metric import ClipScorer
+
+            self.clip = ClipScorer(edit.clip_model, self.device)
 
     # ----------------------------------------------------------------------------- hooks of Run
     def sample_cameras(self):
@@ -259,6 +267,10 @@ class EditRun(Run):
                              "target_prompt": e.target_prompt, "guidance": self.cfg.guidance.type},
                        identity=identity_scores(source, edited), target=target_scores(e.target_prompt, edited, cams),
                        source_target=target_scores(e.source_prompt, source, cams))
+        if self.clip is not None:
+            rgb = lambda views: torch.stack([v["rgb"] for v in views])  # noqa: E731
+            metrics["clip_directional_similarity"] = round(self.clip.directional_similarity(
+                rgb(source), rgb(edited), e.source_prompt, e.target_prompt), 4)
         return metrics
 
     def finish(self) -> None:

@@ -146,7 +146,10 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="outputs/eval_edit", help="where the edit folders go")
     p.add_argument("--json", default=None, help="write every row here")
     p.add_argument("--set", nargs="*", default=[], help="extra key=value overrides of every edit")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
 
     from text3d.guidance.pixel_prior import PixelPrior, PixelPriorConfig

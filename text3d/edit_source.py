@@ -10,7 +10,6 @@ frame their objects (or from ``edit.orbit_distance``).
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -115,7 +114,3 @@ def _ply_source(path: Path, orbit_distance: float, elevations: List[float]) -> E
                 path, n, degree, radius, distance)
     return EditSource("ply", str(path), None, scene, state, info)
 
-
-def replace_fields(obj: Any, **changes: Any) -> Any:
-    """``dataclasses.replace`` that tolerates non-dataclasses (returned unchanged)."""
-    return dataclasses.replace(obj, **changes) if dataclasses.is_dataclass(obj) else obj

@@ -18,6 +18,7 @@ from torch import Tensor
 from text3d.errors import ConfigError
 
 from .priors import DiffusionPrior
+from text3d.bounds import bounded
 
 logger = logging.getLogger(__name__)
 
@@ -31,11 +32,11 @@ class PromptingConfig:
 
     view_dependent: bool = True
     """Append ``, front view`` / ``, side view`` / ``, back view`` / ``, overhead view`` by camera pose."""
-    front_threshold: float = 45.0
+    front_threshold: float = bounded(45.0, lo=0, hi=180)
     """Degrees: ``|azimuth| <= front_threshold`` is a front view."""
-    back_threshold: float = 45.0
+    back_threshold: float = bounded(45.0, lo=0, hi=180)
     """Degrees: ``|azimuth| >= 180 - back_threshold`` is a back view; in between is a side view."""
-    overhead_threshold: float = 60.0
+    overhead_threshold: float = bounded(60.0, lo=0, hi=90)
     """Degrees: ``elevation > overhead_threshold`` is an overhead view (takes precedence over azimuth)."""
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Dict, Optional
 
 import torch
@@ -22,6 +22,7 @@ from text3d.registry import GUIDANCES
 from text3d.schedules import LinearSchedule
 
 from .priors import DiffusionPrior
+from text3d.bounds import bounded
 
 logger = logging.getLogger(__name__)
 
@@ -40,16 +41,16 @@ class SDSConfig:
 
     type: str = "sds"
     """Guidance type; selects this class."""
-    guidance_scale: float = 100.0
+    guidance_scale: float = bounded(100.0, lo=0)
     """Classifier-free guidance scale ``s`` in the diffusers convention ``eps_u + s (eps_c - eps_u)``;
     threestudio's ``s'`` is ``s - 1`` here (its 100 is 101 here)."""
     weighting: str = "sds"
     """``w(t)``: ``sds`` (1 - abar_t), ``uniform`` (1) or ``fantasia3d`` (sqrt(abar_t) (1 - abar_t))."""
-    t_min: LinearSchedule = field(default_factory=lambda: LinearSchedule.constant(0.02))
+    t_min: LinearSchedule = bounded(default_factory=lambda: LinearSchedule.constant(0.02), lo=0, hi=1)
     """Smallest timestep as a fraction of T (a number or a schedule over training steps)."""
-    t_max: LinearSchedule = field(default_factory=lambda: LinearSchedule.constant(0.98))
+    t_max: LinearSchedule = bounded(default_factory=lambda: LinearSchedule.constant(0.98), lo=0, hi=1)
     """Largest timestep as a fraction of T (a number or a schedule; anneal it down for finer detail late)."""
-    grad_clip: Optional[float] = None
+    grad_clip: Optional[float] = bounded(None, lo=0, lo_open=True)
     """Clamp each element of the SDS gradient to [-grad_clip, grad_clip]; ``None`` = no clipping."""
     batch_t: bool = True
     """Draw a separate timestep per batch element (threestudio); False shares one t across the batch."""

@@ -16,7 +16,6 @@ folder, a model that is neither cached nor downloadable) raises a one-line
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -28,10 +27,12 @@ import torch
 from torch import Tensor
 
 from text3d.errors import ConfigError, ModelNotFoundError
+from text3d.io import read_json_object
 from text3d.registry import PRIORS
 
 from .priors import DiffusionPrior, resize_square, freeze, no_transformers_progress_bars, resolve_dtype
 from .tiny import TINY_MODEL_NAME, ensure_tiny_sd
+from text3d.bounds import bounded
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ class StableDiffusionPriorConfig:
     """Weight file variant to load, e.g. ``fp16`` (half the download); ``None`` loads the full-precision files."""
     dtype: str = "auto"
     """Compute dtype: ``auto`` (float16 on CUDA, float32 on CPU), ``float32``, ``float16`` or ``bfloat16``."""
-    image_size: Optional[int] = None
+    image_size: Optional[int] = bounded(None, lo=8)
     """Renders are resized to this size before VAE encoding; ``None`` = the model's native size
     (512 for SD 2.1-base)."""
     cache_dir: Optional[str] = None
@@ -205,7 +206,8 @@ def load_sd_components(folder: Path, dtype: torch.dtype, variant: Optional[str] 
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
     from transformers import AutoTokenizer, CLIPTextModel
 
-    index = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
+    index = read_json_object(folder / "model_index.json", ModelNotFoundError,
+                             f"restore the folder or point {key} at another diffusers folder")
     missing = [c for c in _REQUIRED_COMPONENTS if not index.get(c) or index[c][0] is None]
     if missing or "text_encoder_2" in index:
         raise ConfigError(

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from text3d.errors import ConfigError
 from text3d.registry import MATERIALS
+from text3d.bounds import bounded
 
 logger = logging.getLogger(__name__)
 
@@ -50,15 +51,15 @@ class DiffuseWithPointLightConfig:
 
     type: str = "diffuse-with-point-light"
     """Material type; ``diffuse-with-point-light``."""
-    ambient_light_color: float = 0.1
+    ambient_light_color: float = bounded(0.1, lo=0, hi=1)
     """Ambient light intensity (grey)."""
-    diffuse_light_color: float = 0.9
+    diffuse_light_color: float = bounded(0.9, lo=0, hi=1)
     """Point-light intensity (grey)."""
-    ambient_only_steps: int = 1000
+    ambient_only_steps: int = bounded(1000, lo=0)
     """Before this training step the mode is always ``albedo`` (no normals needed)."""
-    albedo_ratio: float = 0.2
+    albedo_ratio: float = bounded(0.2, lo=0, hi=1)
     """After ``ambient_only_steps``: probability of the ``albedo`` mode."""
-    textureless_prob: float = 0.5
+    textureless_prob: float = bounded(0.5, lo=0, hi=1)
     """Otherwise: probability of ``textureless`` (white albedo) rather than ``diffuse``."""
 
 

@@ -35,6 +35,7 @@ from text3d.cameras import Cameras
 from text3d.errors import ConfigError
 from text3d.geometry import check_choice
 from text3d.registry import RENDERERS
+from text3d.bounds import bounded
 
 logger = logging.getLogger(__name__)
 
@@ -45,9 +46,9 @@ class VolumeRendererConfig:
 
     type: str = "nerf-volume"
     """Renderer type; ``nerf-volume``."""
-    radius: float = 1.0
+    radius: float = bounded(1.0, lo=0, lo_open=True)
     """Half side of the scene box; must equal the geometry's ``radius``."""
-    num_samples_per_ray: int = 64
+    num_samples_per_ray: int = bounded(64, lo=1)
     """Samples per ray between box entry and exit (torch path)."""
     randomized: bool = True
     """Jitter the samples in training (stratified sampling); midpoints in evaluation."""
@@ -55,33 +56,33 @@ class VolumeRendererConfig:
     """``auto`` (nerfacc for CUDA tensors, torch otherwise), ``torch`` or ``nerfacc`` (CUDA only)."""
     occupancy_grid: bool = True
     """Skip samples in empty cells of an occupancy grid (updated by :meth:`VolumeRenderer.update_occupancy`)."""
-    grid_resolution: int = 32
+    grid_resolution: int = bounded(32, lo=1)
     """Cells per axis of the occupancy grid."""
-    grid_update_every: int = 16
+    grid_update_every: int = bounded(16, lo=1)
     """Update the grid every N training steps (nerfacc ``update_every_n_steps``)."""
-    grid_warmup_steps: int = 0
+    grid_warmup_steps: int = bounded(0, lo=0)
     """No sample is culled before this step (the grid is still updated). 0: cull from the first
     update on, as nerfacc does; with the blob initialisation the grid is right from step 0."""
-    grid_ema_decay: float = 0.95
+    grid_ema_decay: float = bounded(0.95, lo=0, hi=1)
     """Per-update decay of a cell's occupancy: ``occ = max(occ * decay, new)``."""
-    grid_dilation: int = 0
+    grid_dilation: int = bounded(0, lo=0)
     """Also mark the cells within this many cells of an occupied one as occupied. A cell is probed
     at one random point per update, so a thin piece of surface in a cell can be missed for several
     updates (a sharp sphere loses up to 0.4 opacity after the first update, 0.01 after 100) and
     the object cannot grow into culled cells; 1 removes that (the sharp sphere renders exactly
     after one update) for ~1.7x the field evaluations around a blob. 0 is nerfacc's behaviour."""
-    occupancy_threshold: float = 0.01
+    occupancy_threshold: float = bounded(0.01, lo=0)
     """A cell is occupied when ``density * render_step_size`` exceeds this (or the mean over the
     grid, whichever is smaller, as nerfacc)."""
-    render_step_size: Optional[float] = None
+    render_step_size: Optional[float] = bounded(None, lo=0, lo_open=True)
     """Marching step of the nerfacc path and the step used to turn density into occupancy, world
     units. None: ``2 sqrt(3) radius / num_samples_per_ray``, so no ray gets more samples than on the
     torch path."""
-    nerfacc_early_stop_eps: float = 1e-4
+    nerfacc_early_stop_eps: float = bounded(1e-4, lo=0, hi=1)
     """nerfacc path: stop marching a ray once its transmittance is below this."""
-    nerfacc_alpha_threshold: float = 0.0
+    nerfacc_alpha_threshold: float = bounded(0.0, lo=0, hi=1)
     """nerfacc path: drop samples whose alpha is below this."""
-    eval_chunk_size: int = 16384
+    eval_chunk_size: int = bounded(16384, lo=1)
     """Rays per chunk in evaluation (``train=False``), to bound memory."""
     return_normal: bool = False
     """Always return the composited normal (and the orientation loss), not only when the shading

@@ -71,3 +71,58 @@ def tiny_gaussian_run(tiny_sd_dir, tmp_path_factory):
                             "steps=2", "name=gaussians", "geometry.num_points=300", "cameras.resolution_milestones=[]",
                             "cameras.resolutions=[]", *EDIT_FAST])
     return run.fit()
+
+
+SMOKE_CONFIG = os.path.join(os.path.dirname(__file__), "..", "configs", "smoke-tiny-sd.yaml")
+TINY_RUN_OVERRIDES = ["cameras.width=32", "cameras.height=32", "renderer.num_samples_per_ray=16",
+                      "trainer.val_every=0", "trainer.turntable_frames=0", "trainer.log_every=0",
+                      "trainer.checkpoint_every=1", "trainer.keep_checkpoints=3", "steps=3",
+                      "export.resolution=32", "export.faces=500", "export.texture_size=32"]
+
+
+@pytest.fixture(scope="session")
+def tiny_run_dir(tmp_path_factory, tiny_sd_dir):
+    """A finished 3-step run of the tiny SD (checkpoints at steps 1, 2, 3 kept). Read-only: copy it
+    (``shutil.copytree``) before damaging it."""
+    from text3d.cli import main
+
+    out = tmp_path_factory.mktemp("tiny-runs")
+    code = main(["run", SMOKE_CONFIG, f"prior.model={tiny_sd_dir}", f"output_dir={out}", "name=tiny",
+                 *TINY_RUN_OVERRIDES, "--no-progress"])
+    assert code == 0
+    return next(out.glob("tiny/*@*"))
+
+
+def tree_snapshot(root):
+    """Every path under ``root`` with its size (files) — to show a command left nothing behind."""
+    from pathlib import Path
+
+    root = Path(root)
+    return {str(p.relative_to(root)): (p.stat().st_size if p.is_file() else -1) for p in sorted(root.rglob("*"))}
+
+
+@pytest.fixture
+def expect_bad_input(capsys):
+    """``expect_bad_input(argv, *words, watch=dir)``: the CLI exits 2 with exactly one stderr line
+    ``error: ...`` holding every word, prints nothing on stdout, and changes nothing under ``watch``."""
+    from text3d.cli import main
+
+    def check(argv, *words, watch=None):
+        before = tree_snapshot(watch) if watch is not None else None
+        capsys.readouterr()
+        try:
+            code = main([str(a) for a in argv])
+        except SystemExit as e:  # argparse's own errors
+            code = e.code
+        out, err = capsys.readouterr()
+        lines = [line for line in err.splitlines() if line.strip()]
+        assert code == 2, (code, err[-2000:])
+        assert len(lines) == 1 and lines[0].startswith("error: "), err
+        assert "Traceback" not in err and not out.strip(), (out, err)
+        for word in words:
+            assert word in lines[0], (word, lines[0])
+        if watch is not None:
+            assert tree_snapshot(watch) == before, "the command left something behind"
+        return lines[0]
+
+    return check

@@ -1,6 +1,7 @@
 """Config loading: typed sections, overrides, one-line errors before anything loads."""
 
 import textwrap
+from pathlib import Path
 
 import pytest
 import yaml
@@ -9,6 +10,8 @@ from text3d.cli import main
 from text3d.config import load_config, resolve, to_yaml
 from text3d.errors import ConfigError
 from text3d.schedules import LinearSchedule
+
+QUICKSTART_PATH = Path(__file__).resolve().parents[1] / "configs" / "quickstart.yaml"
 
 
 @pytest.fixture
@@ -126,3 +129,45 @@ def test_cli_overrides_may_follow_options(preset, capsys):
     assert code == 0 and printed["steps"] == 7 and printed["seed"] == 2
     with pytest.raises(SystemExit):
         main(["run", str(preset), "--no-such-flag"])
+
+
+VERBATIM_PROMPTS = ["yes", "no", "null", "1e3", "a red cube #1", "'red' cube", "prior=5", "a cube: red",
+                    "[a, b]", "{x: 1}", "a ${x} cube", "  padded  ", "~", ""]
+
+
+@pytest.mark.parametrize("text", VERBATIM_PROMPTS)
+def test_a_string_field_takes_the_text_after_the_first_equals_verbatim(text):
+    from text3d.config import load_config
+
+    cfg = load_config(QUICKSTART_PATH, [f"prompt={text}", f"negative_prompt={text}", f"tag={text}"])
+    assert cfg.prompt == text and cfg.negative_prompt == text and cfg.tag == text
+
+
+def test_other_fields_parse_by_their_declared_type():
+    from text3d.config import load_config
+
+    cfg = load_config(QUICKSTART_PATH, ["steps=12", "seed=0x10", "guidance.guidance_scale=7", "export.enabled=no",
+                                        "cameras.elevation_range=[0, 30]", "guidance.t_max={start: 0.9, end: 0.5}",
+                                        "optimizer.lr.encoding=1e-3", "export.level=null"])
+    assert cfg.steps == 12 and cfg.seed == 16 and cfg.guidance.guidance_scale == 7.0
+    assert cfg.export.enabled is False and cfg.cameras.elevation_range == [0.0, 30.0]
+    assert (cfg.guidance.t_max.start, cfg.guidance.t_max.end) == (0.9, 0.5)
+    assert cfg.optimizer.lr["encoding"] == 1e-3 and cfg.export.level is None
+
+
+def test_a_saved_config_keeps_interpolation_text_literal(tmp_path):
+    from text3d.config import load_raw, resolve, to_yaml, load_config
+
+    cfg = load_config(QUICKSTART_PATH, ["prompt=a ${geometry.radius} cube"])
+    saved = tmp_path / "config.yaml"
+    saved.write_text(to_yaml(cfg))
+    assert resolve(load_raw(saved, interpolate=False)).prompt == "a ${geometry.radius} cube"
+
+
+def test_empty_prompt_warns(tmp_path, caplog):
+    from text3d.run import _warn_empty_prompt
+    from text3d.config import load_config
+
+    with caplog.at_level("WARNING"):
+        _warn_empty_prompt(load_config(QUICKSTART_PATH, ["prompt= "]))
+    assert any("nothing conditions" in r.getMessage() for r in caplog.records)

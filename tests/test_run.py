@@ -143,3 +143,48 @@ def test_non_finite_step_is_skipped(tmp_path, tiny_sd_dir, caplog):
     assert any("step 2" in r.getMessage() for r in caplog.records)
     assert all(torch.isfinite(p).all() for p in run.system.parameters())
     assert json.loads((run.run_dir / "metrics.json").read_text())["skipped_steps"] == [2]
+
+
+def _run_until_step(cmd, env, step: int, sig: int, delay: float) -> subprocess.CompletedProcess:
+    """Start ``cmd``, wait for its log line of ``step``, wait ``delay`` s more, send ``sig``."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
+    lines = []
+    try:
+        for line in proc.stderr:
+            lines.append(line)
+            if f"step {step}/" in line:
+                time.sleep(delay)
+                proc.send_signal(sig)
+                break
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, "".join(lines) + err)
+
+
+def test_sigint_mid_run_then_resume_is_bit_exact(tmp_path, tiny_sd_dir):
+    """A real Ctrl-C (or SIGTERM) lands somewhere inside a step, at several points; the checkpoint
+    written on interrupt is taken at a step boundary, so resuming ends bit-identical to an
+    uninterrupted run."""
+    total = 9
+    common = overrides(tmp_path, tiny_sd_dir, f"steps={total}", "trainer.checkpoint_every=0", "trainer.val_every=0",
+                       "trainer.turntable_frames=0", "trainer.log_every=1", "export.enabled=false")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    reference = open_run(SMOKE, [*common, "name=ref"])
+    reference.fit()
+    expected = final_tensors(reference.run_dir)
+    for k, (at_step, delay, sig) in enumerate([(2, 0.0, signal.SIGINT), (4, 0.03, signal.SIGINT),
+                                               (3, 0.07, signal.SIGTERM)]):
+        cmd = [sys.executable, "-m", "text3d.cli", "run", str(SMOKE), *common, f"name=stopped{k}", "--no-progress"]
+        done = _run_until_step(cmd, env, at_step, sig, delay)
+        assert done.returncode == 130, done.stderr[-2000:]
+        assert "Traceback" not in done.stderr and "continue with: text3d run resume=" in done.stderr
+        run_dir = next((tmp_path / "outputs" / f"stopped{k}").glob("*@*"))
+        stopped_at = load_checkpoint(latest_checkpoint(run_dir)).meta["step"]
+        assert at_step <= stopped_at < total
+        assert not (run_dir / "metrics.json").exists()  # stopped, not finished
+        resumed = open_run(None, [f"resume={run_dir}"])
+        assert resumed.step == stopped_at
+        resumed.fit()
+        assert_same_tensors(final_tensors(run_dir), expected)

@@ -3,7 +3,6 @@
 from types import SimpleNamespace
 
 import pytest
-import torch
 
 from text3d.cameras import RandomCameraConfig
 from text3d.scene_eval import analytic_scores

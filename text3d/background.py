@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Dict, List, Optional
 
 import torch
@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from .errors import ConfigError
 from .geometry import make_mlp
 from .registry import BACKGROUNDS
+from text3d.bounds import bounded
 
 logger = logging.getLogger(__name__)
 
@@ -26,7 +27,7 @@ class SolidBackgroundConfig:
 
     type: str = "solid"
     """Background type; ``solid``."""
-    color: List[float] = field(default_factory=lambda: [1.0, 1.0, 1.0])
+    color: List[float] = bounded(default_factory=lambda: [1.0, 1.0, 1.0], lo=0, hi=1)
     """RGB in [0, 1]."""
 
 
@@ -55,16 +56,16 @@ class NeuralEnvironmentConfig:
 
     type: str = "neural-environment"
     """Background type; ``neural-environment``."""
-    hidden_dim: int = 16
+    hidden_dim: int = bounded(16, lo=1)
     """Width of the MLP's hidden layers."""
-    hidden_layers: int = 2
+    hidden_layers: int = bounded(2, lo=0)
     """Number of hidden layers."""
     random_aug: bool = False
     """In training, sometimes replace the background by a random solid colour, so the object
     cannot hide in the background (threestudio ``random_aug``)."""
-    random_aug_prob: float = 0.5
+    random_aug_prob: float = bounded(0.5, lo=0, hi=1)
     """Probability of the random colour at a training step when ``random_aug`` is on."""
-    seed: Optional[int] = None
+    seed: Optional[int] = bounded(None, lo=0)
     """Seed of the parameter initialisation; ``None`` = drawn from the caller's RNG state (a run
     seeds it with the top-level ``seed``)."""
 

@@ -20,6 +20,7 @@ from torch import Tensor
 
 from .errors import ConfigError
 from .registry import CAMERAS
+from text3d.bounds import bounded
 
 
 @dataclass
@@ -144,40 +145,40 @@ class RandomCameraConfig:
 
     type: str = "random"
     """Camera sampler type; ``random`` is the only one."""
-    batch_size: int = 1
+    batch_size: int = bounded(1, lo=1, hi=1024)
     """Views rendered and guided per step."""
-    width: int = 64
+    width: int = bounded(64, lo=1, hi=8192)
     """Render width in pixels."""
-    height: int = 64
+    height: int = bounded(64, lo=1, hi=8192)
     """Render height in pixels."""
-    resolution_milestones: List[int] = field(default_factory=list)
+    resolution_milestones: List[int] = bounded(default_factory=list, lo=0)
     """Progressive resolution (DreamGaussian, threestudio): from step ``resolution_milestones[i]`` on,
     render ``resolutions[i]`` pixels square; before the first milestone, ``width x height``."""
-    resolutions: List[int] = field(default_factory=list)
+    resolutions: List[int] = bounded(default_factory=list, lo=1, hi=8192)
     """Square render sizes that go with ``resolution_milestones`` (same length)."""
-    elevation_range: List[float] = field(default_factory=lambda: [-10.0, 45.0])
+    elevation_range: List[float] = bounded(default_factory=lambda: [-10.0, 45.0], lo=-90, hi=90)
     """Elevation range, degrees, sampled uniformly."""
     azimuth_range: List[float] = field(default_factory=lambda: [-180.0, 180.0])
     """Azimuth range, degrees, sampled uniformly."""
-    distance_range: List[float] = field(default_factory=lambda: [1.5, 2.0])
+    distance_range: List[float] = bounded(default_factory=lambda: [1.5, 2.0], lo=0, lo_open=True)
     """Camera distance from the origin, world units."""
-    fovy_range: List[float] = field(default_factory=lambda: [40.0, 70.0])
+    fovy_range: List[float] = bounded(default_factory=lambda: [40.0, 70.0], lo=0, hi=180, lo_open=True, hi_open=True)
     """Vertical field of view, degrees."""
-    position_jitter: float = 0.1
+    position_jitter: float = bounded(0.1, lo=0)
     """Std of Gaussian noise added to the camera position (threestudio ``camera_perturb``)."""
-    center_jitter: float = 0.2
+    center_jitter: float = bounded(0.2, lo=0)
     """Std of Gaussian noise added to the look-at point (``center_perturb``)."""
-    up_jitter: float = 0.02
+    up_jitter: float = bounded(0.02, lo=0)
     """Std of Gaussian noise added to the up vector (``up_perturb``)."""
-    light_position_jitter: float = 1.0
+    light_position_jitter: float = bounded(1.0, lo=0)
     """Std of the noise that moves the light direction away from the camera direction (DreamFusion)."""
-    light_distance_range: List[float] = field(default_factory=lambda: [0.8, 1.5])
+    light_distance_range: List[float] = bounded(default_factory=lambda: [0.8, 1.5], lo=0, lo_open=True)
     """Distance of the point light from the origin."""
-    eval_distance: float = 2.0
+    eval_distance: float = bounded(2.0, lo=0, lo_open=True)
     """Camera distance for validation views and the turntable."""
-    eval_fovy: float = 45.0
+    eval_fovy: float = bounded(45.0, lo=0, hi=180, lo_open=True, hi_open=True)
     """Field of view (degrees) for validation views and the turntable."""
-    eval_elevation: float = 15.0
+    eval_elevation: float = bounded(15.0, lo=-90, hi=90)
     """Elevation (degrees) of validation views and the turntable."""
 
 

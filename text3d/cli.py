@@ -27,6 +27,13 @@ outputs:
 """
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with the project's error convention: one ``error:`` line (no usage block), exit 2."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"error: {self.prog}: {message} (see '{self.prog} --help')\n")
+
+
 def _split_config_and_overrides(items: Sequence[str]) -> tuple[Optional[str], List[str]]:
     if items and "=" not in items[0]:
         return items[0], list(items[1:])
@@ -84,21 +91,24 @@ def cmd_train_prior(args: argparse.Namespace) -> int:
     config_path, overrides = _split_config_and_overrides(args.items)
     cfg = load_train_config(config_path, overrides)
     out = args.out or BUILTIN_PRIOR_DIR
-    bar = None if args.no_progress else tqdm(total=cfg.iterations, desc="train-prior", unit="it", dynamic_ncols=True)
+    bars = []  # made at the first iteration, so a refused --out prints no empty bar
 
     def progress(step: int, total: int, figures: dict) -> None:
-        if bar is not None:
-            bar.update(step - bar.n)
-            bar.set_postfix(loss=f"{figures['loss']:.4f}", lr=f"{figures['lr']:.1e}", refresh=False)
+        if args.no_progress:
+            return
+        if not bars:
+            bars.append(tqdm(total=total, desc="train-prior", unit="it", dynamic_ncols=True))
+        bars[0].update(step - bars[0].n)
+        bars[0].set_postfix(loss=f"{figures['loss']:.4f}", lr=f"{figures['lr']:.1e}", refresh=False)
 
     try:
         with logging_redirect_tqdm():
-            folder = train_prior(cfg, out, progress=progress, work_dir=args.work_dir)
+            folder = train_prior(cfg, out, progress=progress, work_dir=args.work_dir, replace=args.replace)
     except KeyboardInterrupt:
         print("interrupted; run the same command again to continue from the last state", file=sys.stderr)
         return 130
     finally:
-        if bar is not None:
+        for bar in bars:
             bar.close()
     print(folder)
     return 0
@@ -195,14 +205,14 @@ def _add_edit_parser(sub) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="text3d",
         description="Text to 3D with a frozen diffusion prior (SDS on a NeRF), on CPU or GPU.",
         epilog="Start with: text3d run configs/quickstart.yaml   (see 'text3d run --help')",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
     run = sub.add_parser(
         "run", help="optimise a 3D scene from a config preset",
         description="Optimise a 3D scene from a YAML config preset and key.path=value overrides.",
@@ -222,6 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("items", nargs="*", metavar="[CONFIG] [key.path=value ...]",
                        help="a recipe YAML (default: the built-in recipe) followed by overrides")
     train.add_argument("--out", default=None, help="prior folder to write (default: the package's built-in prior)")
+    train.add_argument("--replace", action="store_true",
+                       help="overwrite --out if it holds an earlier prior (atomically); any other content is never touched")
     train.add_argument("--work-dir", default=None, help="resumable state folder (default: <out>.train)")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.set_defaults(func=cmd_train_prior)
@@ -265,6 +277,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except Text3DError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # before any work started (loading models): nothing to save
+        print("interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

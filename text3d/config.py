@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +23,8 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationE
 
 from . import registry
 from .errors import ConfigError
-from .bounds import bounded, check_bounds
+from .bounds import bounded, check_bounds, check_value
+from .device import resolve_device
 from .schedules import LinearSchedule
 
 # Lives with the prompt processor; imported here as the schema of the ``prompting`` section.
@@ -41,16 +43,16 @@ class OptimizerConfig:
 
     type: str = "adam"
     """``adam`` or ``adamw``."""
-    lr: Dict[str, float] = field(default_factory=lambda: {"encoding": 0.01, "network": 0.01, "background": 0.001})
+    lr: Dict[str, float] = bounded(default_factory=lambda: {"encoding": 0.01, "network": 0.01, "background": 0.001}, lo=0)
     """Learning rate per parameter group (groups: ``encoding``, ``network`` of the geometry,
     ``background``). A group missing here uses ``default_lr``."""
-    default_lr: float = 0.01
+    default_lr: float = bounded(0.01, lo=0)
     """Learning rate of groups not named in ``lr``."""
-    betas: List[float] = field(default_factory=lambda: [0.9, 0.99])
+    betas: List[float] = bounded(default_factory=lambda: [0.9, 0.99], lo=0, hi=1, hi_open=True)
     """Adam betas."""
-    eps: float = 1e-15
+    eps: float = bounded(1e-15, lo=0)
     """Adam epsilon (small, as instant-ngp and threestudio use for hash grids)."""
-    weight_decay: float = 0.0
+    weight_decay: float = bounded(0.0, lo=0)
     """Weight decay (decoupled for ``adamw``)."""
 
 
@@ -58,13 +60,13 @@ class OptimizerConfig:
 class LossConfig:
     """Weights of the loss terms; each is a number or a :class:`LinearSchedule`."""
 
-    lambda_sds: LinearSchedule = field(default_factory=lambda: LinearSchedule.constant(1.0))
+    lambda_sds: LinearSchedule = bounded(default_factory=lambda: LinearSchedule.constant(1.0), lo=0)
     """Weight of the guidance (SDS) loss."""
-    lambda_orient: LinearSchedule = field(default_factory=lambda: LinearSchedule.constant(0.0))
+    lambda_orient: LinearSchedule = bounded(default_factory=lambda: LinearSchedule.constant(0.0), lo=0)
     """DreamFusion orientation loss (normals facing away from the camera); needs normals."""
-    lambda_sparsity: LinearSchedule = field(default_factory=lambda: LinearSchedule.constant(0.0))
+    lambda_sparsity: LinearSchedule = bounded(default_factory=lambda: LinearSchedule.constant(0.0), lo=0)
     """Mean of ``sqrt(opacity^2 + 0.01)`` over pixels: pushes empty space to be empty."""
-    lambda_opaque: LinearSchedule = field(default_factory=lambda: LinearSchedule.constant(0.0))
+    lambda_opaque: LinearSchedule = bounded(default_factory=lambda: LinearSchedule.constant(0.0), lo=0)
     """Binary entropy of the opacity: pushes pixels to be fully opaque or fully empty."""
 
 
@@ -72,23 +74,23 @@ class LossConfig:
 class TrainerConfig:
     """Run-loop settings: checkpoints, validation, final media."""
 
-    checkpoint_every: int = 1000
+    checkpoint_every: int = bounded(1000, lo=0)
     """Save a checkpoint every N steps (and always at the end). 0 = only at the end."""
-    keep_checkpoints: int = 2
+    keep_checkpoints: int = bounded(2, lo=1)
     """How many of the newest checkpoints to keep on disk (``last`` always points at the newest)."""
-    val_every: int = 200
+    val_every: int = bounded(200, lo=0)
     """Render validation views every N steps into ``validation/``. 0 = never."""
-    val_views: int = 4
+    val_views: int = bounded(4, lo=1, hi=64)
     """Number of validation views (evenly spaced in azimuth)."""
-    val_resolution: int = 128
+    val_resolution: int = bounded(128, lo=8, hi=4096)
     """Side of each validation image in pixels."""
-    turntable_frames: int = 60
+    turntable_frames: int = bounded(60, lo=0, hi=3600)
     """Frames of the final turntable video. 0 = no turntable."""
-    turntable_resolution: int = 256
+    turntable_resolution: int = bounded(256, lo=8, hi=4096)
     """Side of each turntable frame in pixels."""
-    turntable_fps: int = 30
+    turntable_fps: int = bounded(30, lo=1, hi=240)
     """Frames per second of the turntable video."""
-    log_every: int = 10
+    log_every: int = bounded(10, lo=0)
     """Log loss figures every N steps."""
 
 
@@ -107,29 +109,31 @@ class ExportConfig:
     formats: List[str] = field(default_factory=lambda: ["glb"])
     """Any of ``glb`` (textured PBR, one file), ``obj`` (+ ``.mtl`` + ``_albedo.png``), ``ply``
     (vertex colours)."""
-    resolution: int = 128
+    resolution: int = bounded(128, lo=8, hi=1024)
     """Density grid cells per axis over the scene box (marching cubes). Cost grows with the
     surface, ~resolution²; 128 is for quick previews, 256 for final assets."""
-    level: Optional[float] = None
+    level: Optional[float] = bounded(None, lo=0, lo_open=True)
     """Density iso-level of the surface; None = the density at which rays through the field
     become half opaque (median over grid lines). Lower = fatter, keeps faint parts."""
-    faces: int = 20000
+    faces: int = bounded(20000, lo=0)
     """Decimate to about this many triangles (quadric error); 0 = keep the marching-cubes mesh."""
-    texture_size: int = 512
+    texture_size: int = bounded(512, lo=0, hi=8192)
     """Side of the baked albedo texture in pixels (UV unwrap + bake); 0 = no texture, vertex
     colours only."""
-    smooth_iterations: int = 0
+    smooth_iterations: int = bounded(0, lo=0, hi=1000)
     """Taubin smoothing rounds after decimation (volume-preserving); 0 = none."""
-    min_component_ratio: float = 0.05
+    min_component_ratio: float = bounded(0.05, lo=0, hi=1)
     """Drop floaters: connected pieces with fewer faces than this fraction of the largest piece.
     1 = largest piece only, 0 = keep all."""
-    size: float = 1.0
+    size: float = bounded(1.0, lo=0)
     """Largest side of the exported object's bounding box, metres; 0 = keep world units."""
 
 
 def check_export_config(cfg: ExportConfig, key: Callable[[str], str] = lambda name: f"export.{name}") -> None:
     """Raise :class:`ConfigError` for a bad export setting; ``key`` names the setting in the message
     (``export.faces`` in a config, ``--faces`` on the command line)."""
+    for f in dataclasses.fields(cfg):
+        check_value(key(f.name), getattr(cfg, f.name), f.metadata.get("bounds"))
     bad = [f for f in cfg.formats if f not in EXPORT_FORMATS]
     if bad or not cfg.formats:
         raise ConfigError(f"{key('formats')}: unknown or no format {bad or cfg.formats}; valid: {', '.join(EXPORT_FORMATS)}")
@@ -243,27 +247,103 @@ def _coerce_schedules(cls: type, raw: Dict[str, Any]) -> Dict[str, Any]:
     return raw
 
 
+def _unwrap_optional(hint: Any) -> tuple[Any, bool]:
+    if typing.get_origin(hint) is typing.Union:
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if len(args) == 1:
+            return args[0], True
+    return hint, False
+
+
+_NULL_TEXTS = ("null", "none", "~")
+
+
+def _parse_text(key: str, hint: Any, text: str) -> Any:
+    """Type the text of a string value by the field it sets: a ``str`` field takes it verbatim, a
+    number or boolean parses as one, a list / mapping / schedule parses as YAML."""
+    hint, optional = _unwrap_optional(hint)
+    if optional and text.strip().lower() in _NULL_TEXTS:
+        return None
+    if hint is str or typing.get_origin(hint) is typing.Literal:
+        return text
+    if hint is bool:
+        value = yaml.safe_load(text) if text.strip() else None
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected true or false, got {text!r}")
+    if hint in (int, float):
+        return _parse_number(key, hint, text)
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{key}: could not read {text!r} ({str(e).splitlines()[0]}); "
+                          "quote the whole override, e.g. 'key=[1, 2]'") from None
+
+
+def _parse_number(key: str, hint: type, text: str) -> Any:
+    t = text.strip()
+    try:
+        if hint is int:
+            return int(t.replace("_", ""), 0) if t[:2].lower() in ("0x", "0o", "0b") else int(t)
+        return float(t)
+    except ValueError:
+        pass
+    if hint is int:
+        try:
+            as_float = float(t)
+        except ValueError:
+            as_float = None
+        if as_float is not None and as_float.is_integer() and abs(as_float) < 2**53:
+            return int(as_float)
+    kind = "an integer" if hint is int else "a number"
+    raise ConfigError(f"{key}: expected {kind}, got {text!r}")
+
+
+def _typed_strings(path: str, cls: type, raw: Dict[str, Any]) -> Dict[str, Any]:
+    """Turn string values (command-line overrides, YAML's unquoted ``1e-3``) into their fields' types."""
+    hints = typing.get_type_hints(cls)
+    out = dict(raw)
+    for name, value in raw.items():
+        hint = hints.get(name)
+        key = f"{path}.{name}" if path else name
+        if hint is None:
+            continue
+        inner, _ = _unwrap_optional(hint)
+        if isinstance(value, str):
+            out[name] = _parse_text(key, hint, value)
+        elif isinstance(value, dict) and dataclasses.is_dataclass(inner):
+            out[name] = _typed_strings(key, inner, value)
+        elif isinstance(value, dict) and typing.get_origin(inner) in (dict, Dict):
+            value_hint = typing.get_args(inner)[1] if typing.get_args(inner) else Any
+            out[name] = {k: _parse_text(f"{key}.{k}", value_hint, v) if isinstance(v, str) else v
+                         for k, v in value.items()}
+    return out
+
+
 def merge_section(path: str, cls: type, raw: Any) -> Any:
     """Validate one section against its dataclass and return the typed object."""
+    label = path or "(top level)"
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping of keys, got {raw!r}")
+        raise ConfigError(f"{label}: expected a mapping of keys, got {raw!r}")
     valid = [f.name for f in dataclasses.fields(cls)]
     for key in raw:
         if key not in valid:
-            raise ConfigError(f"{path}: unknown key '{path}.{key}'{_valid_keys_hint(str(key), valid)}")
-    raw = _coerce_schedules(cls, dict(raw))
+            shown = f"{path}.{key}" if path else str(key)
+            raise ConfigError(f"{label}: unknown key '{shown}'{_valid_keys_hint(str(key), valid)}")
+    raw = _coerce_schedules(cls, _typed_strings(path, cls, dict(raw)))
+    prefix = f"{path}." if path else ""
     try:
-        merged = OmegaConf.merge(OmegaConf.structured(cls), raw)
+        merged = OmegaConf.merge(OmegaConf.structured(cls), _escape_interpolations(raw))
         return OmegaConf.to_object(merged)
     except ConfigKeyError as e:  # nested unknown key
-        raise ConfigError(f"{path}.{e.full_key}: unknown key; {e.msg.splitlines()[0]}") from None
+        raise ConfigError(f"{prefix}{e.full_key}: unknown key; {e.msg.splitlines()[0]}") from None
     except ValidationError as e:
-        raise ConfigError(f"{path}.{e.full_key}: {e.msg.splitlines()[0]}") from None
+        raise ConfigError(f"{prefix}{e.full_key}: {e.msg.splitlines()[0]}") from None
     except OmegaConfBaseException as e:
         key = getattr(e, "full_key", "") or ""
-        raise ConfigError(f"{path}.{key}: {str(e).splitlines()[0]}") from None
+        raise ConfigError(f"{prefix}{key}: {str(e).splitlines()[0]}") from None
 
 
 def _component_type(section: str, raw: Dict[str, Any]) -> str:
@@ -282,18 +362,22 @@ def resolve(raw: Dict[str, Any]) -> Config:
     for key in raw:
         if key not in top_keys and key not in SECTIONS:
             raise ConfigError(f"unknown key '{key}'{_valid_keys_hint(str(key), top_keys + SECTIONS)}")
-    top = merge_section("(top level)", TopLevel, {k: raw[k] for k in top_keys if k in raw})
+    top = merge_section("", TopLevel, {k: raw[k] for k in top_keys if k in raw})
+    check_bounds(top, "")
+    resolve_device(top.device)  # an unknown or absent device fails here, before any output
     sections: Dict[str, Any] = {}
     for name in COMPONENT_SECTIONS:
         sec_raw = raw.get(name) or {}
         t = _component_type(name, sec_raw)
         reg = COMPONENT_SECTIONS[name][0]
         sections[name] = merge_section(name, reg.config_class(t), {**sec_raw, "type": t})
+        check_bounds(sections[name], name)  # ranges first: the component checks may assume finite numbers
         check = getattr(reg.get(t).cls, "check_config", None)
         if check is not None:
             check(sections[name])
     for name, cls in PLAIN_SECTIONS.items():
         sections[name] = merge_section(name, cls, raw.get(name))
+        check_bounds(sections[name], name)
     check_prompting_config(sections["prompting"])
     check_export_config(sections["export"])
     unknown = sorted(set(sections["optimizer"].lr) - set(PARAM_GROUPS))
@@ -301,35 +385,82 @@ def resolve(raw: Dict[str, Any]) -> Config:
         raise ConfigError(f"optimizer.lr: unknown parameter group(s) {unknown}; valid groups: {', '.join(PARAM_GROUPS)}")
     if sections["optimizer"].type not in ("adam", "adamw"):
         raise ConfigError(f"optimizer.type: unknown value {sections['optimizer'].type!r}; valid choices: adam, adamw")
-    check_bounds(top, "")
-    for name, section in sections.items():
-        check_bounds(section, name)
     return Config(**dataclasses.asdict(top), **sections)
 
 
+_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*(\.[A-Za-z_][A-Za-z0-9_-]*)*")
+
+
 def parse_overrides(overrides: Sequence[str]) -> Dict[str, Any]:
+    """``key.path=value`` items -> a nested dict. The value is the text after the first ``=``,
+    verbatim; it is typed later by the field it sets (see :func:`merge_section`), so a prompt keeps
+    ``#``, ``:``, quotes and ``=`` as typed."""
+    out: Dict[str, Any] = {}
     for item in overrides:
-        if "=" not in item or item.startswith("="):
+        key, sep, text = str(item).partition("=")
+        key = key.strip()
+        if not sep or not _KEY.fullmatch(key):
             raise ConfigError(f"override {item!r} must look like key.path=value (e.g. guidance.guidance_scale=50)")
-    try:
-        return OmegaConf.to_container(OmegaConf.from_dotlist(list(overrides)), resolve=False)  # type: ignore[return-value]
-    except OmegaConfBaseException as e:
-        raise ConfigError(f"could not parse overrides {list(overrides)}: {str(e).splitlines()[0]}") from None
+        node, parts = out, key.split(".")
+        for i, part in enumerate(parts[:-1]):
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {item!r} conflicts with {'.'.join(parts[:i + 1])}={child!r}")
+            node = child
+        if isinstance(node.get(parts[-1]), dict):
+            raise ConfigError(f"override {item!r} conflicts with other overrides of {key}.*")
+        node[parts[-1]] = text
+    return out
 
 
-def load_raw(path: str | Path, overrides: Sequence[str] = ()) -> Dict[str, Any]:
-    """Read a YAML file and apply ``key.path=value`` overrides; no validation yet."""
+def _escape_interpolations(data: Any) -> Any:
+    """Keep ``${`` in override text literal when merged into a YAML config with interpolations."""
+    if isinstance(data, dict):
+        return {k: _escape_interpolations(v) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_escape_interpolations(v) for v in data]
+    return data.replace("${", "\\${") if isinstance(data, str) else data
+
+
+def read_yaml_file(path: str | Path, what: str = "config file") -> DictConfig:
+    """A YAML mapping from a file, with one clear line for each way a file can be wrong."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{what} {str(path)!r} is a directory; pass a YAML file such as configs/quickstart.yaml")
     if not path.is_file():
-        raise ConfigError(f"config file {str(path)!r} not found (presets live in configs/, e.g. configs/quickstart.yaml)")
+        raise ConfigError(f"{what} {str(path)!r} not found (presets live in configs/, e.g. configs/quickstart.yaml)")
     try:
-        base = OmegaConf.load(path)
-    except (yaml.YAMLError, OmegaConfBaseException) as e:
-        raise ConfigError(f"{path}: not valid YAML: {str(e).splitlines()[0]}") from None
-    if not isinstance(base, DictConfig):
-        raise ConfigError(f"{path}: expected a mapping at the top level")
-    merged = OmegaConf.merge(base, OmegaConf.create(parse_overrides(overrides)))
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start}); "
+                          "save it as UTF-8 YAML") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot be read ({e.strerror})") from None
     try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {' '.join(str(e).split())[:200]}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected 'key: value' lines (a mapping) at the top level, got a "
+                          f"{type(data).__name__} ({str(data)[:60]!r})")
+    try:
+        return OmegaConf.create(data)
+    except OmegaConfBaseException as e:
+        raise ConfigError(f"{path}: {str(e).splitlines()[0]}") from None
+
+
+def load_raw(path: str | Path, overrides: Sequence[str] = (), interpolate: bool = True) -> Dict[str, Any]:
+    """Read a YAML file and apply ``key.path=value`` overrides; no validation yet.
+
+    ``interpolate=False`` reads a saved, already resolved config (a run's ``config.yaml``): a
+    ``${`` in its prompt is text, not a reference."""
+    base = read_yaml_file(path)
+    if not interpolate:
+        base = OmegaConf.create(_escape_interpolations(OmegaConf.to_container(base)))
+    try:
+        merged = OmegaConf.merge(base, OmegaConf.create(_escape_interpolations(parse_overrides(overrides))))
         return OmegaConf.to_container(merged, resolve=True)  # type: ignore[return-value]
     except OmegaConfBaseException as e:
         raise ConfigError(f"{path}: {str(e).splitlines()[0]}") from None

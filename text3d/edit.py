@@ -223,9 +223,9 @@ class EditRun(Run):
         tensors.update({f"source.{k}": v for k, v in self.source.state_dict().items()})
         return tensors
 
-    def load(self, path: Path | Checkpoint) -> None:
+    def load(self, path: Path | Checkpoint, **kwargs: Any) -> None:
         ckpt = path if isinstance(path, Checkpoint) else load_checkpoint(path)
-        super().load(ckpt)
+        super().load(ckpt, **kwargs)
         source = {k[len("source."):]: v for k, v in ckpt.tensors.items() if k.startswith("source.")}
         if source:
             _load_system(self.source, source, f"checkpoint {ckpt.path}")

@@ -38,6 +38,7 @@ from .registry import GEOMETRIES, RENDERERS
 logger = logging.getLogger(__name__)
 
 from text3d.renderers.gaussians import SH_C0, sh_dc_to_rgb  # noqa: E402  (one definition of the SH DC constant)
+from text3d.bounds import bounded
 PARAM_NAMES = ("means", "log_scales", "quats", "opacity_logits", "sh0", "shN")
 GROUP_OF = {"means": "means", "log_scales": "scales", "quats": "quats", "opacity_logits": "opacities",
             "sh0": "sh0", "shN": "shN"}
@@ -61,38 +62,38 @@ class GaussianGeometryConfig:
     or points drawn where a ``nerf`` run's density is high. The last four read ``init_path``."""
     init_path: Optional[str] = None
     """File (ply / point cloud / mesh) or NeRF run folder for the non-random initialisations."""
-    num_points: int = 5000
+    num_points: int = bounded(5000, lo=1)
     """Gaussians drawn at initialisation (``random``, ``mesh``, ``nerf``)."""
-    radius: float = 0.5
+    radius: float = bounded(0.5, lo=0, lo_open=True)
     """Radius of the initial ball (``random``), world units."""
-    init_scale: float = 0.0
+    init_scale: float = bounded(0.0, lo=0)
     """Initial scale (standard deviation) of every axis; 0 = the mean spacing of the initial points."""
-    init_opacity: float = 0.1
+    init_opacity: float = bounded(0.1, lo=0, hi=1, lo_open=True, hi_open=True)
     """Initial opacity of every Gaussian."""
-    sh_degree: int = 0
+    sh_degree: int = bounded(0, lo=0, hi=3)
     """Spherical-harmonic degree of the colours (0 = view-independent, as DreamGaussian)."""
-    scene_extent: float = 1.0
+    scene_extent: float = bounded(1.0, lo=0, lo_open=True)
     """Size of the scene (world units) that ``percent_dense`` and ``prune_scale`` are relative to."""
-    densify_from: int = 100
+    densify_from: int = bounded(100, lo=0)
     """First step at which Gaussians are densified and pruned."""
-    densify_until: int = 3000
+    densify_until: int = bounded(3000, lo=0)
     """No densification at or after this step (pruning of faint Gaussians continues with it)."""
-    densify_every: int = 100
+    densify_every: int = bounded(100, lo=1)
     """Steps between densifications."""
-    grad_threshold: float = 0.01
+    grad_threshold: float = bounded(0.01, lo=0)
     """Mean screen-space gradient norm of the 2D mean (NDC units, as 3DGS) above which a Gaussian is
     cloned or split. SDS gradients are larger than photometric ones: DreamGaussian uses 0.01."""
-    percent_dense: float = 0.01
+    percent_dense: float = bounded(0.01, lo=0)
     """Gaussians with a largest scale up to ``percent_dense * scene_extent`` are cloned, larger ones split."""
-    prune_opacity: float = 0.01
+    prune_opacity: float = bounded(0.01, lo=0, hi=1)
     """Gaussians fainter than this are removed at each densification."""
-    prune_scale: float = 0.5
+    prune_scale: float = bounded(0.5, lo=0, lo_open=True)
     """Gaussians with a largest scale above ``prune_scale * scene_extent`` are removed; 0 = never."""
-    opacity_reset_every: int = 0
+    opacity_reset_every: int = bounded(0, lo=0)
     """Steps between opacity resets to ``2 * prune_opacity`` (3DGS: 3000); 0 = never."""
-    max_gaussians: int = 100000
+    max_gaussians: int = bounded(100000, lo=1)
     """Densification stops adding Gaussians beyond this count."""
-    seed: Optional[int] = None
+    seed: Optional[int] = bounded(None, lo=0)
     """Seed of the initialisation; ``None`` = drawn from the caller's RNG state (a run seeds it)."""
 
 
@@ -514,13 +515,13 @@ class GaussianRendererConfig:
     """Renderer type; ``gaussian-splatting``."""
     backend: Literal["auto", "torch", "gsplat"] = "auto"
     """``auto``: gsplat on CUDA, the PyTorch tile rasteriser elsewhere."""
-    near_plane: float = 0.01
+    near_plane: float = bounded(0.01, lo=0, lo_open=True)
     """Gaussians closer to the camera than this are not drawn."""
-    far_plane: float = 100.0
+    far_plane: float = bounded(100.0, lo=0, lo_open=True)
     """Gaussians farther than this are not drawn."""
-    eps2d: float = 0.3
+    eps2d: float = bounded(0.3, lo=0)
     """Low-pass added to every 2D covariance, pixels^2 (3DGS: 0.3)."""
-    tile_size: int = 8
+    tile_size: int = bounded(8, lo=1, hi=64)
     """CPU path: tile side in pixels."""
 
 

@@ -33,6 +33,7 @@ from torch import Tensor, nn
 
 from .errors import ConfigError
 from .registry import GEOMETRIES
+from text3d.bounds import bounded
 
 logger = logging.getLogger(__name__)
 
@@ -52,23 +53,23 @@ class ImplicitVolumeConfig:
 
     type: str = "implicit-volume"
     """Geometry type; ``implicit-volume``."""
-    radius: float = 1.0
+    radius: float = bounded(1.0, lo=0, lo_open=True)
     """Half side of the scene box ``[-radius, radius]^3``, world units. Density is 0 outside."""
-    n_levels: int = 16
+    n_levels: int = bounded(16, lo=1, hi=32)
     """Hash-grid levels L (CPU preset: 8)."""
-    n_features_per_level: int = 2
+    n_features_per_level: int = bounded(2, lo=1, hi=8)
     """Features per level F; the encoding has ``L * F`` channels."""
-    log2_hashmap_size: int = 19
+    log2_hashmap_size: int = bounded(19, lo=4, hi=30)
     """log2 of the entries per hashed level T (CPU preset: 15)."""
-    base_resolution: int = 16
+    base_resolution: int = bounded(16, lo=1)
     """Cells per axis of the coarsest level."""
-    per_level_scale: float = 1.447269237440378
+    per_level_scale: float = bounded(1.447269237440378, lo=1)
     """Resolution growth between levels; the finest level has
     ``base_resolution * per_level_scale**(L-1)`` cells per axis (default: 4096; CPU preset: 256,
     i.e. ``(256 / 16) ** (1 / 7) = 1.4860``)."""
-    mlp_hidden_dim: int = 64
+    mlp_hidden_dim: int = bounded(64, lo=1)
     """Width of the MLP's hidden layers."""
-    mlp_hidden_layers: int = 1
+    mlp_hidden_layers: int = bounded(1, lo=0)
     """Number of hidden layers of the MLP (1 or 2 are typical)."""
     density_activation: str = "softplus"
     """``softplus`` or ``exp`` (threestudio's shifted truncated exp: ``exp(x - 1)`` whose gradient
@@ -76,18 +77,18 @@ class ImplicitVolumeConfig:
     density_bias: str = "blob_magic3d"
     """Density offset added before the activation: ``blob_magic3d`` (``scale * (1 - r / std)``),
     ``blob_dreamfusion`` (``scale * exp(-r^2 / (2 std^2))``) or ``none``; ``r`` = distance to the origin."""
-    density_blob_scale: float = 10.0
+    density_blob_scale: float = bounded(10.0, lo=0)
     """Scale of the density blob."""
-    density_blob_std: float = 0.5
+    density_blob_std: float = bounded(0.5, lo=0, lo_open=True)
     """Radius parameter of the density blob, world units."""
     normal_type: str = "finite_difference"
     """How normals ``-normalize(grad density)`` are computed: ``finite_difference`` (central
     differences, 6 extra density evaluations: ~7x the cost of a render without normals) or
     ``analytic`` (the exact gradient, ~1.5x; sharper, so noisier on fine hash levels). Both are
     differentiable in training."""
-    finite_difference_eps: float = 0.01
+    finite_difference_eps: float = bounded(0.01, lo=0, lo_open=True)
     """Step of the central differences as a fraction of ``radius``."""
-    seed: Optional[int] = None
+    seed: Optional[int] = bounded(None, lo=0)
     """Seed of the parameter initialisation; ``None`` = drawn from the caller's RNG state (a run
     seeds it with the top-level ``seed``)."""
 

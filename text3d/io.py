@@ -5,8 +5,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
+import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Dict, Iterator, Type
+
+from .errors import Text3DError
 
 
 @contextlib.contextmanager
@@ -28,6 +32,61 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             tmp.unlink()
 
 
+@contextlib.contextmanager
+def staged_folder(final: str | Path) -> Iterator[Path]:
+    """Yield an empty hidden folder beside ``final``; when the block succeeds it takes the place of
+    ``final`` (the previous folder is renamed aside, then deleted), so a reader sees either the whole
+    old set of files or the whole new one. A writer killed half way leaves only hidden folders, which
+    the next call cleans up (:func:`recover_folder`), putting back a previous folder that a kill
+    between the two renames left aside."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    recover_folder(final)
+    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-{os.getpid()}-", dir=final.parent))
+    staging.chmod(0o755)  # mkdtemp makes it private
+    try:
+        yield staging
+        aside = final.with_name(f".{final.name}.old-{os.getpid()}")
+        if final.exists():
+            os.replace(final, aside)
+        os.replace(staging, final)
+        shutil.rmtree(aside, ignore_errors=True)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def recover_folder(final: str | Path) -> None:
+    """Undo what a killed :func:`staged_folder` left: put back a folder left aside when ``final`` is
+    missing, and delete hidden staging/aside folders of processes that no longer run."""
+    final = Path(final)
+    if not final.parent.is_dir():
+        return
+    aside = sorted(final.parent.glob(f".{final.name}.old-*"), key=lambda p: p.stat().st_mtime)
+    if aside and not final.exists():
+        os.replace(aside.pop(), final)
+    for path in aside + list(final.parent.glob(f".{final.name}.tmp-*")):
+        if not _pid_alive(path.name):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _pid_alive(name: str) -> bool:
+    """Whether the process whose id is in a hidden temporary's name (``.x.tmp-PID-...``) still runs."""
+    try:
+        pid = int(name.rsplit(".", 1)[-1].split("-")[1])
+    except (IndexError, ValueError):
+        return False
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _fsync(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -43,6 +102,23 @@ def write_text(path: str | Path, text: str) -> None:
 
 def write_json(path: str | Path, data: Any) -> None:
     write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def read_json_object(path: str | Path, error: Type[Text3DError] = Text3DError, fix: str = "") -> Dict[str, Any]:
+    """A JSON object from a file; a missing, non-UTF-8, truncated or non-object file raises ``error``
+    with one line naming the file (and ``fix``, what to do about it)."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except FileNotFoundError:
+        raise error(f"{path} is missing{'; ' + fix if fix else ''}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        what = e.strerror if isinstance(e, OSError) else ("not UTF-8" if isinstance(e, UnicodeDecodeError)
+                                                          else f"not valid JSON: {e.msg} at line {e.lineno}")
+        raise error(f"{path} is damaged ({what}){'; ' + fix if fix else ''}") from None
+    if not isinstance(data, dict):
+        raise error(f"{path} is damaged (expected a JSON object, got {type(data).__name__}){'; ' + fix if fix else ''}")
+    return data
 
 
 def replace_symlink(link: str | Path, target: str) -> None:

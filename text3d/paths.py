@@ -4,8 +4,11 @@ batch / edit / multiview / video item name, so that no output can land outside `
 
 from __future__ import annotations
 
+import os
 import re
+import tempfile
 from pathlib import Path
+from typing import Callable
 
 from .errors import ConfigError
 
@@ -38,3 +41,48 @@ def inside(root: str | Path, *parts: str) -> Path:
         raise ConfigError(f"output path {str(path)!r} resolves to {str(real)!r}, outside output_dir {str(root)!r}; "
                           "pick another name/tag or remove the symlink")
     return path
+
+
+def claim_output(path: str | Path, is_ours: Callable[[Path], bool], replace: bool, key: str,
+                 what: str = "output") -> None:
+    """Refuse an output location that holds anything but this command's own earlier output.
+
+    A path that does not exist or is an empty folder is free. A folder that ``is_ours`` recognises
+    (an earlier output of the same command) may be replaced only with ``replace`` (the caller
+    then swaps it atomically). Anything else — a file, a link, a folder with other files — is
+    refused with one line, and nothing is touched.
+    """
+    path = Path(path)
+    if not path.exists() and not path.is_symlink():
+        return
+    if path.is_symlink() or not path.is_dir():
+        raise ConfigError(f"{key}: {str(path)!r} is a file; the {what} is written as a folder and the file "
+                          "is left alone — pick a new folder name")
+    entries = sorted(p.name for p in path.iterdir())
+    if not entries:
+        return
+    if is_ours(path):
+        if not replace:
+            raise ConfigError(f"{key}: {str(path)!r} holds an earlier {what}; add --replace to overwrite it "
+                              "(atomically), or pick a new folder")
+        return
+    shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
+    raise ConfigError(f"{key}: {str(path)!r} holds other files ({len(entries)} entries: {shown}); "
+                      f"it is not an earlier {what}, so it is left alone — pick a new or empty folder")
+
+
+def check_writable(path: str | Path, key: str) -> None:
+    """Raise :class:`ConfigError` unless a folder can be created at or under ``path``: checked before
+    any model loads or work starts, by making (and removing) a probe folder in the nearest existing
+    ancestor, so a file in the way, ``/proc`` or a read-only mount is found at once."""
+    path = Path(path)
+    probe_in = path
+    while not probe_in.exists() and not probe_in.is_symlink() and probe_in != probe_in.parent:
+        probe_in = probe_in.parent
+    if not probe_in.is_dir():
+        raise ConfigError(f"{key}: cannot write under {str(path)!r}: {str(probe_in)!r} is a file, not a folder")
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".text3d-probe-", dir=probe_in))
+    except OSError as e:
+        raise ConfigError(f"{key}: cannot write under {str(path)!r} ({e.strerror or type(e).__name__} in "
+                          f"{str(probe_in)!r}); pick a writable folder") from None

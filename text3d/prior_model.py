@@ -31,7 +31,9 @@ from typing import TYPE_CHECKING, Any, Dict, List, Literal, Optional, Sequence
 import torch
 from torch import Tensor, nn
 
+from .bounds import bounded
 from .errors import ConfigError, ModelNotFoundError
+from .io import read_json_object
 
 if TYPE_CHECKING:
     from .cameras import Cameras
@@ -60,27 +62,27 @@ CAMERA_FEATURES = tuple(f"{fn}({k} * azimuth)" for k in range(1, AZIMUTH_HARMONI
 class PriorModelConfig:
     """Architecture and noise schedule of the shapes prior."""
 
-    resolution: int = 32
+    resolution: int = bounded(32, lo=8, hi=512)
     """Image side in pixels; SDS renders are resized to it."""
-    unet_channels: List[int] = field(default_factory=lambda: [32, 64, 64])
+    unet_channels: List[int] = bounded(default_factory=lambda: [32, 64, 64], lo=1)
     """UNet channels per resolution level (each level after the first halves the resolution)."""
     cross_attention: List[bool] = field(default_factory=lambda: [False, False, True])
     """Per level: transformer block with self- and cross-attention (True) or ResNets only."""
-    layers_per_block: int = 1
+    layers_per_block: int = bounded(1, lo=1)
     """ResNet layers per level on the way down (the up path has one more)."""
-    attention_heads: int = 4
+    attention_heads: int = bounded(4, lo=1)
     """Attention heads of the transformer blocks."""
-    norm_groups: int = 8
+    norm_groups: int = bounded(8, lo=1)
     """Group-norm groups (must divide every entry of ``unet_channels``)."""
-    text_hidden_size: int = 64
+    text_hidden_size: int = bounded(64, lo=1)
     """Width of the CLIP text encoder and of the cross-attention context."""
-    text_layers: int = 2
+    text_layers: int = bounded(2, lo=1)
     """Transformer layers of the text encoder."""
-    text_heads: int = 4
+    text_heads: int = bounded(4, lo=1)
     """Attention heads of the text encoder."""
-    text_intermediate_size: int = 256
+    text_intermediate_size: int = bounded(256, lo=1)
     """MLP width of the text encoder."""
-    num_train_timesteps: int = 1000
+    num_train_timesteps: int = bounded(1000, lo=2)
     """``T``."""
     beta_schedule: Literal["squaredcos_cap_v2", "linear", "scaled_linear"] = "squaredcos_cap_v2"
     """Noise schedule: the cosine schedule of improved DDPM (suited to small images), or DDPM's linear one."""
@@ -231,6 +233,17 @@ def encode_prompts(prior: PriorModules, prompts: Sequence[str]) -> Tensor:
 
 # --------------------------------------------------------------------------------------------
 # Folder on disk
+PRIOR_ENTRIES = frozenset({"unet", "text_encoder", "scheduler", "tokenizer", "model_index.json", META_FILE})
+"""What :func:`save_prior` writes into a prior folder, and nothing else."""
+
+
+def is_prior_folder(folder: Path) -> bool:
+    """True for a folder written by :func:`save_prior` (its metadata file and nothing foreign)."""
+    folder = Path(folder)
+    names = {p.name for p in folder.iterdir()} if folder.is_dir() else set()
+    return META_FILE in names and names <= PRIOR_ENTRIES
+
+
 def save_prior(prior: PriorModules, folder: Path, meta: Dict[str, Any]) -> Path:
     """Write the prior as a diffusers-style folder (safetensors + configs) with its metadata.
 
@@ -277,7 +290,8 @@ def load_prior(folder: Optional[Path | str] = None, device: torch.device | str =
         raise ModelNotFoundError(
             f"no shapes prior in {folder} (no {META_FILE}); train one with "
             f"`text3d train-prior configs/train-prior.yaml` (about 1.5 h on 2 CPU cores)")
-    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    meta = read_json_object(meta_path, ModelNotFoundError,
+                            "restore the folder, or train a prior with `text3d train-prior configs/train-prior.yaml`")
     if meta.get("format_version") != PRIOR_FORMAT_VERSION:
         raise ConfigError(f"{folder}: shapes prior format {meta.get('format_version')} is not the supported "
                           f"{PRIOR_FORMAT_VERSION}; retrain it with `text3d train-prior`")
@@ -285,8 +299,8 @@ def load_prior(folder: Optional[Path | str] = None, device: torch.device | str =
         unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet", torch_dtype=dtype)
         text_encoder = CLIPTextModel.from_pretrained(folder, subfolder="text_encoder", dtype=dtype)
         scheduler = DDIMScheduler.from_config(DDIMScheduler.load_config(folder, subfolder="scheduler"))
-    except (OSError, ValueError) as err:
-        raise ModelNotFoundError(f"cannot load the shapes prior in {folder}: {str(err).splitlines()[0]}") from err
+    except (OSError, ValueError, RuntimeError) as err:
+        raise ModelNotFoundError(f"cannot load the shapes prior in {folder}: {' '.join(str(err).split())[:300]}") from err
     tokenizer = load_clip_tokenizer(folder / "tokenizer")
     for module in (unet, text_encoder):
         module.requires_grad_(False).eval().to(device)

@@ -23,10 +23,7 @@ import dataclasses
 import json
 import logging
 import math
-import os
 import platform
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,12 +32,15 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
+from .bounds import bounded
 from .cameras import orbit_cameras
-from .checkpoint import latest_checkpoint, load_checkpoint, optimizer_from_flat, optimizer_to_flat, save_checkpoint
+from .checkpoint import load_latest_checkpoint, optimizer_from_flat, optimizer_to_flat, save_checkpoint
 from .device import resolve_device
 from .errors import ConfigError
+from .io import staged_folder
+from .paths import check_writable, claim_output
 from .prior_model import DEFAULT_SAMPLER, PriorModelConfig, PriorModules, build_prior, camera_features, \
-    check_model_config, encode_prompts, save_prior
+    check_model_config, encode_prompts, is_prior_folder, save_prior
 from .shapes import COLOUR_NAMES, COLOURS, SHAPES, colourize, parse_prompt, prompt_for, render_shading, with_article
 
 logger = logging.getLogger(__name__)
@@ -61,21 +61,21 @@ class ShapesDataConfig:
     """``"<colour> <shape>"`` pairs never shown in training (to measure generalisation)."""
     azimuth_range: List[float] = field(default_factory=lambda: [-180.0, 180.0])
     """Camera azimuth range, degrees (uniform)."""
-    elevation_range: List[float] = field(default_factory=lambda: [-10.0, 70.0])
+    elevation_range: List[float] = bounded(default_factory=lambda: [-10.0, 70.0], lo=-90, hi=90)
     """Camera elevation range, degrees (uniform); above 60 the view suffix is "overhead view"."""
-    distance: float = 3.0
+    distance: float = bounded(3.0, lo=0, lo_open=True)
     """Camera distance from the origin (world units); the objects fill about two thirds of the frame."""
-    fovy: float = 32.0
+    fovy: float = bounded(32.0, lo=0, hi=180, lo_open=True, hi_open=True)
     """Vertical field of view, degrees."""
-    supersample: int = 2
+    supersample: int = bounded(2, lo=1, hi=8)
     """Anti-aliasing: rays per pixel side."""
-    view_suffix_prob: float = 0.5
+    view_suffix_prob: float = bounded(0.5, lo=0, hi=1)
     """Probability that a prompt gets the view suffix of its camera (``", side view"``), as SDS prompts do."""
-    partial_prompt_prob: float = 0.1
+    partial_prompt_prob: float = bounded(0.1, lo=0, hi=1)
     """Probability of a prompt naming only the shape (``"a cube"``) or only the colour (``"an orange object"``)."""
-    bank_views_per_shape: int = 1024
+    bank_views_per_shape: int = bounded(1024, lo=1)
     """Colour-free renders kept per shape; 0 renders every batch from scratch instead."""
-    bank_refresh_per_step: int = 8
+    bank_refresh_per_step: int = bounded(8, lo=0)
     """Bank views replaced by fresh random views after every iteration (round-robin over shapes)."""
 
 
@@ -87,40 +87,40 @@ class TrainPriorConfig:
     """Training images and prompts."""
     model: PriorModelConfig = field(default_factory=PriorModelConfig)
     """Architecture and noise schedule."""
-    iterations: int = 4500
+    iterations: int = bounded(4500, lo=0)
     """Optimisation steps."""
-    batch_size: int = 64
+    batch_size: int = bounded(64, lo=1)
     """Images per step."""
-    lr: float = 1e-3
+    lr: float = bounded(1e-3, lo=0, lo_open=True)
     """Peak learning rate (AdamW)."""
-    lr_min: float = 2e-5
+    lr_min: float = bounded(2e-5, lo=0)
     """Learning rate at the end of the cosine decay."""
-    warmup: int = 200
+    warmup: int = bounded(200, lo=0)
     """Linear learning-rate warm-up, iterations."""
-    weight_decay: float = 0.01
+    weight_decay: float = bounded(0.01, lo=0)
     """AdamW weight decay (not applied to biases, norms and embeddings)."""
-    grad_clip: float = 1.0
+    grad_clip: float = bounded(1.0, lo=0)
     """Gradient-norm clipping; 0 = off."""
-    ema_decay: float = 0.999
+    ema_decay: float = bounded(0.999, lo=0, hi=1, hi_open=True)
     """EMA decay of the saved weights (ramped up from 0 over the first iterations)."""
-    cond_dropout: float = 0.1
+    cond_dropout: float = bounded(0.1, lo=0, hi=1)
     """Fraction of prompts replaced by ``""`` (classifier-free guidance); the camera is kept."""
-    min_snr_gamma: float = 5.0
+    min_snr_gamma: float = bounded(5.0, lo=0)
     """Min-SNR loss weighting ``gamma`` (Hang et al. 2023); 0 = unweighted loss."""
     autocast_bf16: bool = False
     """bf16 autocast for the UNet forward pass. Off by default: on CPUs without native bf16
     (the 2-core development machine) it is ~10x slower than float32."""
-    seed: int = 0
+    seed: int = bounded(0, lo=0, hi=2**63 - 1)
     """Seed of the weights, the data and the noise."""
     device: str = "auto"
     """``auto`` (CUDA if available), ``cpu`` or ``cuda``."""
-    num_threads: int = 0
+    num_threads: int = bounded(0, lo=0)
     """CPU threads for torch; 0 = torch's default."""
-    checkpoint_every: int = 250
+    checkpoint_every: int = bounded(250, lo=1)
     """Write the resumable state every N iterations (and at the end)."""
-    log_every: int = 50
+    log_every: int = bounded(50, lo=1)
     """Log and record the smoothed loss every N iterations."""
-    snapshot_every: int = 1000
+    snapshot_every: int = bounded(1000, lo=0)
     """Also export the EMA prior to ``<work_dir>/snapshot`` every N iterations (to evaluate
     samples while training goes on); 0 = never."""
 
@@ -411,10 +411,10 @@ def _save_state(run: _Run, work_dir: Path) -> None:
 
 
 def _load_state(run: _Run, work_dir: Path) -> bool:
-    path = latest_checkpoint(work_dir)
-    if path is None:
+    ckpt = load_latest_checkpoint(work_dir)
+    if ckpt is None:
         return False
-    ckpt = load_checkpoint(path)
+    path = ckpt.path
     meta, tensors = ckpt.meta, {k: v.to(run.prior.device) for k, v in ckpt.tensors.items()}
     if json.loads(json.dumps(_recipe(run.cfg))) != meta["recipe"]:
         raise ConfigError(f"{work_dir} holds a run with another recipe; delete it or pick another work folder "
@@ -470,30 +470,25 @@ def _export(run: _Run, out_dir: Path) -> Path:
         "sampler": dict(DEFAULT_SAMPLER),
     }
     out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
-    tmp.chmod(0o755)  # mkdtemp makes it private; the prior may ship as package data
+    claim_output(out_dir, is_prior_folder, replace=True, key=str(out_dir), what="prior")  # only ever our own
     try:
-        save_prior(run.prior, tmp, meta)
-        if out_dir.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-old-", dir=out_dir.parent))
-            os.replace(out_dir, old / "old")
-            shutil.rmtree(old, ignore_errors=True)
-        os.replace(tmp, out_dir)
+        with staged_folder(out_dir) as tmp:
+            save_prior(run.prior, tmp, meta)
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
         for m, sd in zip(modules, backup):
             m.load_state_dict(sd)
     return out_dir
 
 
 def train_prior(cfg: TrainPriorConfig, out_dir: Path | str, progress: Optional[ProgressFn] = None,
-                work_dir: Optional[Path | str] = None) -> Path:
+                work_dir: Optional[Path | str] = None, replace: bool = False) -> Path:
     """Train the shapes prior from scratch (or resume) and write it to ``out_dir``.
 
     Args:
         cfg: the recipe.
-        out_dir: destination prior folder; replaced atomically at the end.
+        out_dir: destination prior folder, written atomically at the end. It must be new, empty, or
+            (with ``replace``) a prior folder written earlier; anything else is refused before
+            training starts (:func:`text3d.paths.claim_output`).
         progress: called as ``progress(step, total, {"loss": ..., "lr": ...})`` after each iteration.
         work_dir: folder of the resumable state; default ``<out_dir>.train``. An existing state
             with the same recipe is resumed (``iterations`` may be raised to train longer).
@@ -502,11 +497,14 @@ def train_prior(cfg: TrainPriorConfig, out_dir: Path | str, progress: Optional[P
         ``out_dir``.
     """
     check_train_config(cfg)
+    out_dir = Path(out_dir)
+    check_writable(out_dir, "--out")
+    claim_output(out_dir, is_prior_folder, replace=replace, key="--out", what="prior")
     device = resolve_device(cfg.device)
     if cfg.num_threads > 0:
         torch.set_num_threads(cfg.num_threads)
-    out_dir = Path(out_dir)
     work_dir = Path(work_dir) if work_dir is not None else out_dir.with_name(out_dir.name + ".train")
+    check_writable(work_dir, "--work-dir")
     run = _new_run(cfg, device)
     resumed = _load_state(run, work_dir)
     data_gen = torch.Generator().manual_seed(cfg.seed + 7919 * (run.step + 1))
@@ -541,9 +539,11 @@ def load_train_config(path: Optional[Path | str] = None, overrides: Sequence[str
     Raises:
         ConfigError: unknown keys, wrong types or values, with the key path.
     """
+    from .bounds import check_bounds
     from .config import merge_section, load_raw, parse_overrides
 
     raw = load_raw(path, overrides) if path is not None else parse_overrides(overrides)
-    cfg = merge_section("train-prior", TrainPriorConfig, raw)
+    cfg = merge_section("", TrainPriorConfig, raw)
+    check_bounds(cfg, "")
     check_train_config(cfg)
     return cfg

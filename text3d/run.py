@@ -22,9 +22,10 @@ from .checkpoint import (Checkpoint, load_checkpoint, load_latest_checkpoint, op
 from .config import Config, parse_overrides, load_raw, resolve, to_yaml
 from .device import resolve_device
 from .errors import ConfigError, RunDirError
+from .interrupt import StepBoundaryStop
 from .io import write_json, write_text
 from .media import image_grid, save_image, save_video
-from .paths import inside, safe_component
+from .paths import check_writable, inside, safe_component
 from .registry import BACKGROUNDS, CAMERAS, GEOMETRIES, GUIDANCES, MATERIALS, PRIORS, RENDERERS
 
 logger = logging.getLogger(__name__)
@@ -182,28 +183,36 @@ class Run:
                     return False
         return True
 
-    def fit(self, progress: Optional[ProgressFn] = None) -> Path:
-        """Train to ``cfg.steps`` from the current step, then write the final outputs."""
+    def _one_step(self, t0: float, progress: Optional[ProgressFn]) -> None:
+        """One training step and what follows it on schedule: log, validation, checkpoint."""
         tcfg = self.cfg.trainer
+        self.last_losses = self.train_step()
+        self.step += 1
+        self.elapsed = time.perf_counter() - t0
+        if progress is not None:
+            progress(self.step, self.last_losses)
+        if tcfg.log_every and self.step % tcfg.log_every == 0:
+            logger.info("step %d/%d loss %.4g", self.step, self.cfg.steps, self.last_losses["loss"])
+        if tcfg.val_every and self.step % tcfg.val_every == 0:
+            self.validate()
+        if tcfg.checkpoint_every and self.step % tcfg.checkpoint_every == 0 and self.step < self.cfg.steps:
+            self.save()
+
+    def fit(self, progress: Optional[ProgressFn] = None) -> Path:
+        """Train to ``cfg.steps`` from the current step, then write the final outputs.
+
+        SIGINT/SIGTERM stop the loop at the next step boundary after saving a checkpoint there
+        (then ``KeyboardInterrupt`` is raised), so a resumed run ends as an uninterrupted one would.
+        """
         self.run_dir.mkdir(parents=True, exist_ok=True)
         write_text(self.run_dir / "config.yaml", self.config_text())
         t0 = time.perf_counter() - self.elapsed
-        try:
+        with StepBoundaryStop() as stop:
             while self.step < self.cfg.steps:
-                self.last_losses = self.train_step()
-                self.step += 1
-                self.elapsed = time.perf_counter() - t0
-                if progress is not None:
-                    progress(self.step, self.last_losses)
-                if tcfg.log_every and self.step % tcfg.log_every == 0:
-                    logger.info("step %d/%d loss %.4g", self.step, self.cfg.steps, self.last_losses["loss"])
-                if tcfg.val_every and self.step % tcfg.val_every == 0:
-                    self.validate()
-                if tcfg.checkpoint_every and self.step % tcfg.checkpoint_every == 0 and self.step < self.cfg.steps:
+                self._one_step(t0, progress)
+                if stop.requested is not None:  # Ctrl-C / SIGTERM: a consistent checkpoint, then stop
                     self.save()
-        except KeyboardInterrupt:
-            self.save()
-            raise
+                    raise KeyboardInterrupt
         self.save()
         self.finish()
         return self.run_dir
@@ -304,18 +313,30 @@ class Run:
         return save_checkpoint(self.run_dir / "ckpts", self.step, self.state_tensors(), meta,
                                keep=self.cfg.trainer.keep_checkpoints)
 
-    def load(self, path: Path | Checkpoint) -> None:
+    def load(self, path: Path | Checkpoint, overrides: Sequence[str] = ()) -> None:
+        """Load a checkpoint (a folder or one already read) into the system, optimizer and counters.
+
+        ``overrides``: the model-section overrides given on resume, named when the model does not fit.
+        """
         ckpt = path if isinstance(path, Checkpoint) else load_checkpoint(path)
         path = ckpt.path
         system_sd = {k[len("system."):]: v for k, v in ckpt.tensors.items() if k.startswith("system.")}
         try:
             self.system.load_state_dict(system_sd)
-        except RuntimeError as e:
-            raise RunDirError(f"checkpoint {path} does not match this config's model: {str(e).splitlines()[0]}") from None
+        except RuntimeError:
+            why = state_dict_difference(system_sd, self.system.state_dict())
+            hint = (f"the overrides {' '.join(overrides)} change the saved model; drop them" if overrides
+                    else "the run's config.yaml was edited after the checkpoint; restore it")
+            raise RunDirError(f"checkpoint {path} does not fit the model: {why}; {hint}") from None
         # a Gaussian geometry may have been resized to the checkpoint's count: optimise the new tensors
         self.optimizer = build_optimizer(self.cfg, self.system.parameter_groups())
-        optimizer_from_flat(self.optimizer, ckpt.tensors, ckpt.meta["optimizer_param_groups"])
-        self.generator.set_state(ckpt.tensors["rng.generator"])
+        try:
+            optimizer_from_flat(self.optimizer, ckpt.tensors, ckpt.meta["optimizer_param_groups"])
+            self.generator.set_state(ckpt.tensors["rng.generator"])
+        except (KeyError, ValueError, RuntimeError, TypeError) as e:
+            raise RunDirError(f"checkpoint {path} is damaged (optimizer or RNG state: {type(e).__name__} "
+                              f"{str(e).splitlines()[0][:120] if str(e) else ''}); delete that folder to resume "
+                              "from an older checkpoint") from None
         self.step = int(ckpt.meta["step"])
         self.elapsed = float(ckpt.meta.get("elapsed_s", 0.0))
         self.skipped_steps = list(ckpt.meta.get("skipped_steps", []))
@@ -323,13 +344,29 @@ class Run:
         logger.info("resumed from %s at step %d", path, self.step)
 
     def resume_latest(self) -> bool:
-        """Load the newest checkpoint of ``run_dir`` if there is one."""
+        """Load the newest intact checkpoint of ``run_dir`` if there is one."""
         ckpt = load_latest_checkpoint(self.run_dir)
         if ckpt is None:
             logger.warning("%s has no checkpoint yet; starting from step 0", self.run_dir)
             return False
         self.load(ckpt)
         return True
+
+
+def state_dict_difference(saved: Dict[str, torch.Tensor], model: Dict[str, torch.Tensor]) -> str:
+    """One line saying how a saved state dict and a model's differ (names and shapes)."""
+    missing, unexpected = sorted(set(model) - set(saved)), sorted(set(saved) - set(model))
+    shapes = [(k, tuple(saved[k].shape), tuple(model[k].shape)) for k in sorted(set(saved) & set(model))
+              if saved[k].shape != model[k].shape]
+    parts = []
+    if shapes:
+        k, a, b = shapes[0]
+        parts.append(f"{len(shapes)} tensor(s) differ in shape (e.g. {k}: saved {list(a)}, now {list(b)})")
+    if missing:
+        parts.append(f"{len(missing)} tensor(s) the checkpoint lacks (e.g. {missing[0]})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} tensor(s) the model lacks (e.g. {unexpected[0]})")
+    return ", ".join(parts) or "the tensors differ"
 
 
 def _deep_merge(base: Dict[str, Any], extra: Dict[str, Any]) -> Dict[str, Any]:
@@ -346,24 +383,52 @@ def open_run(config_path: Optional[str | Path], overrides: Sequence[str] = (), p
     given here (``steps=...``) apply on top, and ``config_path`` may be None.
     """
     raw = load_raw(config_path, overrides) if config_path is not None else parse_overrides(overrides)
-    resume = raw.get("resume")
-    if resume:
-        run_dir = Path(resume)
-        saved = run_dir / "config.yaml"
-        if not saved.is_file():
-            raise RunDirError(f"resume: {str(run_dir)!r} is not a run directory (no config.yaml); "
-                              "pass the folder that a run printed on its last line")
-        base = load_raw(saved)
-        if "edit" in base:
-            raise ConfigError(f"resume: {str(run_dir)!r} is an edit; continue it with: text3d edit resume={run_dir}")
-        cfg = resolve(_deep_merge(base, {**parse_overrides(overrides), "resume": str(run_dir)}))
-        run = Run(cfg, run_dir, prior=prior)
-        run.resume_latest()
-        return run
+    if raw.get("resume"):
+        return _resume_run(Path(raw["resume"]), overrides, prior)
     if config_path is None:
         raise ConfigError("a config file is needed (e.g. text3d run configs/quickstart.yaml), or resume=<run dir>")
     cfg = resolve(raw)
     if getattr(GUIDANCES.get(cfg.guidance.type).cls, "needs_source", False):
         raise ConfigError(f"guidance.type: {cfg.guidance.type!r} edits an existing scene; use "
                           f"'text3d edit CONFIG source=RUN_DIR target_prompt=...' (or guidance.type=sds here)")
+    _warn_empty_prompt(cfg)
+    check_writable(cfg.output_dir, "output_dir")
     return Run(cfg, new_run_dir(cfg), prior=prior)
+
+
+MODEL_SECTIONS = ("geometry", "material", "background", "renderer")
+"""Sections whose settings shape the checkpointed model: a resumed run cannot change their type."""
+
+
+def _resume_run(run_dir: Path, overrides: Sequence[str], prior: Any) -> Run:
+    """Continue ``run_dir`` from its newest intact checkpoint with its saved config (+ ``overrides``)."""
+    saved = run_dir / "config.yaml"
+    if not saved.is_file():
+        raise RunDirError(f"resume: {str(run_dir)!r} is not a run directory (no config.yaml); "
+                          "pass the folder that a run printed on its last line")
+    base = load_raw(saved, interpolate=False)
+    if "edit" in base:
+        raise ConfigError(f"resume: {str(run_dir)!r} is an edit; continue it with: text3d edit resume={run_dir}")
+    extra = parse_overrides(overrides)
+    for section in MODEL_SECTIONS:
+        new_type = (extra.get(section) or {}).get("type") if isinstance(extra.get(section), dict) else None
+        old_type = (base.get(section) or {}).get("type")
+        if new_type is not None and new_type != old_type:
+            raise ConfigError(f"resume: {section}.type={new_type} differs from the run's {old_type!r}; a resumed run "
+                              f"keeps its components — drop the override, or start a new run with it")
+    cfg = resolve(_deep_merge(base, {**extra, "resume": str(run_dir)}))
+    check_writable(run_dir, "resume")
+    ckpt = load_latest_checkpoint(run_dir)  # a damaged one is reported before any model loads
+    run = Run(cfg, run_dir, prior=prior)
+    if ckpt is None:
+        logger.warning("%s has no checkpoint yet; starting from step 0", run_dir)
+        return run
+    model_overrides = [o for o in overrides if o.split("=", 1)[0].split(".")[0] in MODEL_SECTIONS]
+    run.load(ckpt, overrides=model_overrides)
+    return run
+
+
+def _warn_empty_prompt(cfg: Config) -> None:
+    if not cfg.prompt.strip():
+        logger.warning("prompt is empty: nothing conditions this run, so the prior pulls toward an arbitrary "
+                       "object; set prompt=\"...\"")

@@ -28,7 +28,7 @@ def run_config(run_dir: str | Path) -> Config:
     if not (run_dir / "config.yaml").is_file():
         raise RunDirError(f"{str(run_dir)!r} is not a run directory (no config.yaml); pass the folder that "
                           "'text3d run' printed on its last line")
-    raw = load_raw(run_dir / "config.yaml")
+    raw = load_raw(run_dir / "config.yaml", interpolate=False)
     for section in COMMAND_SECTIONS:  # an edit's own settings: its scene does not depend on them
         raw.pop(section, None)
     return resolve(raw)

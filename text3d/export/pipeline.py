@@ -9,6 +9,7 @@ loads a trained run's NeRF from its last checkpoint and exports it.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import time
 from contextlib import contextmanager
@@ -23,7 +24,8 @@ from torch import nn
 from .. import __version__
 from ..config import EXPORT_FORMATS, ExportConfig, check_export_config
 from ..errors import RunDirError
-from ..io import write_json
+from ..io import staged_folder, write_json
+from ..paths import check_writable, claim_output
 from .grid import DensityFn, DensityGrid, sample_grid
 from .surface import Surface, decimate, keep_large_components, marching_cubes, signed_volume, smooth
 from .texture import ColorFn, SurfaceColorFn, bake_texture, field_colors, unwrap, vertex_colors
@@ -157,20 +159,18 @@ def export_grid(grid: DensityGrid, colors: SurfaceColorFn, settings: ExportConfi
     vertices, frame = export_frame(surface, settings.size)
     normals = (surface.vertex_normals().astype(np.float64) @ WORLD_TO_EXPORT.T).astype(np.float32)
     mesh = ExportMesh(name, vertices, normals, surface.faces, vcolors, layout, texture)
-    paths: List[Path] = []
     files: Dict[str, List[str]] = {}
-    with _timed(timings, "write"):
-        for fmt in dict.fromkeys(settings.formats):
-            written = WRITERS[fmt](mesh, out_dir, STEM)
-            paths += written
-            files[fmt] = [p.name for p in written]
-    info = _manifest(settings, grid, surface, frame, files, texture, coverage, timings, source)
-    if colour_info is not None:
-        info["colour"] = colour_info
-    manifest = out_dir / MANIFEST_NAME
-    write_json(manifest, info)
-    return ExportResult(paths, manifest, grid.level, grid.level_source, len(surface.vertices), len(surface.faces),
-                        timings)
+    with staged_folder(out_dir) as staging:  # the whole set, export.json last, or the old set untouched
+        with _timed(timings, "write"):
+            for fmt in dict.fromkeys(settings.formats):
+                files[fmt] = [p.name for p in WRITERS[fmt](mesh, staging, STEM)]
+        info = _manifest(settings, grid, surface, frame, files, texture, coverage, timings, source)
+        if colour_info is not None:
+            info["colour"] = colour_info
+        write_json(staging / MANIFEST_NAME, info)
+    paths = [out_dir / name for names in files.values() for name in names]
+    return ExportResult(paths, out_dir / MANIFEST_NAME, grid.level, grid.level_source, len(surface.vertices),
+                        len(surface.faces), timings)
 
 
 def _manifest(settings: ExportConfig, grid: DensityGrid, surface: Surface, frame: Dict[str, Any],
@@ -236,14 +236,34 @@ def export_run_dir(run_dir: Path, settings: ExportConfig, out_dir: Optional[Path
 
         if not path.is_file():
             raise RunDirError(f"{str(path)!r} does not exist; pass a run folder or a 3DGS .ply file")
-        cloud, source = load_gaussian_ply(path)
         out = Path(out_dir) if out_dir is not None else path.parent / "export"
+        claim_export_folder(out)
+        cloud, source = load_gaussian_ply(path)
         return export_gaussians(cloud, settings, out, name=object_name(path.stem), source=source)
     from ..rundir import load_geometry
 
+    if out_dir is not None:
+        claim_export_folder(out_dir)
     geometry, source = load_geometry(path)
     out = Path(out_dir) if out_dir is not None else path / "export"
     return export_any(geometry, settings, out, name=object_name(source.get("prompt", "")), source=source)
+
+
+def is_export_folder(folder: Path) -> bool:
+    """A folder holding one export set: ``export.json`` and the files it lists (nothing else)."""
+    try:
+        files = json.loads((Path(folder) / MANIFEST_NAME).read_text(encoding="utf-8"))["files"]
+        listed = {name for names in files.values() for name in names}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return False
+    return {p.name for p in Path(folder).iterdir()} <= listed | {MANIFEST_NAME}
+
+
+def claim_export_folder(out_dir: Path, key: str = "--out") -> None:
+    """An export may write into a new or empty folder or replace an earlier export set; any other
+    folder, or a file, is refused before any work (nothing is touched)."""
+    check_writable(out_dir, key)
+    claim_output(out_dir, is_export_folder, replace=True, key=key, what="export")
 
 
 def export_any(geometry: nn.Module, settings: ExportConfig, out_dir: Path, name: str = STEM,

@@ -75,6 +75,25 @@ def check_sds_config(cfg: SDSConfig, key: str = "guidance") -> None:
             raise ConfigError(f"{key}.t_min: exceeds {key}.t_max at step {step} ({lo} > {hi})")
 
 
+def distillation_loss(x0: Tensor, grad: Tensor, grad_clip: Optional[float] = None) -> tuple[Tensor, Tensor]:
+    """The surrogate every score-distillation guidance applies its gradient through.
+
+    Args:
+        x0: ``[B, C, h, w]`` encoded renders, requiring grad.
+        grad: ``[B, C, h, w]`` the distillation gradient (any graph is cut).
+        grad_clip: clamp each element to ``[-grad_clip, grad_clip]``; ``None`` = no clipping.
+
+    Returns:
+        ``loss = 0.5 * sum((x0 - sg(x0 - grad))^2) / B`` (so ``d loss / d x0 = grad / B``) and the
+        detached ``grad`` after ``nan_to_num`` and clipping.
+    """
+    grad = torch.nan_to_num(grad.detach())
+    if grad_clip is not None:
+        grad = grad.clamp(-grad_clip, grad_clip)
+    target = (x0 - grad).detach()
+    return 0.5 * (x0 - target).pow(2).sum() / x0.shape[0], grad
+
+
 @GUIDANCES.register("sds", SDSConfig)
 class SDSGuidance:
     """Score Distillation Sampling on a frozen prior.
@@ -140,10 +159,5 @@ class SDSGuidance:
         x_t = prior.add_noise(x0.detach(), noise, t)
         eps_hat = prior.predict_noise_cfg(x_t, t, cond, uncond, self.cfg.guidance_scale, cameras=cameras)
         weights = self.weight_fn(prior.alphas_cumprod[t])
-        grad = torch.nan_to_num(weights.view(-1, 1, 1, 1) * (eps_hat - noise))
-        if self.cfg.grad_clip is not None:
-            grad = grad.clamp(-self.cfg.grad_clip, self.cfg.grad_clip)
-        target = (x0 - grad).detach()
-        loss = 0.5 * (x0 - target).pow(2).sum() / B
-        return dict(loss=loss, grad=grad.detach(), t=t, weights=weights,
-                    grad_norm=grad.flatten(1).norm(dim=1).mean().detach())
+        loss, grad = distillation_loss(x0, weights.view(-1, 1, 1, 1) * (eps_hat - noise), self.cfg.grad_clip)
+        return dict(loss=loss, grad=grad, t=t, weights=weights, grad_norm=grad.flatten(1).norm(dim=1).mean())

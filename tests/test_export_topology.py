@@ -309,7 +309,7 @@ def test_the_atlas_charts_only_the_visible_faces():
 
 
 @pytest.mark.parametrize("argv, words", [
-    (["--pore-size", "-0.1"], "--pore-size: must be >= 0"),
+    (["--pore-size", "-0.1"], "--pore-size: must be in [0, inf)"),
     (["--pore-size", "nan"], "--pore-size"),
 ])
 def test_a_bad_pore_size_is_one_line_and_writes_nothing(tmp_path, capsys, argv, words):

@@ -189,6 +189,52 @@ def _add_multiview_parser(sub) -> None:
     mv.set_defaults(func=cmd_multiview)
 
 
+EDIT_EPILOG = """\
+examples:
+  text3d edit configs/edit-quickstart.yaml source=outputs/quickstart/a_red_cube@... target_prompt="a blue cube"
+  text3d edit configs/edit-quickstart-gaussians.yaml source=scene.ply source_prompt="a red cube" target_prompt="a red sphere"
+  text3d edit configs/edit-pds.yaml source=RUN_DIR target_prompt="a DSLR photo of a golden hamburger" guidance.type=dds
+  text3d edit resume=outputs/<name>/<tag>@<timestamp> [steps=N]
+
+  source: a run or edit folder (NeRF or Gaussians) or a 3DGS .ply; source_prompt defaults to the
+  source run's prompt. Overrides, errors and outputs follow 'text3d run'; the edit folder also holds
+  before_after.mp4/.gif (source | edit) and metrics.json with identity and target figures.
+"""
+
+
+def cmd_edit(args: argparse.Namespace) -> int:
+    from .edit import open_edit
+
+    config_path, overrides = _split_config_and_overrides(args.items)
+    run = open_edit(config_path, overrides)
+    progress = _progress_bar(run) if not args.no_progress else None
+    try:
+        from tqdm.contrib.logging import logging_redirect_tqdm
+
+        with logging_redirect_tqdm():
+            run.fit(progress=progress)
+    except KeyboardInterrupt:
+        print(f"interrupted at step {run.step}; continue with: text3d edit resume={run.run_dir}", file=sys.stderr)
+        return 130
+    finally:
+        if progress is not None:
+            progress.close()  # type: ignore[attr-defined]
+    print(run.run_dir)
+    return 0
+
+
+def _add_edit_parser(sub) -> None:
+    edit = sub.add_parser(
+        "edit", help="edit a 3D scene towards a target prompt (PDS, DDS or SDS-edit)",
+        description="Edit a trained scene (run folder or 3DGS .ply) towards target_prompt while keeping its "
+                    "identity: Posterior Distillation Sampling by default (guidance.type: pds, dds, sds-edit).",
+        epilog=EDIT_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    edit.add_argument("items", nargs="*", metavar="CONFIG source=SOURCE target_prompt=... [key.path=value ...]",
+                      help="an edit preset (configs/edit-*.yaml) followed by the source, the target prompt and overrides")
+    edit.add_argument("--no-progress", action="store_true", help="no progress bar")
+    edit.set_defaults(func=cmd_edit)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(
         prog="text3d",
@@ -224,6 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(func=cmd_train_prior)
     _add_export_parser(sub)
     _add_multiview_parser(sub)
+    _add_edit_parser(sub)
     return parser
 
 

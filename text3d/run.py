@@ -143,13 +143,12 @@ class Run:
         """One SDS step; returns the loss figures. A non-finite gradient skips the update."""
         sysm, gen, step = self.system, self.generator, self.step
         sysm.renderer.update_occupancy(sysm.geometry, step, gen)
-        cams = self.sampler.sample(gen, step=step).to(self.device)
+        cams = self.sample_cameras()
         mode = sysm.material.choose_mode(step, gen)
         out = sysm.render(cams, mode=mode, generator=gen, train=True)
         guidance_loss = torch.zeros((), device=self.device)
         if self.targets is None or self.cfg.loss.lambda_sds.value(step) != 0.0:
-            cond, uncond = self.prompts(cams.elevation, cams.azimuth)
-            guidance_loss = self.guidance(out["rgb"], cond, uncond, step=step, generator=gen, cameras=cams)["loss"]
+            guidance_loss = self.guide(out, cams, mode)["loss"]
         terms = self.loss_terms(out, guidance_loss)
         if self.targets is not None and self.cfg.loss.lambda_image.value(step) != 0.0:
             terms["image"] = self.cfg.loss.lambda_image.value(step) * self.targets.loss(
@@ -170,6 +169,20 @@ class Run:
         figures = {name: float(v.detach()) for name, v in terms.items()}
         figures["loss"] = float(loss.detach())
         return figures
+
+    def sample_cameras(self):
+        """The training cameras of the current step, on the run's device (a hook: edits hold views)."""
+        return self.sampler.sample(self.generator, step=self.step).to(self.device)
+
+    def guide(self, out: Dict[str, torch.Tensor], cams, mode: str) -> Dict[str, torch.Tensor]:
+        """The guidance of this step's renders ``out`` seen from ``cams`` in shading ``mode`` (a hook:
+        edits also give the frozen source's renders); returns the guidance's dict with its ``loss``."""
+        cond, uncond = self.prompts(cams.elevation, cams.azimuth)
+        return self.guidance(out["rgb"], cond, uncond, step=self.step, generator=self.generator, cameras=cams)
+
+    def config_text(self) -> str:
+        """The resolved config as saved in ``run_dir/config.yaml``."""
+        return to_yaml(self.cfg)
 
     def _gradients_finite(self, loss: torch.Tensor) -> bool:
         if not torch.isfinite(loss):
@@ -202,7 +215,7 @@ class Run:
         (then ``KeyboardInterrupt`` is raised), so a resumed run ends as an uninterrupted one would.
         """
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        write_text(self.run_dir / "config.yaml", to_yaml(self.cfg))
+        write_text(self.run_dir / "config.yaml", self.config_text())
         t0 = time.perf_counter() - self.elapsed
         with StepBoundaryStop() as stop:
             while self.step < self.cfg.steps:
@@ -299,10 +312,15 @@ class Run:
         tensors["rng.generator"] = self.generator.get_state()
         return tensors
 
+    def checkpoint_meta(self) -> Dict[str, Any]:
+        """Extra JSON fields of a checkpoint's ``state.json`` (a hook; edits record their source)."""
+        return {}
+
     def save(self) -> Path:
         _, groups = optimizer_to_flat(self.optimizer)
         meta = {"elapsed_s": self.elapsed, "skipped_steps": self.skipped_steps, "last_losses": self.last_losses,
-                "optimizer_param_groups": groups, "seed": self.cfg.seed, "versions": versions()}
+                "optimizer_param_groups": groups, "seed": self.cfg.seed, "versions": versions(),
+                **self.checkpoint_meta()}
         return save_checkpoint(self.run_dir / "ckpts", self.step, self.state_tensors(), meta,
                                keep=self.cfg.trainer.keep_checkpoints)
 
@@ -381,6 +399,9 @@ def open_run(config_path: Optional[str | Path], overrides: Sequence[str] = (), p
     if config_path is None:
         raise ConfigError("a config file is needed (e.g. text3d run configs/quickstart.yaml), or resume=<run dir>")
     cfg = resolve(raw)
+    if getattr(GUIDANCES.get(cfg.guidance.type).cls, "needs_source", False):
+        raise ConfigError(f"guidance.type: {cfg.guidance.type!r} edits an existing scene; use "
+                          f"'text3d edit CONFIG source=RUN_DIR target_prompt=...' (or guidance.type=sds here)")
     _warn_empty_prompt(cfg)
     check_writable(cfg.output_dir, "output_dir")
     return Run(cfg, new_run_dir(cfg), prior=prior)
@@ -397,6 +418,8 @@ def _resume_run(run_dir: Path, overrides: Sequence[str], prior: Any) -> Run:
         raise RunDirError(f"resume: {str(run_dir)!r} is not a run directory (no config.yaml); "
                           "pass the folder that a run printed on its last line")
     base = load_raw(saved, interpolate=False)
+    if "edit" in base:
+        raise ConfigError(f"resume: {str(run_dir)!r} is an edit; continue it with: text3d edit resume={run_dir}")
     extra = parse_overrides(overrides)
     for section in MODEL_SECTIONS:
         new_type = (extra.get(section) or {}).get("type") if isinstance(extra.get(section), dict) else None

@@ -18,6 +18,8 @@ from .config import Config, load_raw, resolve
 from .errors import RunDirError
 
 GEOMETRY_PREFIX = "system.geometry."
+COMMAND_SECTIONS = ("edit", "refine")
+"""Sections that ``text3d edit`` adds to a run's saved config (the edit dir is a run dir too)."""
 
 
 def run_config(run_dir: str | Path) -> Config:
@@ -26,7 +28,10 @@ def run_config(run_dir: str | Path) -> Config:
     if not (run_dir / "config.yaml").is_file():
         raise RunDirError(f"{str(run_dir)!r} is not a run directory (no config.yaml); pass the folder that "
                           "'text3d run' printed on its last line")
-    return resolve(load_raw(run_dir / "config.yaml", interpolate=False))
+    raw = load_raw(run_dir / "config.yaml", interpolate=False)
+    for section in COMMAND_SECTIONS:  # an edit's own settings: its scene does not depend on them
+        raw.pop(section, None)
+    return resolve(raw)
 
 
 def build_geometry(cfg: Config) -> nn.Module:
@@ -50,6 +55,19 @@ def load_geometry(run_dir: str | Path) -> Tuple[nn.Module, Dict[str, Any]]:
     description: a NeRF field, or a :class:`~text3d.gaussians.GaussianModel` with the checkpoint's
     Gaussian count. Only the geometry is built: no prior or model weights are loaded.
     """
+    cfg, ckpt, geometry = load_run_checkpoint(run_dir)
+    source = {"run_dir": str(run_dir), "checkpoint": str(ckpt.path), "step": int(ckpt.meta["step"]),
+              "prompt": cfg.prompt}
+    return geometry, source
+
+
+def load_run_checkpoint(run_dir: str | Path) -> Tuple[Config, Checkpoint, nn.Module]:
+    """A run folder's config, its newest intact checkpoint whose geometry fits that config, and the
+    geometry loaded from it (on CPU); editing reads the whole scene (background too) from the checkpoint.
+
+    Raises:
+        RunDirError: not a run folder, no checkpoint, or every checkpoint damaged.
+    """
     run_dir = Path(run_dir)
     cfg = run_config(run_dir)
     geometry = build_geometry(cfg)
@@ -67,9 +85,7 @@ def load_geometry(run_dir: str | Path) -> Tuple[nn.Module, Dict[str, Any]]:
     if ckpt is None:
         raise RunDirError(f"{str(run_dir)!r} has no checkpoint (ckpts/) to load; let the run save one "
                           f"(text3d run resume={run_dir}) and try again")
-    source = {"run_dir": str(run_dir), "checkpoint": str(ckpt.path), "step": int(ckpt.meta["step"]),
-              "prompt": cfg.prompt}
-    return geometry, source
+    return cfg, ckpt, geometry
 
 
 def _first_line(e: BaseException) -> str:

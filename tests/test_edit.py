@@ -1,0 +1,137 @@
+"""text3d edit end to end on CPU with the tiny SD: outputs, bit-exact resume, Gaussian and .ply sources."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from conftest import EDIT_FAST
+from text3d.checkpoint import latest_checkpoint, load_checkpoint
+from text3d.cli import main
+from text3d.edit import open_edit
+from text3d.gaussians import read_ply, write_ply
+
+REPO = Path(__file__).resolve().parents[1]
+NERF_PRESET = REPO / "configs" / "edit-quickstart.yaml"
+GS_PRESET = REPO / "configs" / "edit-quickstart-gaussians.yaml"
+
+
+def edit_args(tmp_path, tiny_sd_dir, source, *extra):
+    return [f"source={source}", "prior.type=stable-diffusion", f"prior.model={tiny_sd_dir}",
+            f"output_dir={tmp_path / 'outputs'}", "edit.metric_views=2", "edit.metric_resolution=32",
+            "edit.hold_steps=3", *EDIT_FAST, *extra]
+
+
+def final_tensors(run_dir: Path) -> dict:
+    return load_checkpoint(latest_checkpoint(run_dir)).tensors
+
+
+def test_cli_edit_writes_every_output(tmp_path, tiny_sd_dir, tiny_nerf_run, capsys):
+    argv = ["edit", str(NERF_PRESET), *edit_args(tmp_path, tiny_sd_dir, tiny_nerf_run, "steps=4",
+                                                 'target_prompt=a blue cube', "export.enabled=true",
+                                                 "export.resolution=32", "export.texture_size=0"), "--no-progress"]
+    assert main(argv) == 0
+    edit_dir = Path(capsys.readouterr().out.strip().splitlines()[-1])  # the last line is the edit folder
+    assert edit_dir.parent == tmp_path / "outputs" / "edit-quickstart"
+    saved = yaml.safe_load((edit_dir / "config.yaml").read_text())
+    assert saved["prompt"] == "a blue cube" and saved["guidance"]["type"] == "pds"
+    assert saved["edit"]["source"] == str(tiny_nerf_run) and saved["edit"]["source_prompt"] == "a red cube"
+    assert saved["geometry"]["type"] == "implicit-volume"  # the scene sections came from the source
+    assert json.loads((edit_dir / "ckpts" / "last" / "state.json").read_text())["step"] == 4
+    assert sorted(p.name for p in (edit_dir / "validation").glob("*.png")) == ["step-000002.png", "step-000004.png"]
+    import imageio.v3 as iio
+
+    for stem in ("turntable", "before_after"):
+        assert (edit_dir / f"{stem}.mp4").stat().st_size > 0
+        frames = iio.imread(edit_dir / f"{stem}.gif")
+        assert frames.shape[0] == 3
+    assert iio.imread(edit_dir / "before_after.gif").shape[2] == 2 * 32 + 2  # source | edit side by side
+    assert (edit_dir / "export" / "mesh.glb").stat().st_size > 0
+    metrics = json.loads((edit_dir / "metrics.json").read_text())
+    assert metrics["edit"]["source_prompt"] == "a red cube" and metrics["edit"]["guidance"] == "pds"
+    assert 0 <= metrics["identity"]["silhouette_iou"] <= 1 and metrics["identity"]["views"] == 2
+    assert metrics["identity"]["mean_colour_change"] >= 0 and metrics["wall_time_s"] > 0
+    assert metrics["target"]["shape"] == "cube" and metrics["target"]["colour"] == "blue"
+    assert {"shape_found", "colour_found", "silhouette_iou"} <= set(metrics["target"])
+
+
+@pytest.mark.parametrize("guidance", ["pds", "dds"])
+def test_resumed_edit_is_bit_identical(tmp_path, tiny_sd_dir, tiny_nerf_run, tiny_prior, guidance):
+    common = edit_args(tmp_path, tiny_sd_dir, tiny_nerf_run, "target_prompt=a blue cube", f"guidance.type={guidance}")
+    full = open_edit(NERF_PRESET, [*common, "steps=5", "name=full"], prior=tiny_prior)
+    full.fit()
+    part = open_edit(NERF_PRESET, [*common, "steps=2", "name=part"], prior=tiny_prior)
+    part.fit()  # stops inside the first held view (hold_steps=3)
+    resumed = open_edit(None, [f"resume={part.run_dir}", "steps=5"], prior=tiny_prior)
+    assert resumed.step == 2 and resumed.run_dir == part.run_dir
+    resumed.fit()
+    a, b = final_tensors(full.run_dir), final_tensors(part.run_dir)
+    assert a.keys() == b.keys() and any(k.startswith("source.") for k in a)
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    # the edit moved the scene and left the frozen source where it was
+    src = load_checkpoint(latest_checkpoint(tiny_nerf_run)).tensors
+    keys = [k[len("system."):] for k in src if k.startswith("system.geometry.")]
+    assert keys and all(torch.equal(a[f"source.{k}"], src[f"system.{k}"]) for k in keys)
+    assert not all(torch.equal(a[f"system.{k}"], src[f"system.{k}"]) for k in keys)
+
+
+def test_frozen_source_gets_no_gradient(tmp_path, tiny_sd_dir, tiny_nerf_run, tiny_prior):
+    run = open_edit(NERF_PRESET, edit_args(tmp_path, tiny_sd_dir, tiny_nerf_run, "target_prompt=a blue cube"),
+                    prior=tiny_prior)
+    before = {k: v.clone() for k, v in run.source.state_dict().items()}
+    for _ in range(2):
+        run.train_step()
+        run.step += 1
+    assert all(p.grad is None and not p.requires_grad for p in run.source.parameters())
+    assert all(torch.equal(before[k], v) for k, v in run.source.state_dict().items())
+    assert all(p.grad is None for p in tiny_prior.unet.parameters())
+
+
+def test_gaussian_edit_exports_and_chains(tmp_path, tiny_sd_dir, tiny_gaussian_run, tiny_prior, capsys):
+    run = open_edit(GS_PRESET, edit_args(tmp_path, tiny_sd_dir, tiny_gaussian_run, "steps=2",
+                                         "target_prompt=a red sphere", "export.enabled=true",
+                                         "export.resolution=32", "export.texture_size=0"), prior=tiny_prior)
+    edit_dir = run.fit()
+    params, degree = read_ply(edit_dir / "export" / "gaussians.ply")
+    source_params, _ = read_ply(tiny_gaussian_run / "gaussians.ply")
+    assert params["means"].shape == source_params["means"].shape and degree == 0
+    assert (edit_dir / "export" / "mesh.glb").is_file()
+    # text3d export reads the edit folder, and a further edit takes it as its source
+    assert main(["export", str(edit_dir), "--resolution", "32", "--texture-size", "0", "--out",
+                 str(tmp_path / "re-export")]) == 0
+    again = open_edit(GS_PRESET, edit_args(tmp_path, tiny_sd_dir, edit_dir, "steps=1", "target_prompt=a blue sphere"),
+                      prior=tiny_prior)
+    assert again.edit.source_prompt == "a red sphere"  # the previous edit's target
+
+
+def _sh1_ply(path: Path, n: int = 200) -> Path:
+    g = torch.Generator().manual_seed(0)
+    params = {"means": torch.randn(n, 3, generator=g) * 0.3 + torch.tensor([5.0, -2.0, 1.0]),
+              "log_scales": torch.full((n, 3), -3.0), "quats": torch.tensor([1.0, 0, 0, 0]).repeat(n, 1),
+              "opacity_logits": torch.full((n,), 2.0), "sh0": torch.randn(n, 1, 3, generator=g),
+              "shN": 0.1 * torch.randn(n, 3, 3, generator=g)}  # SH degree 1: 3 extra coefficients per channel
+    return write_ply(path, params)
+
+
+@pytest.mark.parametrize("which", ["project", "sh1"])
+def test_3dgs_ply_sources_load(tmp_path, tiny_sd_dir, tiny_gaussian_run, tiny_prior, which):
+    ply = tiny_gaussian_run / "gaussians.ply" if which == "project" else _sh1_ply(tmp_path / "scene.ply")
+    run = open_edit(GS_PRESET, edit_args(tmp_path, tiny_sd_dir, ply, "source_prompt=a red cube",
+                                         "target_prompt=a red sphere"), prior=tiny_prior)
+    params, degree = read_ply(ply)
+    geometry = run.system.geometry
+    assert run.cfg.geometry.sh_degree == degree == (0 if which == "project" else 1)
+    assert geometry.num_gaussians == params["means"].shape[0]
+    centred = geometry.means.detach()
+    assert torch.allclose(geometry.shN.detach(), params["shN"])
+    assert centred.median(0).values.abs().max() < 0.2  # moved so that the bounds' centre is the origin
+    cams = run.sample_cameras()
+    with torch.no_grad():
+        out = run.system.render(cams, train=False)
+    src = run.source_x0(cams, "albedo")
+    assert out["opacity"].amax() > 0.5  # the orbit cameras see the object
+    torch.testing.assert_close(run.prior.encode_images(out["rgb"].permute(0, 3, 1, 2), None), src)
+    run.train_step()

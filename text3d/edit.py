@@ -1,0 +1,338 @@
+"""``text3d edit``: move an existing scene towards a target prompt with an editing guidance (PDS,
+DDS or SDS-edit), keeping what the prompt does not ask to change.
+
+An edit is a :class:`~text3d.run.Run` whose scene starts from the source's weights. Beside it a
+frozen copy of the source renders ``x_0^src`` from the camera the edited copy is rendered from at
+every step; each training view is held for ``edit.hold_steps`` steps (the official PDS holds 10),
+so the frozen copy renders and encodes it once. The edit folder is a run folder: it checkpoints
+(the frozen source's weights included, so it continues without the source folder) and resumes
+bit-exactly, ``text3d export`` reads it, and a further ``text3d edit`` takes it as its source.
+
+Config: an edit preset (``configs/edit-*.yaml``) gives the prior, guidance, optimiser, steps and
+trainer settings; the scene sections (geometry, material, background, renderer, cameras) come from
+the source, refined by the preset; the ``edit:`` section (``source``, ``target_prompt``,
+``source_prompt``, ...; the first three also as top-level shorthands) says what to edit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import torch
+import yaml
+
+from .bounds import bounded, check_bounds
+from .checkpoint import Checkpoint, load_checkpoint, load_latest_checkpoint
+from .config import Config, load_raw, merge_section, parse_overrides, resolve, to_dict
+from .edit_source import SCENE_SECTIONS, EditSource, open_source
+from .errors import ConfigError, RunDirError
+from .media import save_video
+from .run import NeRFSystem, Run, _deep_merge, build_optimizer, new_run_dir
+
+logger = logging.getLogger(__name__)
+
+SHORTHANDS = ("source", "target_prompt", "source_prompt")
+"""Top-level keys that stand for ``edit.<key>`` on the command line."""
+
+RENDERER_OF_GEOMETRY = {"implicit-volume": "nerf-volume", "gaussians": "gaussian-splatting"}
+"""The renderer that draws each geometry type."""
+
+MAX_UPSAMPLING = 2
+"""Renders may be enlarged at most this much to the prior's input resolution."""
+
+
+@dataclass
+class EditConfig:
+    """What to edit (the ``edit:`` section of an edit's config)."""
+
+    source: str = ""
+    """The scene to edit: a run or edit folder (NeRF or Gaussians), or a 3DGS ``.ply`` from any tool."""
+    target_prompt: str = ""
+    """The prompt the edited scene should match (becomes the edit's ``prompt``)."""
+    source_prompt: str = ""
+    """The prompt describing the source; empty = the source run's prompt (required for a ``.ply``)."""
+    hold_steps: int = bounded(10, lo=1)
+    """Steps each training view is held (the frozen source renders and encodes it once); official PDS: 10."""
+    orbit_distance: float = bounded(0.0, lo=0.0)
+    """``.ply`` sources: camera distance from the bounds' centre; 0 = 6 bounding radii (quickstart framing)."""
+    orbit_elevations: List[float] = field(default_factory=lambda: [-10.0, 60.0])
+    """``.ply`` sources: elevation range of the orbit cameras, degrees."""
+    metric_views: int = bounded(8, lo=1, hi=360)
+    """Fixed views (evenly spaced in azimuth at the eval elevation) of the identity and target figures."""
+    metric_resolution: int = bounded(64, lo=8, hi=1024)
+    """Side of those views, pixels."""
+    clip_model: Optional[str] = None
+    """A CLIP model (hub id or ``CLIPModel`` folder) for Instruct-NeRF2NeRF's CLIP directional
+    similarity in ``metrics.json``; ``null`` = not computed. Loaded before the edit starts."""
+
+
+def split_edit_raw(raw: Dict[str, Any]) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+    """``(run sections, edit section)`` of a raw edit config; shorthands move into the edit section."""
+    rest = dict(raw)
+    edit_raw = dict(rest.pop("edit", None) or {})
+    for key in SHORTHANDS:
+        if key in rest:
+            edit_raw[key] = rest.pop(key)
+    rest.pop("refine", None)
+    return rest, edit_raw
+
+
+def parse_edit_section(edit_raw: Dict[str, Any]) -> EditConfig:
+    """The typed ``edit`` section; an empty ``key=`` on the command line (parsed as null) is an empty string."""
+    edit_raw = {k: ("" if v is None and k in SHORTHANDS else v) for k, v in edit_raw.items()}
+    edit = merge_section("edit", EditConfig, edit_raw)
+    check_bounds(edit, "edit")
+    if not str(edit.target_prompt or "").strip():
+        raise ConfigError('target_prompt: missing or empty; say what the scene should become, e.g. '
+                          'target_prompt="a blue cube"')
+    if len(edit.orbit_elevations) != 2 or edit.orbit_elevations[0] > edit.orbit_elevations[1]:
+        raise ConfigError(f"edit.orbit_elevations: expected [low, high] degrees, got {list(edit.orbit_elevations)}")
+    return edit
+
+
+def check_scene_types(rest: Dict[str, Any], source: EditSource) -> None:
+    """The edit keeps the source's geometry type, and its renderer draws that geometry (checked on
+    the raw sections, before the source's settings are merged in)."""
+    want = source.scene["geometry"]["type"]
+    geometry = (rest.get("geometry") or {}).get("type", want)
+    if geometry != want:
+        raise ConfigError(f"geometry.type: the source is a {want!r} scene; an edit cannot change it to {geometry!r}")
+    renderer = (rest.get("renderer") or {}).get("type", source.scene["renderer"]["type"])
+    if renderer != RENDERER_OF_GEOMETRY.get(want, renderer):
+        raise ConfigError(f"renderer.type: {renderer!r} does not draw the source's {want!r} geometry; "
+                          f"use {RENDERER_OF_GEOMETRY[want]!r}")
+
+
+def check_editing_guidance(rest: Dict[str, Any]) -> None:
+    """Raise :class:`ConfigError` unless ``guidance.type`` is an editing guidance (pds, dds, sds-edit)."""
+    import text3d.components  # noqa: F401  (fills the registries)
+    from .registry import GUIDANCES
+
+    name = (rest.get("guidance") or {}).get("type", "sds")
+    if not getattr(GUIDANCES.get(name).cls, "needs_source", False):
+        raise ConfigError(f"guidance.type: {name!r} is not an editing guidance; use pds, dds or sds-edit")
+
+
+def edit_config(raw: Dict[str, Any]) -> Tuple[Config, EditConfig, EditSource]:
+    """Validate a new edit's raw config (preset + overrides) and load its source (weights only, no prior)."""
+    rest, edit_raw = split_edit_raw(raw)
+    edit = parse_edit_section(edit_raw)
+    check_editing_guidance(rest)
+    source = open_source(edit.source, edit.orbit_distance, edit.orbit_elevations)
+    check_scene_types(rest, source)
+    cfg = resolve({**_deep_merge(source.scene, rest), "prompt": edit.target_prompt})
+    source_prompt = edit.source_prompt or source.prompt
+    if not source_prompt:
+        raise ConfigError(f'source_prompt: the source {source.path} has no prompt of its own; pass '
+                          f'source_prompt="..." describing it')
+    if source_prompt.strip() == edit.target_prompt.strip():
+        logger.warning("the target prompt equals the source prompt (%r): there is nothing to edit", source_prompt)
+    return cfg, dataclasses.replace(edit, source=source.path, source_prompt=source_prompt), source
+
+
+def check_prior_resolution(cfg: Config, prior: Any) -> None:
+    """Raise :class:`ConfigError` when training renders are too small for the prior's input."""
+    sizes = [min(cfg.cameras.width, cfg.cameras.height), *cfg.cameras.resolutions]
+    smallest, need = min(sizes), int(prior.image_size)
+    if smallest * MAX_UPSAMPLING < need:
+        raise ConfigError(f"cameras.width: renders of {smallest} px cannot meet the prior's {need} px input "
+                          f"(at most {MAX_UPSAMPLING}x enlargement); set cameras.width and cameras.height to at "
+                          f"least {math.ceil(need / MAX_UPSAMPLING)}")
+
+
+def _load_system(system: torch.nn.Module, state: Dict[str, torch.Tensor], what: str) -> None:
+    try:
+        system.load_state_dict({**system.state_dict(), **state})
+    except RuntimeError as e:
+        raise RunDirError(f"{what} does not fit this edit's scene config: {str(e).splitlines()[0]}") from None
+
+
+class EditRun(Run):
+    """A run that edits a source scene (see the module docstring).
+
+    Args:
+        cfg: the resolved run config (``prompt`` is the target prompt).
+        edit: the resolved edit section (``source_prompt`` filled in).
+        run_dir: the edit folder.
+        source_state: the source scene's weights (``NeRFSystem`` state keys).
+        source_info: description of the source for ``metrics.json``.
+        prior: an already loaded prior (tests inject tiny ones).
+    """
+
+    def __init__(self, cfg: Config, edit: EditConfig, run_dir: Path, source_state: Dict[str, torch.Tensor],
+                 source_info: Dict[str, Any], prior: Any = None):
+        from text3d.guidance.prompts import PromptProcessor
+
+        super().__init__(cfg, run_dir, prior=prior)
+        check_prior_resolution(cfg, self.prior)
+        self.edit, self.source_info = edit, source_info
+        _load_system(self.system, source_state, f"the source {edit.source}")
+        self.optimizer = build_optimizer(cfg, self.system.parameter_groups())  # the Gaussian count may differ
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed)
+            self.source = NeRFSystem(cfg).to(self.device)
+        _load_system(self.source, self.system.state_dict(), f"the source {edit.source}")
+        self.source.requires_grad_(False)
+        self.source_prompts = PromptProcessor(self.prior, edit.source_prompt, cfg.negative_prompt, cfg.prompting)
+        self._source_cache: Optional[Tuple[Tuple[int, str], torch.Tensor]] = None
+        self.clip = None
+        if edit.clip_model:
+            from .clip_metric import ClipScorer
+
+            self.clip = ClipScorer(edit.clip_model, self.device)
+
+    # ----------------------------------------------------------------------------- hooks of Run
+    def sample_cameras(self):
+        """View ``step // hold_steps``, drawn from its own seeded generator (so a resumed edit holds
+        the same view), at the resolution of the view's first step."""
+        view = self.step // self.edit.hold_steps
+        gen = torch.Generator().manual_seed((self.cfg.seed * 1_000_003 + view) % (2**63 - 1))
+        return self.sampler.sample(gen, step=view * self.edit.hold_steps).to(self.device)
+
+    def guide(self, out: Dict[str, torch.Tensor], cams, mode: str) -> Dict[str, torch.Tensor]:
+        cond, uncond = self.prompts(cams.elevation, cams.azimuth)
+        source_cond, _ = self.source_prompts(cams.elevation, cams.azimuth)
+        return self.guidance(out["rgb"], cond, uncond, step=self.step, generator=self.generator, cameras=cams,
+                             source_x0=self.source_x0(cams, mode), source_cond=source_cond)
+
+    @torch.no_grad()
+    def source_x0(self, cams, mode: str) -> torch.Tensor:
+        """Encoded renders of the frozen source from ``cams`` (deterministic; cached while the view is held)."""
+        key = (self.step // self.edit.hold_steps, mode)
+        if self._source_cache is None or self._source_cache[0] != key:
+            rgb = self.source.render(cams, mode=mode, train=False)["rgb"]
+            self._source_cache = (key, self.prior.encode_images(rgb.permute(0, 3, 1, 2), None))
+        return self._source_cache[1]
+
+    def checkpoint_meta(self) -> Dict[str, Any]:
+        return {"edit_source": self.source_info}
+
+    def config_text(self) -> str:
+        data = to_dict(self.cfg)
+        data["edit"] = dataclasses.asdict(self.edit)
+        return yaml.safe_dump(data, sort_keys=False, default_flow_style=None)
+
+    # ----------------------------------------------------------------------------- checkpoints
+    def state_tensors(self) -> Dict[str, torch.Tensor]:
+        tensors = super().state_tensors()
+        tensors.update({f"source.{k}": v for k, v in self.source.state_dict().items()})
+        return tensors
+
+    def load(self, path: Path | Checkpoint, **kwargs: Any) -> None:
+        ckpt = path if isinstance(path, Checkpoint) else load_checkpoint(path)
+        super().load(ckpt, **kwargs)
+        source = {k[len("source."):]: v for k, v in ckpt.tensors.items() if k.startswith("source.")}
+        if source:
+            _load_system(self.source, source, f"checkpoint {ckpt.path}")
+        self._source_cache = None
+
+    # ----------------------------------------------------------------------------- outputs
+    @torch.no_grad()
+    def render_source_views(self, cameras) -> List[Dict[str, torch.Tensor]]:
+        out = self.source.render(cameras.to(self.device), mode="albedo", train=False)
+        return [{k: v[i].cpu() for k, v in out.items() if torch.is_tensor(v) and v.dim() == 4} for i in range(len(cameras))]
+
+    def turntable(self) -> List[Path]:
+        """``turntable.mp4/.gif`` of the edited scene and ``before_after.mp4/.gif``: source | edit."""
+        tcfg = self.cfg.trainer
+        if tcfg.turntable_frames <= 0:
+            return []
+        cams = self.sampler.eval_cameras(tcfg.turntable_frames, tcfg.turntable_resolution, tcfg.turntable_resolution)
+        edited, pairs = [], []
+        for i in range(len(cams)):  # one frame at a time keeps memory bounded
+            cam = cams.index(slice(i, i + 1))
+            after, before = self.render_views(cam)[0]["rgb"], self.render_source_views(cam)[0]["rgb"]
+            edited.append(after)
+            pairs.append(torch.cat([before, torch.ones(before.shape[0], 2, 3), after], dim=1))
+        paths = []
+        for stem, frames in (("turntable", edited), ("before_after", pairs)):
+            paths += [save_video(self.run_dir / f"{stem}.{ext}", frames, fps=tcfg.turntable_fps) for ext in ("mp4", "gif")]
+        return paths
+
+    def metrics(self) -> Dict[str, Any]:
+        from .cameras import turntable
+        from .edit_metrics import identity_scores, target_scores
+
+        e, c = self.edit, self.cfg.cameras
+        cams = turntable(e.metric_views, c.eval_elevation, c.eval_distance, c.eval_fovy, e.metric_resolution,
+                         e.metric_resolution)
+        edited, source = self.render_views(cams), self.render_source_views(cams)
+        metrics = super().metrics()
+        metrics.update(edit={"source": self.source_info, "source_prompt": e.source_prompt,
+                             "target_prompt": e.target_prompt, "guidance": self.cfg.guidance.type},
+                       identity=identity_scores(source, edited), target=target_scores(e.target_prompt, edited, cams),
+                       source_target=target_scores(e.source_prompt, source, cams))
+        if self.clip is not None:
+            rgb = lambda views: torch.stack([v["rgb"] for v in views])  # noqa: E731
+            metrics["clip_directional_similarity"] = round(self.clip.directional_similarity(
+                rgb(source), rgb(edited), e.source_prompt, e.target_prompt), 4)
+        return metrics
+
+    def finish(self) -> None:
+        super().finish()
+        if hasattr(self.system.geometry, "num_gaussians"):  # the edited Gaussians beside the mesh too
+            from .gaussians import model_params, write_ply
+
+            write_ply(self.run_dir / "export" / "gaussians.ply", model_params(self.system.geometry))
+
+
+def open_edit(config_path: Optional[str | Path], overrides: Sequence[str] = (), prior: Any = None) -> EditRun:
+    """Validate an edit config and set up the edit (a new one, or ``resume=<edit dir>``).
+
+    Everything the user gave is checked, and the source's weights read, before the prior loads;
+    nothing is written until :meth:`EditRun.fit`.
+    """
+    raw = _edit_raw(config_path, overrides) if config_path is not None else parse_overrides(overrides)
+    if raw.get("resume"):
+        return _resume_edit(Path(raw["resume"]), overrides, prior)
+    if config_path is None:
+        raise ConfigError("a config file is needed (e.g. text3d edit configs/edit-quickstart.yaml source=RUN_DIR "
+                          "target_prompt=\"a blue cube\"), or resume=<edit dir>")
+    cfg, edit, source = edit_config(raw)
+    return EditRun(cfg, edit, new_run_dir(cfg), source.state, source.info, prior=prior)
+
+
+def _edit_raw(config_path: str | Path, overrides: Sequence[str]) -> Dict[str, Any]:
+    """The preset with overrides; ``guidance.type=`` naming another guidance than the preset's drops
+    the preset's guidance settings (they belong to the other type), so ``guidance.type=dds`` works
+    on a PDS preset and starts from the DDS defaults."""
+    base = load_raw(config_path)
+    extra = parse_overrides(overrides)
+    new_type = (extra.get("guidance") or {}).get("type")
+    if new_type is not None and new_type != (base.get("guidance") or {}).get("type"):
+        logger.info("guidance.type %s replaces the preset's guidance section (its defaults apply)", new_type)
+        base.pop("guidance", None)
+    return _deep_merge(base, extra)
+
+
+def _resume_edit(run_dir: Path, overrides: Sequence[str], prior: Any) -> EditRun:
+    saved = run_dir / "config.yaml"
+    if not saved.is_file():
+        raise RunDirError(f"resume: {str(run_dir)!r} is not an edit directory (no config.yaml); pass the folder "
+                          "that 'text3d edit' printed on its last line")
+    base = load_raw(saved)
+    if "edit" not in base:
+        raise ConfigError(f"resume: {str(run_dir)!r} is a run, not an edit; continue it with text3d run resume={run_dir}")
+    rest, edit_raw = split_edit_raw(_deep_merge(base, {**parse_overrides(overrides), "resume": str(run_dir)}))
+    edit = parse_edit_section(edit_raw)
+    check_editing_guidance(rest)
+    cfg = resolve(rest)
+    ckpt = load_latest_checkpoint(run_dir)
+    if ckpt is not None:
+        state = {k[len("source."):]: v for k, v in ckpt.tensors.items() if k.startswith("source.")}
+        info = dict(ckpt.meta.get("edit_source") or {"path": edit.source})
+    else:
+        source = open_source(edit.source, edit.orbit_distance, edit.orbit_elevations)
+        state, info = source.state, source.info
+    run = EditRun(cfg, edit, run_dir, state, info, prior=prior)
+    if ckpt is not None:
+        run.load(ckpt)
+    return run
+
+
+__all__ = ["EditConfig", "EditRun", "SCENE_SECTIONS", "edit_config", "open_edit"]

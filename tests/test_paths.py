@@ -58,3 +58,11 @@ def test_a_symlink_inside_output_dir_cannot_lead_out(tmp_path):
         inside(root, "evil", "run@1")
     with pytest.raises(ConfigError, match="plain folder name"):
         inside(root, "..", "x")
+
+
+def test_two_runs_started_in_the_same_second_get_two_folders(tmp_path):
+    from text3d.paths import claim_new_dir
+
+    base = tmp_path / "outputs" / "n" / "a_red_cube@20260101-000000"
+    first, second = claim_new_dir(base), claim_new_dir(base)
+    assert first == base and second == base.with_name(base.name + "-1") and first.is_dir() and second.is_dir()

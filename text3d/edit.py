@@ -294,7 +294,9 @@ def open_edit(config_path: Optional[str | Path], overrides: Sequence[str] = (), 
         raise ConfigError("a config file is needed (e.g. text3d edit configs/edit-quickstart.yaml source=RUN_DIR "
                           "target_prompt=\"a blue cube\"), or resume=<edit dir>")
     cfg, edit, source = edit_config(raw)
-    return EditRun(cfg, edit, new_run_dir(cfg), source.state, source.info, prior=prior)
+    run = EditRun(cfg, edit, new_run_dir(cfg), source.state, source.info, prior=prior)
+    run.new_folder = True
+    return run
 
 
 def _edit_raw(config_path: str | Path, overrides: Sequence[str]) -> Dict[str, Any]:

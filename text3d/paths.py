@@ -86,3 +86,18 @@ def check_writable(path: str | Path, key: str) -> None:
     except OSError as e:
         raise ConfigError(f"{key}: cannot write under {str(path)!r} ({e.strerror or type(e).__name__} in "
                           f"{str(probe_in)!r}); pick a writable folder") from None
+
+
+def claim_new_dir(path: str | Path) -> Path:
+    """Create ``path`` as a new folder, or ``path-1``, ``path-2``, ... if another process took the name
+    first (``mkdir`` without ``exist_ok`` is atomic: two runs started in the same second never share
+    a folder)."""
+    base, k = Path(path), 1
+    candidate = base
+    base.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        try:
+            candidate.mkdir()
+            return candidate
+        except FileExistsError:
+            candidate, k = base.with_name(f"{base.name}-{k}"), k + 1

@@ -25,7 +25,7 @@ from .errors import ConfigError, RunDirError
 from .interrupt import StepBoundaryStop
 from .io import write_json, write_text
 from .media import image_grid, save_image, save_video
-from .paths import check_writable, inside, safe_component
+from .paths import check_writable, claim_new_dir, inside, safe_component
 from .registry import BACKGROUNDS, CAMERAS, GEOMETRIES, GUIDANCES, MATERIALS, PRIORS, RENDERERS
 
 logger = logging.getLogger(__name__)
@@ -109,6 +109,7 @@ class Run:
         from text3d.guidance.prompts import PromptProcessor
 
         self.cfg, self.run_dir = cfg, Path(run_dir)
+        self.new_folder = False  # set by open_run for a timestamped folder that fit() must claim
         self.device = resolve_device(cfg.device)
         with torch.random.fork_rng(devices=[]):  # seeded initialisation, global RNG untouched
             torch.manual_seed(cfg.seed)
@@ -214,6 +215,8 @@ class Run:
         SIGINT/SIGTERM stop the loop at the next step boundary after saving a checkpoint there
         (then ``KeyboardInterrupt`` is raised), so a resumed run ends as an uninterrupted one would.
         """
+        if self.new_folder:  # claimed now, atomically: a run that fails to start leaves nothing behind
+            self.run_dir, self.new_folder = claim_new_dir(self.run_dir), False
         self.run_dir.mkdir(parents=True, exist_ok=True)
         write_text(self.run_dir / "config.yaml", self.config_text())
         t0 = time.perf_counter() - self.elapsed
@@ -404,7 +407,9 @@ def open_run(config_path: Optional[str | Path], overrides: Sequence[str] = (), p
                           f"'text3d edit CONFIG source=RUN_DIR target_prompt=...' (or guidance.type=sds here)")
     _warn_empty_prompt(cfg)
     check_writable(cfg.output_dir, "output_dir")
-    return Run(cfg, new_run_dir(cfg), prior=prior)
+    run = Run(cfg, new_run_dir(cfg), prior=prior)
+    run.new_folder = True
+    return run
 
 
 MODEL_SECTIONS = ("geometry", "material", "background", "renderer")

@@ -317,8 +317,9 @@ def parse_overrides(overrides: Sequence[str]) -> Dict[str, Any]:
         raise ConfigError(f"could not parse overrides {list(overrides)}: {str(e).splitlines()[0]}") from None
 
 
-def load_raw(path: str | Path, overrides: Sequence[str] = ()) -> Dict[str, Any]:
-    """Read a YAML file and apply ``key.path=value`` overrides; no validation yet."""
+def load_raw(path: str | Path, overrides: Sequence[str] = (), extra: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """Read a YAML file and apply ``key.path=value`` overrides, then ``extra`` (a nested mapping, e.g.
+    one item of a batch), before interpolations such as ``${geometry.radius}`` resolve; no validation yet."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {str(path)!r} not found (presets live in configs/, e.g. configs/quickstart.yaml)")
@@ -329,6 +330,11 @@ def load_raw(path: str | Path, overrides: Sequence[str] = ()) -> Dict[str, Any]:
     if not isinstance(base, DictConfig):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     merged = OmegaConf.merge(base, OmegaConf.create(parse_overrides(overrides)))
+    if extra:
+        try:
+            merged = OmegaConf.merge(merged, OmegaConf.create(extra))
+        except OmegaConfBaseException as e:
+            raise ConfigError(f"could not apply {extra}: {str(e).splitlines()[0]}") from None
     try:
         return OmegaConf.to_container(merged, resolve=True)  # type: ignore[return-value]
     except OmegaConfBaseException as e:

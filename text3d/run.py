@@ -321,11 +321,13 @@ def _deep_merge(base: Dict[str, Any], extra: Dict[str, Any]) -> Dict[str, Any]:
     return out
 
 
-def open_run(config_path: Optional[str | Path], overrides: Sequence[str] = (), prior: Any = None) -> Run:
+def open_run(config_path: Optional[str | Path], overrides: Sequence[str] = (), prior: Any = None,
+             run_dir: Optional[str | Path] = None) -> Run:
     """Validate the config and set up a run (a new one, or ``resume=<run dir>``).
 
     With ``resume=DIR`` the run continues with the config saved in ``DIR/config.yaml``; overrides
-    given here (``steps=...``) apply on top, and ``config_path`` may be None.
+    given here (``steps=...``) apply on top, and ``config_path`` may be None. A new run lands in
+    ``run_dir`` when it is given (a batch item's folder), else in a new timestamped folder.
     """
     raw = load_raw(config_path, overrides) if config_path is not None else parse_overrides(overrides)
     resume = raw.get("resume")
@@ -343,4 +345,4 @@ def open_run(config_path: Optional[str | Path], overrides: Sequence[str] = (), p
     if config_path is None:
         raise ConfigError("a config file is needed (e.g. text3d run configs/quickstart.yaml), or resume=<run dir>")
     cfg = resolve(raw)
-    return Run(cfg, new_run_dir(cfg), prior=prior)
+    return Run(cfg, Path(run_dir) if run_dir is not None else new_run_dir(cfg), prior=prior)

@@ -65,13 +65,17 @@ def test_three_items_finish_and_a_bad_override_fails_alone(tmp_path, local_ray):
         {"prompt": "a blue sphere", "seed": 3, "item": "sphere seed 3"},
         {"prompt": "a pink capsule", "guidance.guidance_scal": 5},  # a typo the config rejects
         "a green cone",
+        {"prompt": "a red cube", "item": "broken", "device": "cuda:99"},  # valid config, fails when the run starts
     ])
-    state = start_batch(QUICKSTART, prompts, [*TINY, f"output_dir={tmp_path / 'out'}"], BatchOptions())
+    state = start_batch(QUICKSTART, prompts, [*TINY, f"output_dir={tmp_path / 'out'}"], BatchOptions(max_retries=1))
     batch_dir = state.batch_dir
     assert batch_dir.parent == tmp_path / "out" / "quickstart" and batch_dir.name.startswith("batch@")
     names = [it.item for it in state.items]
-    assert names == ["a_red_cube", "sphere_seed_3", "a_pink_capsule", "a_green_cone"]
-    assert [it.status for it in state.items] == ["done", "done", "failed", "done"]
+    assert names == ["a_red_cube", "sphere_seed_3", "a_pink_capsule", "a_green_cone", "broken"]
+    assert [it.status for it in state.items] == ["done", "done", "failed", "done", "failed"]
+    broken = state.items[4]  # raised in its worker: retried once, then recorded with its error
+    assert broken.attempts == 2 and [h["outcome"] for h in broken.history] == ["failed", "failed"]
+    assert "cuda" in broken.error.lower() and (batch_dir / "broken" / "config.yaml").is_file()
 
     bad = state.items[2]
     assert "guidance_scal" in bad.error and "line 3" in bad.error and bad.attempts == 0
@@ -89,9 +93,10 @@ def test_three_items_finish_and_a_bad_override_fails_alone(tmp_path, local_ray):
 
     # the summary files, re-read by independent readers
     data = json.loads((batch_dir / "batch.json").read_text())
-    assert data["counts"]["done"] == 3 and data["counts"]["failed"] == 1
+    assert data["counts"]["done"] == 3 and data["counts"]["failed"] == 2
     rows = list(csv.DictReader((batch_dir / "batch.csv").open()))
-    assert [r["item"] for r in rows] == names and [r["status"] for r in rows] == ["done", "done", "failed", "done"]
+    assert [r["item"] for r in rows] == names
+    assert [r["status"] for r in rows] == ["done", "done", "failed", "done", "failed"]
     for row in rows:
         if row["status"] == "done":
             metrics = json.loads((Path(row["run_dir"]) / "metrics.json").read_text())
@@ -103,19 +108,20 @@ def test_three_items_finish_and_a_bad_override_fails_alone(tmp_path, local_ray):
     import imageio.v3 as iio
 
     sheet = iio.imread(batch_dir / "contact_sheet.png")
-    assert sheet.shape[1] == 4 * TILE and sheet.shape[0] > TILE
-    tiles = [sheet[:TILE, k * TILE:(k + 1) * TILE, :3].astype(int) for k in range(4)]
-    assert (tiles[2] == 200).all()  # the failed item has no picture
+    assert sheet.shape[1] == 5 * TILE and sheet.shape[0] > TILE
+    tiles = [sheet[:TILE, k * TILE:(k + 1) * TILE, :3].astype(int) for k in range(5)]
+    assert (tiles[2] == 200).all() and (tiles[4] == 200).all()  # the failed items have no picture
     for k in (0, 1, 3):  # each finished item shows its own turntable frame
         frame = iio.imread(batch_dir / names[k] / "turntable.gif", index=0)[..., :3].astype(int)
         assert frame.shape == (32, 32, 3)
         assert np.abs(tiles[k][::4, ::4] - frame).mean() < 8
 
     # --resume of a finished batch runs nothing again
-    stamps = {n: (batch_dir / n / "metrics.json").stat().st_mtime_ns for n in names if n != "a_pink_capsule"}
-    again = resume_batch(batch_dir)
-    assert [it.status for it in again.items] == ["done", "done", "failed", "done"]
+    stamps = {n: (batch_dir / n / "metrics.json").stat().st_mtime_ns for n in names[:2] + names[3:4]}
+    again = resume_batch(batch_dir, option_changes={"max_retries": 0})
+    assert [it.status for it in again.items] == ["done", "done", "failed", "done", "failed"]
     assert all(it.attempts == 1 for it in again.items if it.status == "done")
+    assert again.items[4].attempts == 3  # a failed run gets another try; the rejected config none
     assert stamps == {n: (batch_dir / n / "metrics.json").stat().st_mtime_ns for n in stamps}
 
 

@@ -120,12 +120,20 @@ def _yaml_entries(path: Path, text: str) -> Iterator[Tuple[int, Any]]:
                               "mappings (lines starting with '- ')")
         entries = [(child.start_mark.line + 1, loader.construct_object(child, deep=True)) for child in node.value]
     except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        where = f":{mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{path}{where}: not valid YAML ({e.problem or e.context})") from None
+        raise ConfigError(_yaml_error(path, e)) from None
     finally:
         loader.dispose()
     yield from entries
+
+
+def _yaml_error(path: Path, e: yaml.MarkedYAMLError) -> str:
+    """``FILE:LINE: not valid YAML: ...``, with the line where the unfinished construct began."""
+    mark = e.problem_mark or e.context_mark
+    where = f":{mark.line + 1}" if mark is not None else ""
+    context = ""
+    if e.context and e.context_mark is not None and e.context_mark is not mark:
+        context = f"{e.context} on line {e.context_mark.line + 1}: "
+    return f"{path}{where}: not valid YAML ({context}{e.problem or e.context})"
 
 
 def _to_item(path: Path, line: int, value: Any) -> BatchItem:

@@ -62,7 +62,6 @@ def cmd_env(dry: bool) -> None:
     dev = device(dry)
     # the first fused call builds the CUDA extensions (cached in ~/.cache/torch_extensions): time it apart
     t0 = time.perf_counter()
-    from text3d.renderers import rasterize_gaussians  # noqa: F401
     import gsplat
     means = torch.zeros(1, 3, device=dev)
     gsplat.rasterization(means + torch.tensor([0.0, 0.0, 2.0], device=dev), torch.tensor([[1.0, 0, 0, 0]], device=dev),

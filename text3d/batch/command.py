@@ -31,6 +31,9 @@ def cmd_batch(args: argparse.Namespace) -> int:
         print(str(e), file=sys.stderr)
         print(batch_dir)
         return 130
+    except KeyboardInterrupt:  # before the batch directory was complete: nothing to resume
+        print("interrupted before the batch started", file=sys.stderr)
+        return 130
     finally:
         _close(bar)
     counts = state.counts()

@@ -46,7 +46,7 @@ class BatchDriver:
     """Runs the unfinished items of ``state`` on ``engine`` (a started :class:`RayEngine`).
 
     Args:
-        state: the batch (its directory already written, see :func:`create_batch`).
+        state: the batch (its items' folders already written, see :func:`~.state.write_item_configs`).
         engine: submits attempts and reports their results and progress.
         on_progress: called after every poll with a :class:`BatchProgress` (the CLI draws a bar).
         poll_s: seconds between polls of results and progress.

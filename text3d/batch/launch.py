@@ -6,13 +6,12 @@ import dataclasses
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
-from ..config import Config, load_raw, resolve, to_yaml
+from ..config import Config, load_raw, resolve
 from ..errors import ConfigError
-from ..io import write_text
 
 from .driver import BatchDriver, ProgressCallback
 from .engine import RayEngine, import_ray
-from .state import BatchOptions, BatchState, create_batch, load_batch, plan_batch
+from .state import BatchOptions, BatchState, load_batch, plan_batch, write_item_configs
 from .summary import write_summary
 
 
@@ -26,7 +25,7 @@ def start_batch(config_path: str | Path, prompts_path: str | Path, overrides: Li
     """
     import_ray()
     state, configs = plan_batch(config_path, prompts_path, overrides, options)
-    return _run(state, lambda: create_batch(state, configs), on_progress, driver_kwargs)
+    return _run(state, lambda: write_item_configs(state, configs), on_progress, driver_kwargs)
 
 
 def resume_batch(batch_dir: str | Path, option_changes: Optional[Dict[str, Any]] = None,
@@ -48,10 +47,8 @@ def resume_batch(batch_dir: str | Path, option_changes: Optional[Dict[str, Any]]
     configs = unfinished_configs(state, overrides)
 
     def write_first() -> None:
-        for name, cfg in configs.items():
-            write_text(state.batch_dir / name / "config.yaml", to_yaml(cfg))
+        write_item_configs(state, configs)
         state.overrides = state.overrides + [o for o in overrides if o not in state.overrides]
-        write_summary(state, contact_sheet=False)
 
     return _run(state, write_first, on_progress, driver_kwargs)
 
@@ -78,6 +75,7 @@ def _run(state: BatchState, write_first, on_progress: Optional[ProgressCallback]
     engine.start()
     try:
         write_first()
+        write_summary(state, contact_sheet=False)
         return BatchDriver(state, engine, on_progress=on_progress, **driver_kwargs).run()
     finally:
         engine.stop()

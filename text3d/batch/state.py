@@ -142,15 +142,11 @@ def _plan_item(item: BatchItem, config_path: str | Path, overrides: List[str]) -
     return record, cfg
 
 
-def create_batch(state: BatchState, configs: Dict[str, Config]) -> None:
-    """Write the batch directory: each valid item's ``config.yaml``, then ``batch.json``."""
+def write_item_configs(state: BatchState, configs: Dict[str, Config]) -> None:
+    """Write each valid item's resolved ``config.yaml`` into its run folder (before any run starts)."""
     for name, cfg in configs.items():
-        item_dir = inside(state.batch_dir, name)
         cfg = dataclasses.replace(cfg, resume=None)
-        write_text(item_dir / "config.yaml", to_yaml(cfg))
-    from .summary import write_summary
-
-    write_summary(state, contact_sheet=False)
+        write_text(inside(state.batch_dir, name) / "config.yaml", to_yaml(cfg))
 
 
 def load_batch(batch_dir: str | Path) -> BatchState:

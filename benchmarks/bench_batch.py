@@ -7,7 +7,8 @@ Three ways to make the same 4 quickstart assets, each timed end to end as a user
                  time, like the loop, but scheduled by Ray);
 3. ``parallel``: ``text3d batch CONFIG prompts.txt --cpus-per-run 1`` (one run per core).
 
-Printed: throughput ratio = loop / parallel wall time; Ray's overhead per run, two ways: (a) within
+Printed: throughput ratio = loop / parallel wall time, and the parallel batch's slot time spent outside
+the runs, (wall x slots - sum of in-worker times) / 4; Ray's overhead per run, two ways: (a) within
 the serial batch, (batch wall - sum of the runs' in-worker times from batch.json) / 4 -- Ray's
 start-up and shutdown, scheduling, worker processes and their imports, summary files -- and (b)
 (serial - loop) / 4 against the shell loop; each as a share of one run (target <= 5 % of a
@@ -75,31 +76,38 @@ def estimate(run_s: float, overhead_s: float, prompts: int = 1000, gpus: int = 8
 
 def report(results: dict, gpu_run_s: float) -> dict:
     n = len(PROMPTS)
-    summary = {}
-    if "loop" in results:
-        per_run = results["loop"]["wall_s"] / n
-        summary["quickstart_run_s"] = round(per_run, 1)
-        print(f"\nloop of {n} 'text3d run': {results['loop']['wall_s']:.1f} s ({per_run:.1f} s per run)")
-        if "parallel" in results:
-            ratio = results["loop"]["wall_s"] / results["parallel"]["wall_s"]
-            summary["throughput_ratio"] = round(ratio, 2)
-            print(f"batch --cpus-per-run 1: {results['parallel']['wall_s']:.1f} s -> throughput x{ratio:.2f}")
-        if "serial" in results:
-            serial = results["serial"]
-            inside = (serial["wall_s"] - sum(serial["worker_s"])) / n
-            run_in_worker = sum(serial["worker_s"]) / n
-            summary.update(overhead_in_batch_s=round(inside, 2), overhead_in_batch_share=round(inside / run_in_worker, 4))
-            print(f"batch one run at a time: {serial['wall_s']:.1f} s, of which runs {sum(serial['worker_s']):.1f} s -> "
-                  f"overhead per run {inside:.1f} s = {100 * inside / run_in_worker:.1f} % of a run ({run_in_worker:.1f} s)")
-            overhead = (serial["wall_s"] - results["loop"]["wall_s"]) / n
-            summary.update(overhead_per_run_s=round(overhead, 2), overhead_share=round(overhead / per_run, 4))
-            print(f"  against the shell loop: {overhead:+.1f} s per run = {100 * overhead / per_run:+.1f} % of a loop run "
-                  "(target <= 5 %)")
-            overhead = max(overhead, inside)
-            for label, run_s in (("quickstart-size CPU runs", per_run), (f"{gpu_run_s / 60:.0f}-min GPU runs", gpu_run_s)):
-                hours = estimate(run_s, overhead) / 3600
-                print(f"paper estimate, 1,000 {label} on 8 GPUs: {math.ceil(1000 / 8)} rounds x "
-                      f"({run_s:.0f} s + {max(overhead, 0):.1f} s) = {hours:.1f} h")
+    summary: dict = {}
+    if "loop" not in results:
+        return summary
+    per_run = results["loop"]["wall_s"] / n
+    overheads = []
+    summary["loop_run_s"] = round(per_run, 1)
+    print(f"\nloop of {n} 'text3d run': {results['loop']['wall_s']:.1f} s ({per_run:.1f} s per run)")
+    if "parallel" in results:
+        par = results["parallel"]
+        ratio = results["loop"]["wall_s"] / par["wall_s"]
+        slots = (os.cpu_count() or 1) / par["cpus_per_run"]
+        idle = (par["wall_s"] * slots - sum(par["worker_s"])) / n
+        overheads.append(idle)
+        summary.update(throughput_ratio=round(ratio, 2), slot_time_outside_runs_s=round(idle, 2))
+        print(f"batch --cpus-per-run 1: {par['wall_s']:.1f} s -> throughput x{ratio:.2f}; slot time outside "
+              f"the runs {idle:.1f} s per run = {100 * idle / per_run:.1f} % of a loop run")
+    if "serial" in results:
+        serial = results["serial"]
+        inside = (serial["wall_s"] - sum(serial["worker_s"])) / n
+        run_in_worker = sum(serial["worker_s"]) / n
+        against_loop = (serial["wall_s"] - results["loop"]["wall_s"]) / n
+        overheads += [inside, against_loop]
+        summary.update(overhead_in_batch_s=round(inside, 2), overhead_vs_loop_s=round(against_loop, 2))
+        print(f"batch one run at a time: {serial['wall_s']:.1f} s, of which runs {sum(serial['worker_s']):.1f} s -> "
+              f"overhead per run {inside:.1f} s = {100 * inside / run_in_worker:.1f} % of a run ({run_in_worker:.1f} s); "
+              f"against the shell loop {against_loop:+.1f} s per run = {100 * against_loop / per_run:+.1f} %")
+    if overheads:
+        overhead = max(max(overheads), 0.0)
+        for label, run_s in (("runs of this size", per_run), (f"{gpu_run_s / 60:.0f}-min GPU runs", gpu_run_s)):
+            hours = estimate(run_s, overhead) / 3600
+            print(f"paper estimate, 1,000 {label} on 8 GPUs: {math.ceil(1000 / 8)} rounds x "
+                  f"({run_s:.0f} s + {overhead:.1f} s overhead) = {hours:.1f} h")
     return summary
 
 
@@ -108,7 +116,8 @@ def main() -> None:
     ap.add_argument("--config", default="configs/quickstart.yaml")
     ap.add_argument("--set", nargs="*", default=[], metavar="key.path=value", help="overrides for every run")
     ap.add_argument("--out", default="outputs/bench-batch")
-    ap.add_argument("--only", default="loop,serial,parallel")
+    ap.add_argument("--only", default="loop,parallel,serial")
+    ap.add_argument("--loop-json", default=None, help="reuse the loop figures of an earlier --json report")
     ap.add_argument("--gpu-run-s", type=float, default=3600.0, help="GPU run length for the paper estimate")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
@@ -117,10 +126,12 @@ def main() -> None:
     cores = os.cpu_count() or 1
     print(f"{len(PROMPTS)} runs of {args.config} {' '.join(args.set)} on {cores} cores", flush=True)
     results = {}
+    if args.loop_json:
+        results["loop"] = json.loads(Path(args.loop_json).read_text())["results"]["loop"]
     for label in args.only.split(","):
-        if label == "loop":
+        if label == "loop" and "loop" not in results:
             results[label] = run_loop(args.config, args.set, out / "loop")
-        else:
+        elif label != "loop":
             results[label] = run_batch(args.config, args.set, out, cores if label == "serial" else 1, label)
     summary = report(results, args.gpu_run_s)
     if args.json:

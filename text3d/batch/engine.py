@@ -55,7 +55,8 @@ def local_resources() -> Tuple[int, int]:
     """CPU cores and CUDA GPUs of this machine (what a local Ray instance is given)."""
     import torch
 
-    return os.cpu_count() or 1, torch.cuda.device_count()
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return cores, torch.cuda.device_count()
 
 
 def check_fits(options: BatchOptions, nodes: Sequence[Dict[str, float]], where: str) -> None:
@@ -140,10 +141,11 @@ class RayEngine:
             return None, describe_failure(self.ray, e)
 
     def snapshot(self) -> Dict[str, Dict[str, Any]]:
-        """The latest progress report of each running item (empty if the board does not answer in time)."""
+        """The latest progress report of each running item (empty if the board does not answer)."""
         try:
             return self.ray.get(self.board.snapshot.remote(), timeout=10)
-        except self.ray.exceptions.GetTimeoutError:
+        except self.ray.exceptions.RayError as e:  # slow, or its node was lost: progress is cosmetic
+            logger.debug("progress board: %s", _first_line(e))
             return {}
 
     def cancel(self, refs: List[Any], force: bool = False) -> None:

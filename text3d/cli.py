@@ -235,6 +235,51 @@ def _add_edit_parser(sub) -> None:
     edit.set_defaults(func=cmd_edit)
 
 
+BATCH_EPILOG = """\
+PROMPTS:
+  prompts.txt    one prompt per line (# comments and blank lines skipped)
+  items.jsonl    one JSON object of overrides per line: {"prompt": "a red cube", "seed": 3}
+  items.yaml     a list of prompts or override mappings
+  In an override set, "item" names the item's folder and "config" picks another preset.
+
+examples:
+  text3d batch configs/quickstart.yaml prompts.txt steps=200 --cpus-per-run 1
+  text3d batch configs/dreamfusion-sd.yaml prompts.txt --address auto --gpus-per-run 1
+  text3d batch --resume outputs/quickstart/batch@20260101-120000 [steps=800]
+
+outputs:
+  outputs/<name>/batch@<timestamp>/  batch.json  batch.csv  contact_sheet.png  <item>/ (a run folder each)
+  The last line printed is that folder. Exit status: 0 all done, 1 some item failed, 2 bad input,
+  130 interrupted (resumable).
+"""
+
+
+def _add_batch_parser(sub) -> None:
+    def cmd_batch(args: argparse.Namespace) -> int:
+        from .batch.command import cmd_batch
+
+        return cmd_batch(args)
+
+    batch = sub.add_parser(
+        "batch", help="run many prompts (or override sets) as separate runs, scheduled by Ray",
+        description="Run every item of a PROMPTS file as an ordinary run inside one batch directory, scheduled by "
+                    "Ray on this machine or a cluster; failed runs are retried from their last checkpoint, and "
+                    "an interrupted batch continues with --resume.",
+        epilog=BATCH_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    batch.add_argument("items", nargs="*", metavar="CONFIG PROMPTS [key.path=value ...]",
+                       help="a YAML preset, the prompts file, then overrides for every item")
+    batch.add_argument("--address", default=None,
+                       help="join a running Ray cluster: auto, HOST:PORT or ray://HOST:PORT (default: a local instance)")
+    batch.add_argument("--gpus-per-run", type=float, default=None, help="GPUs per run (default: 0)")
+    batch.add_argument("--cpus-per-run", type=float, default=None, help="CPU cores per run (default: 1)")
+    batch.add_argument("--max-retries", type=int, default=None,
+                       help="retries of a failed run from its last checkpoint (default: 2)")
+    batch.add_argument("--resume", default=None, metavar="BATCH_DIR",
+                       help="continue a batch: skip finished runs, continue the others from their checkpoints")
+    batch.add_argument("--no-progress", action="store_true", help="no progress bar")
+    batch.set_defaults(func=cmd_batch)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(
         prog="text3d",
@@ -271,6 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_export_parser(sub)
     _add_multiview_parser(sub)
     _add_edit_parser(sub)
+    _add_batch_parser(sub)
     return parser
 
 

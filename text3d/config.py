@@ -471,8 +471,10 @@ def read_yaml_file(path: str | Path, what: str = "config file") -> DictConfig:
         raise ConfigError(f"{path}: {str(e).splitlines()[0]}") from None
 
 
-def load_raw(path: str | Path, overrides: Sequence[str] = (), interpolate: bool = True) -> Dict[str, Any]:
-    """Read a YAML file and apply ``key.path=value`` overrides; no validation yet.
+def load_raw(path: str | Path, overrides: Sequence[str] = (), interpolate: bool = True,
+             extra: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """Read a YAML file and apply ``key.path=value`` overrides, then ``extra`` (a nested mapping, e.g.
+    one item of a batch), before interpolations such as ``${geometry.radius}`` resolve; no validation yet.
 
     ``interpolate=False`` reads a saved, already resolved config (a run's ``config.yaml``): a
     ``${`` in its prompt is text, not a reference."""
@@ -481,6 +483,8 @@ def load_raw(path: str | Path, overrides: Sequence[str] = (), interpolate: bool 
         base = OmegaConf.create(_escape_interpolations(OmegaConf.to_container(base)))
     try:
         merged = OmegaConf.merge(base, OmegaConf.create(_escape_interpolations(parse_overrides(overrides))))
+        if extra:
+            merged = OmegaConf.merge(merged, OmegaConf.create(_escape_interpolations(extra)))
         return OmegaConf.to_container(merged, resolve=True)  # type: ignore[return-value]
     except OmegaConfBaseException as e:
         raise ConfigError(f"{path}: {str(e).splitlines()[0]}") from None

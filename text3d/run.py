@@ -390,11 +390,13 @@ def _deep_merge(base: Dict[str, Any], extra: Dict[str, Any]) -> Dict[str, Any]:
     return out
 
 
-def open_run(config_path: Optional[str | Path], overrides: Sequence[str] = (), prior: Any = None) -> Run:
+def open_run(config_path: Optional[str | Path], overrides: Sequence[str] = (), prior: Any = None,
+             run_dir: Optional[str | Path] = None) -> Run:
     """Validate the config and set up a run (a new one, or ``resume=<run dir>``).
 
     With ``resume=DIR`` the run continues with the config saved in ``DIR/config.yaml``; overrides
-    given here (``steps=...``) apply on top, and ``config_path`` may be None.
+    given here (``steps=...``) apply on top, and ``config_path`` may be None. A new run lands in
+    ``run_dir`` when it is given (a batch item's folder), else in a new timestamped folder.
     """
     raw = load_raw(config_path, overrides) if config_path is not None else parse_overrides(overrides)
     if raw.get("resume"):
@@ -406,7 +408,9 @@ def open_run(config_path: Optional[str | Path], overrides: Sequence[str] = (), p
         raise ConfigError(f"guidance.type: {cfg.guidance.type!r} edits an existing scene; use "
                           f"'text3d edit CONFIG source=RUN_DIR target_prompt=...' (or guidance.type=sds here)")
     _warn_empty_prompt(cfg)
-    check_writable(cfg.output_dir, "output_dir")
+    check_writable(run_dir if run_dir is not None else cfg.output_dir, "output_dir")
+    if run_dir is not None:  # a given folder (a batch item's): used as it is
+        return Run(cfg, Path(run_dir), prior=prior)
     run = Run(cfg, new_run_dir(cfg), prior=prior)
     run.new_folder = True
     return run

@@ -1,0 +1,81 @@
+"""Start or resume a batch: plan it, connect to Ray, write the batch directory, drive the runs."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+from ..config import Config, load_raw, resolve
+from ..errors import ConfigError
+
+from .driver import BatchDriver, ProgressCallback
+from .engine import RayEngine, import_ray
+from .state import BatchOptions, BatchState, load_batch, plan_batch, write_item_configs
+from .summary import write_summary
+
+
+def start_batch(config_path: str | Path, prompts_path: str | Path, overrides: List[str], options: BatchOptions,
+                on_progress: Optional[ProgressCallback] = None, **driver_kwargs: Any) -> BatchState:
+    """Plan a batch, connect to Ray, write the batch directory and run every item.
+
+    Everything that can be wrong with the input (Ray missing, CONFIG, PROMPTS, command-line
+    overrides, the address, resources no node has) raises :class:`~text3d.errors.Text3DError`
+    before anything is written; an item whose own overrides the config rejects fails alone.
+    """
+    import_ray()
+    state, configs = plan_batch(config_path, prompts_path, overrides, options)
+    return _run(state, lambda: write_item_configs(state, configs), on_progress, driver_kwargs)
+
+
+def resume_batch(batch_dir: str | Path, option_changes: Optional[Dict[str, Any]] = None,
+                 overrides: Sequence[str] = (), on_progress: Optional[ProgressCallback] = None,
+                 **driver_kwargs: Any) -> BatchState:
+    """Continue a batch from its directory: finished runs are skipped, the others continue from their
+    last checkpoints (failed ones get ``max_retries`` more retries).
+
+    Args:
+        batch_dir: the folder ``text3d batch`` printed.
+        option_changes: stored options to replace (``{"cpus_per_run": 2}``; None values are ignored).
+        overrides: ``key=value`` applied to every unfinished item's config (``steps=800``), as
+            ``text3d run resume=DIR steps=800`` does for one run; checked before anything runs.
+    """
+    import_ray()
+    state = load_batch(batch_dir)
+    changes = {k: v for k, v in (option_changes or {}).items() if v is not None}
+    state.options = dataclasses.replace(state.options, **changes)
+    configs = unfinished_configs(state, overrides)
+
+    def write_first() -> None:
+        write_item_configs(state, configs)
+        state.overrides = state.overrides + [o for o in overrides if o not in state.overrides]
+
+    return _run(state, write_first, on_progress, driver_kwargs)
+
+
+def unfinished_configs(state: BatchState, overrides: Sequence[str]) -> Dict[str, Config]:
+    """Each unfinished item's saved config with ``overrides`` applied (validated; none when no overrides)."""
+    if not overrides:
+        return {}
+    out = {}
+    for item in state.items:
+        saved = state.batch_dir / item.item / "config.yaml"
+        if item.status != "done" and saved.is_file():
+            try:
+                out[item.item] = resolve(load_raw(saved, overrides))
+            except ConfigError as e:
+                raise ConfigError(f"item {item.item!r}: {e}") from None
+            item.total_steps = out[item.item].steps
+    return out
+
+
+def _run(state: BatchState, write_first, on_progress: Optional[ProgressCallback],
+         driver_kwargs: Dict[str, Any]) -> BatchState:
+    engine = RayEngine(state.options)
+    engine.start()
+    try:
+        write_first()
+        write_summary(state, contact_sheet=False)
+        return BatchDriver(state, engine, on_progress=on_progress, **driver_kwargs).run()
+    finally:
+        engine.stop()

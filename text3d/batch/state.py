@@ -1,0 +1,200 @@
+"""A batch directory and what is known about its items: the plan (``batch.json``) and each item's
+run folder. Everything a restarted driver needs is on disk here: ``batch.json`` holds the options
+and the item list, each valid item's folder holds its resolved ``config.yaml`` (written before any
+run starts), its checkpoints and, once finished, its ``metrics.json``.
+
+::
+
+    outputs/<name>/batch@<YYYYmmdd-HHMMSS>/
+      batch.json  batch.csv  contact_sheet.png
+      <item>/     an ordinary run directory (config.yaml, ckpts/, turntable.*, metrics.json, batch.log)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+from ..config import Config, load_raw, resolve, to_yaml
+from ..errors import RunDirError, Text3DError
+from ..io import write_text
+from ..paths import inside, safe_component
+from .items import BatchItem, read_items
+
+FORMAT_VERSION = 1
+STATUSES = ("pending", "running", "done", "failed", "interrupted")
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass
+class BatchOptions:
+    """How runs are scheduled (the ``text3d batch`` options)."""
+
+    gpus_per_run: float = 0.0
+    """GPUs Ray reserves for each run (``num_gpus`` of its task)."""
+    cpus_per_run: float = 1.0
+    """CPU cores Ray reserves for each run (``num_cpus``; also torch's thread count in the run)."""
+    max_retries: int = 2
+    """Retries of a failed run (from its last checkpoint) before it is recorded as failed."""
+    address: Optional[str] = None
+    """Ray cluster address (``auto``, ``HOST:PORT``, ``ray://HOST:PORT``); None = a local instance."""
+
+
+@dataclass
+class ItemState:
+    """One item of the batch and what happened to it (one row of ``batch.json`` / ``batch.csv``)."""
+
+    item: str
+    line: int
+    prompt: str
+    overrides: Dict[str, Any]
+    config: str
+    status: str = "pending"
+    attempts: int = 0
+    error: Optional[str] = None
+    steps: int = 0
+    total_steps: int = 0
+    wall_time_s: Optional[float] = None
+    metrics: Dict[str, Any] = field(default_factory=dict)
+    history: List[Dict[str, Any]] = field(default_factory=list)
+    """One entry per attempt: start/end times, step resumed from, outcome, worker pid, node, resources."""
+
+
+@dataclass
+class BatchState:
+    """The batch: where it lives, how it was asked for, and its items."""
+
+    batch_dir: Path
+    config: str
+    overrides: List[str]
+    prompts: str
+    options: BatchOptions
+    items: List[ItemState]
+    created: str = field(default_factory=now_iso)
+
+    def run_dir(self, item: ItemState) -> Path:
+        return inside(self.batch_dir, item.item)
+
+    def counts(self) -> Dict[str, int]:
+        return {s: sum(1 for it in self.items if it.status == s) for s in STATUSES}
+
+    def to_json(self) -> Dict[str, Any]:
+        items = []
+        for it in self.items:
+            row = dataclasses.asdict(it)
+            row["run_dir"] = str(self.run_dir(it)) if (self.batch_dir / it.item / "config.yaml").is_file() else None
+            items.append(row)
+        return {"format_version": FORMAT_VERSION, "batch_dir": str(self.batch_dir), "config": self.config,
+                "overrides": self.overrides, "prompts": self.prompts, "options": dataclasses.asdict(self.options),
+                "created": self.created, "updated": now_iso(), "counts": self.counts(), "items": items}
+
+
+def new_batch_dir(cfg: Config) -> Path:
+    """``<output_dir>/<name>/batch@<YYYYmmdd-HHMMSS>``, made unique with a counter if needed (not created)."""
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    base = inside(cfg.output_dir, safe_component(cfg.name, fallback="text3d"), f"batch@{stamp}")
+    batch_dir, k = base, 1
+    while batch_dir.exists():
+        batch_dir, k = base.with_name(f"{base.name}-{k}"), k + 1
+    return batch_dir
+
+
+def plan_batch(config_path: str | Path, prompts_path: str | Path, overrides: List[str],
+               options: BatchOptions) -> Tuple[BatchState, Dict[str, Config]]:
+    """Read the items and validate every item's config; nothing is written.
+
+    A bad CONFIG or a bad command-line override raises :class:`ConfigError` (the whole batch is
+    wrong); an item whose own overrides the config rejects is marked failed with the reason.
+
+    Returns:
+        the batch state (failed items marked) and the resolved config of each valid item, by name.
+    """
+    items = read_items(prompts_path)
+    base = resolve(load_raw(config_path, overrides))
+    state = BatchState(batch_dir=new_batch_dir(base).absolute(), config=str(Path(config_path).absolute()),
+                       overrides=list(overrides), prompts=str(Path(prompts_path).absolute()), options=options, items=[])
+    configs: Dict[str, Config] = {}
+    for item in items:
+        record, cfg = _plan_item(item, config_path, overrides)
+        state.items.append(record)
+        if cfg is not None:
+            configs[item.name] = cfg
+    return state, configs
+
+
+def _plan_item(item: BatchItem, config_path: str | Path, overrides: List[str]) -> Tuple[ItemState, Optional[Config]]:
+    preset = item.config or str(config_path)
+    record = ItemState(item=item.name, line=item.line, prompt=item.prompt or "", overrides=item.overrides,
+                       config=str(Path(preset).absolute()))
+    try:
+        cfg = resolve(load_raw(preset, overrides, extra=item.nested_overrides()))
+    except Text3DError as e:
+        record.status, record.error = "failed", f"item {item.name!r} (line {item.line}): {e}"
+        return record, None
+    record.prompt, record.total_steps = cfg.prompt, cfg.steps
+    return record, cfg
+
+
+def write_item_configs(state: BatchState, configs: Dict[str, Config]) -> None:
+    """Write each valid item's resolved ``config.yaml`` into its run folder (before any run starts)."""
+    for name, cfg in configs.items():
+        cfg = dataclasses.replace(cfg, resume=None)
+        write_text(inside(state.batch_dir, name) / "config.yaml", to_yaml(cfg))
+
+
+def load_batch(batch_dir: str | Path) -> BatchState:
+    """Read ``batch_dir/batch.json`` and bring each item's status up to date from its run folder:
+    ``done`` when it has ``metrics.json``; else ``pending`` (to run or continue), unless the config
+    rejected it (no run folder)."""
+    batch_dir = Path(batch_dir).absolute()
+    data = _read_batch_json(batch_dir)
+    try:
+        options = BatchOptions(**data["options"])
+        items = [ItemState(**{k: v for k, v in row.items() if k != "run_dir"}) for row in data["items"]]
+        state = BatchState(batch_dir=batch_dir, config=data["config"], overrides=list(data["overrides"]),
+                           prompts=data["prompts"], options=options, items=items, created=data["created"])
+    except (KeyError, TypeError) as e:
+        raise RunDirError(f"{batch_dir / 'batch.json'}: not a text3d batch summary ({e})") from None
+    for item in state.items:
+        refresh_item(state, item)
+    return state
+
+
+def _read_batch_json(batch_dir: Path) -> Dict[str, Any]:
+    path = batch_dir / "batch.json"
+    if not path.is_file():
+        raise RunDirError(f"--resume: {str(batch_dir)!r} is not a batch directory (no batch.json); pass the folder "
+                          "that 'text3d batch' printed on its last line")
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise RunDirError(f"{path}: unreadable ({e})") from None
+    if not isinstance(data, dict) or data.get("format_version") != FORMAT_VERSION:
+        raise RunDirError(f"{path}: not a text3d batch summary (format_version {FORMAT_VERSION} expected)")
+    return data
+
+
+def refresh_item(state: BatchState, item: ItemState) -> None:
+    """Set an item's status and figures from its run folder (the truth, whatever batch.json said)."""
+    run_dir = state.batch_dir / item.item
+    if not (run_dir / "config.yaml").is_file():
+        if item.status != "failed":
+            raise RunDirError(f"batch item {item.item!r} has no run folder {str(run_dir)!r}; the batch directory "
+                              "is incomplete")
+        return
+    metrics_path = run_dir / "metrics.json"
+    if metrics_path.is_file():
+        item.metrics = json.loads(metrics_path.read_text())
+        item.status, item.error = "done", None
+        item.steps = int(item.metrics.get("steps", item.total_steps))
+        item.wall_time_s = item.metrics.get("wall_time_s")
+    elif item.status in ("done", "running"):
+        item.status = "pending"
+

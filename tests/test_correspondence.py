@@ -156,3 +156,18 @@ def test_dis_flow_on_an_encoded_turntable_video_against_depth_truth(tmp_path):
 def test_flow_refuses_frames_of_mismatched_sizes():
     with pytest.raises(Text3DError, match="mismatched"):
         flow_correspondence(torch.zeros(16, 16, 3), torch.zeros(16, 20, 3))
+
+
+def test_static_background_maps_the_backdrop_to_itself_where_both_frames_see_it():
+    c = cams([0.0, 30.0])
+    a, b = c.index([0]), c.index([1])
+    depth, _ = render_depth(["cube", "cube"], c)
+    corr = depth_correspondence(depth[0], a, depth[1], b, background="static")
+    bg_a, bg_b = ~torch.isfinite(depth[0]), ~torch.isfinite(depth[1])
+    torch.testing.assert_close(corr.coords[bg_a], identity_coords(RES, RES)[bg_a])
+    assert torch.equal(corr.valid[bg_a], bg_b[bg_a])
+    # the object's pixels are re-projected as before
+    inf = depth_correspondence(depth[0], a, depth[1], b, background="infinity")
+    obj = ~bg_a
+    assert torch.equal(corr.valid[obj], inf.valid[obj])
+    torch.testing.assert_close(corr.coords[obj], inf.coords[obj])

@@ -54,8 +54,14 @@ def _sample_nearest(image: Tensor, coords: Tensor) -> Tuple[Tensor, Tensor]:
     return image[r, c], inside
 
 
+BACKGROUND_MODES = ("static", "infinity")
+"""How background pixels (infinite depth) correspond: ``static`` = the same pixel (a uniform backdrop
+looks the same wherever it is matched, and a fixed map keeps its noise still on screen);
+``infinity`` = points at infinity, moving with the camera's rotation (a real environment)."""
+
+
 def depth_correspondence(depth_a: Tensor, camera_a: "Cameras", depth_b: Tensor, camera_b: "Cameras",
-                         rel_tol: float = 0.02) -> Correspondence:
+                         rel_tol: float = 0.02, background: str = "infinity") -> Correspondence:
     """Where the pixels of frame ``a`` are in frame ``b``, from z-depth and cameras.
 
     Args:
@@ -63,6 +69,8 @@ def depth_correspondence(depth_a: Tensor, camera_a: "Cameras", depth_b: Tensor, 
             background; the two frames may differ in size.
         camera_a, camera_b: one camera each (:class:`~text3d.cameras.Cameras` of length 1).
         rel_tol: a re-projected point is visible in ``b`` where ``|z_b - depth_b| <= rel_tol * z_b``.
+        background: see :data:`BACKGROUND_MODES`; either way a background pixel is kept only where
+            ``b`` sees background there too.
 
     Returns:
         A correspondence ``[H_a, W_a]`` into ``b``'s pixel coordinates.
@@ -82,21 +90,26 @@ def depth_correspondence(depth_a: Tensor, camera_a: "Cameras", depth_b: Tensor, 
     rel = V_b @ torch.linalg.inv(V_a)  # camera a -> camera b (OpenCV)
     # surface points: unproject with their depth; background: directions (points at infinity)
     p_a = unproject_points(uv, torch.where(finite[:, None], z, torch.ones_like(z)), K_a)
+    if background not in BACKGROUND_MODES:
+        raise ConfigError(f"background: unknown mode {background!r}; valid: {', '.join(BACKGROUND_MODES)}")
     p_b = torch.where(finite[:, None], transform_points(rel[None], p_a[None])[0], p_a @ rel[:3, :3].T)
+    if background == "static":  # the backdrop stays where it is on screen
+        p_b = torch.where(finite[:, None], p_b, p_a)
     z_b = p_b[:, 2]
     in_front = z_b > 1e-9
     safe = torch.where(in_front[:, None], p_b, torch.ones_like(p_b))
     uv_b = project_points(safe, K_b)
-    _, inside = _sample_nearest(depth_b, uv_b)
+    if background == "static":
+        uv_b = torch.where(finite[:, None], uv_b, uv)
+    at, inside = _sample_nearest(depth_b.to(dt), uv_b)
+    background_ok = ~finite & ~torch.isfinite(at)  # the pixel it lands in shows background too
     surface_ok = torch.zeros_like(finite)
-    background_ok = torch.zeros_like(finite)
     # the 2x2 pixels around the point (its bilinear footprint): a slanted surface's depth changes
     # across one pixel, so one matching neighbour suffices; a hidden point matches none
     for dx in (-0.5, 0.5):
         for dy in (-0.5, 0.5):
             other, _ = _sample_nearest(depth_b.to(dt), uv_b + torch.tensor([dx, dy], dtype=dt))
             surface_ok |= finite & torch.isfinite(other) & ((z_b - other).abs() <= rel_tol * z_b.abs())
-            background_ok |= ~finite & ~torch.isfinite(other)
     valid = in_front & inside & (surface_ok | background_ok)
     coords = torch.where(in_front[:, None], uv_b, torch.full_like(uv_b, float("nan")))
     return Correspondence(coords.reshape(H, W, 2).float(), valid.reshape(H, W))

@@ -83,13 +83,13 @@ def _randn(shape: Sequence[int], generator: Optional[torch.Generator], like: Ten
 
 
 def _nearest_source(coords: Tensor, valid: Tensor, h: int, w: int) -> Tuple[Tensor, Tensor]:
-    """Flat index into an ``h x w`` source of each target pixel's nearest source pixel, and which are usable."""
+    """Which target pixels read a source pixel (``ok [H*W]``), and the flat index into the ``h x w``
+    source of the pixel containing each of their positions (``[ok.sum()]``)."""
     x, y = coords[..., 0].reshape(-1), coords[..., 1].reshape(-1)
-    finite = torch.isfinite(x) & torch.isfinite(y)
-    col = torch.floor(torch.nan_to_num(x, nan=-1.0)).clamp(-1, w).long()
-    row = torch.floor(torch.nan_to_num(y, nan=-1.0)).clamp(-1, h).long()
-    ok = valid.reshape(-1) & finite & (col >= 0) & (col < w) & (row >= 0) & (row < h)
-    return (row * w + col).clamp(0, h * w - 1), ok
+    # comparisons with NaN are False, so NaN / inf positions drop out here
+    ok = valid.reshape(-1) & (x >= 0) & (x < w) & (y >= 0) & (y < h)
+    flat = y.long() * w + x.long()  # truncation is floor where ok (non-negative); garbage elsewhere
+    return flat[ok], ok
 
 
 def warp_nearest(noise: Tensor, coords: Tensor, valid: Tensor, generator: Optional[torch.Generator] = None) -> Tensor:
@@ -107,15 +107,22 @@ def warp_nearest(noise: Tensor, coords: Tensor, valid: Tensor, generator: Option
     """
     C, h, w = noise.shape
     H, W = coords.shape[:2]
-    src, ok = _nearest_source(coords, valid, h, w)
-    out = _randn((C, H * W), generator, noise)
-    idx = src[ok]
+    idx, ok = _nearest_source(coords, valid, h, w)
+    out = torch.empty(C, H * W, dtype=noise.dtype, device=noise.device)
+    fresh = ~ok
+    n_fresh = int(fresh.sum())
+    if n_fresh:
+        out[:, fresh] = _randn((C, n_fresh), generator, noise)
     if idx.numel():
-        counts = torch.bincount(idx, minlength=h * w).to(noise.dtype)
-        n = counts[idx]
-        z = _randn((C, idx.numel()), generator, noise)
-        group_sum = torch.zeros(C, h * w, dtype=noise.dtype, device=noise.device).index_add_(1, idx, z)
-        out[:, ok] = noise.reshape(C, -1)[:, idx] / n.sqrt() + (z - group_sum[:, idx] / n)
+        values = noise.reshape(C, -1)[:, idx]
+        n = torch.bincount(idx, minlength=h * w)[idx]
+        dup = n > 1  # a value copied once stays as it is (v/1 + z - z)
+        if bool(dup.any()):
+            d_idx, d_n = idx[dup], n[dup].to(noise.dtype)
+            z = _randn((C, d_idx.numel()), generator, noise)
+            group_sum = torch.zeros(C, h * w, dtype=noise.dtype, device=noise.device).index_add_(1, d_idx, z)
+            values[:, dup] = values[:, dup] / d_n.sqrt() + (z - group_sum[:, d_idx] / d_n)
+        out[:, ok] = values
     return out.view(C, H, W)
 
 
@@ -133,8 +140,9 @@ def upsample_conditional(noise: Tensor, k: int, generator: Optional[torch.Genera
     C, h, w = noise.shape
     z = _randn((C, h * k, w * k), generator, noise)
     block_mean = F.avg_pool2d(z[None], k)[0]
-    up = lambda t: t.repeat_interleave(k, dim=1).repeat_interleave(k, dim=2)  # noqa: E731
-    return up(noise / k - block_mean) + z
+    blocks = z.view(C, h, k, w, k)
+    blocks += (noise / k - block_mean)[:, :, None, :, None]
+    return z
 
 
 def sum_pool_noise(noise: Tensor, s: int) -> Tensor:
@@ -189,7 +197,8 @@ def warp_integral(noise: Tensor, coords: Tensor, valid: Tensor, k: int = 4,
         return warp_nearest(noise, coords, valid, generator)
     fine_src = upsample_conditional(noise, k, generator)
     fine_coords = subpixel_coords(coords, k) * k
-    fine_valid = valid.repeat_interleave(k, 0).repeat_interleave(k, 1)
+    H, W = valid.shape
+    fine_valid = valid[:, None, :, None].expand(H, k, W, k).reshape(H * k, W * k)
     fine = warp_nearest(fine_src, fine_coords, fine_valid, generator)
     return sum_pool_noise(fine, k)
 

@@ -35,7 +35,7 @@ import yaml
 from torch import Tensor
 
 from .bounds import bounded, check_bounds
-from .correspondence import FLOW_PRESETS, sample_bilinear
+from .correspondence import BACKGROUND_MODES, FLOW_PRESETS, sample_bilinear
 from .errors import ConfigError
 from .noise import NOISES, Correspondence, NoiseSettings, check_noise_settings, downsample_correspondence, sum_pool_noise
 from .paths import check_writable, inside, safe_component
@@ -81,6 +81,9 @@ class VideoConfig:
     resolution: int = bounded(128, lo=8, hi=4096)
     """Working resolution: turntable renders / resized video frames (square), where correspondences are
     found; a multiple of the prior's grid (32 for the shapes prior's pixels, 64 latents for SD at 512)."""
+    background: str = "static"
+    """Run sources: how the backdrop corresponds between frames: ``static`` (same pixel: the uniform
+    backdrop keeps its noise still on screen) or ``infinity`` (points at infinity turning with the camera)."""
     flow_preset: str = "medium"
     """Optical flow of video sources: DIS ``ultrafast``, ``fast`` or ``medium``."""
     attention: str = "none"
@@ -133,6 +136,8 @@ def check_video_config(cfg: VideoConfig) -> None:
     check_noise_settings(noise_settings(cfg), key="noise")
     if cfg.flow_preset not in FLOW_PRESETS:
         raise ConfigError(f"flow_preset: unknown preset {cfg.flow_preset!r}; valid: {', '.join(FLOW_PRESETS)}")
+    if cfg.background not in BACKGROUND_MODES:
+        raise ConfigError(f"background: unknown mode {cfg.background!r}; valid: {', '.join(BACKGROUND_MODES)}")
     if cfg.attention not in ATTENTION_MODES:
         raise ConfigError(f"attention: unknown mode {cfg.attention!r}; valid: {', '.join(ATTENTION_MODES)}")
     if cfg.attention == "keyframe":
@@ -252,7 +257,7 @@ def run_video(cfg: VideoConfig, prior=None, progress: Optional[Callable[[str, in
     from .registry import PRIORS
 
     check_writable(cfg.output_dir, "output_dir")
-    clip = open_clip(Path(cfg.source).expanduser(), cfg.frames, cfg.resolution, cfg.flow_preset)
+    clip = open_clip(Path(cfg.source).expanduser(), cfg.frames, cfg.resolution, cfg.flow_preset, cfg.background)
     prompt = cfg.prompt or clip.prompt
     if not prompt.strip():
         raise ConfigError("prompt: empty; a video source needs prompt=\"...\" (a run source defaults to its own prompt)")
@@ -288,6 +293,9 @@ def summary(cfg: VideoConfig, clip: Clip, prompt: str, results: Dict[str, Any], 
         ours, base = results[cfg.noise]["warp_error"], results["iid"]["warp_error"]
         out["warp_error"], out["warp_error_iid"] = ours, base
         out["warp_error_ratio"] = ours / base if base > 0 else float("nan")
+        # the source frames' own warp error (resampling, silhouettes) is a floor that no noise removes
+        floor = out["source_warp_error"]
+        out["warp_error_excess_ratio"] = (ours - floor) / (base - floor) if base > floor else float("nan")
         out["colour_flip_rate"], out["colour_flip_rate_iid"] = (results[cfg.noise]["colour_flip_rate"],
                                                                 results["iid"]["colour_flip_rate"])
     return out

@@ -118,16 +118,18 @@ def render_turntable(system, cameras: Cameras) -> tuple[Tensor, Tensor]:
     return rgb, depth
 
 
-def run_clip(run_dir: Path, n_frames: int, resolution: int) -> Clip:
-    """The turntable of a run at its validation elevation, distance and field of view, with depth correspondences."""
+def run_clip(run_dir: Path, n_frames: int, resolution: int, background: str = "static") -> Clip:
+    """The turntable of a run at its validation elevation, distance and field of view, with depth
+    correspondences (``background``: see :data:`text3d.correspondence.BACKGROUND_MODES`)."""
     cfg, system = load_system(run_dir)
     cams_cfg = cfg.cameras
     cameras = turntable(n_frames, cams_cfg.eval_elevation, cams_cfg.eval_distance, cams_cfg.eval_fovy,
                         resolution, resolution)
     rgb, depth = render_turntable(system, cameras)
     one = lambda i: cameras.index([i])  # noqa: E731
-    backward = [depth_correspondence(depth[i], one(i), depth[i - 1], one(i - 1)) for i in range(1, n_frames)]
-    forward = [depth_correspondence(depth[t], one(t), depth[t + 1], one(t + 1)) for t in range(n_frames - 1)]
+    corr = lambda a, b: depth_correspondence(depth[a], one(a), depth[b], one(b), background=background)  # noqa: E731
+    backward = [corr(i, i - 1) for i in range(1, n_frames)]
+    forward = [corr(t, t + 1) for t in range(n_frames - 1)]
     return Clip(rgb, cameras, backward, forward, "run", cfg.prompt)
 
 
@@ -188,8 +190,8 @@ def video_clip(path: Path, n_frames: int, resolution: int, preset: str, view: Op
     return Clip(frames, cameras, backward, forward, "video")
 
 
-def open_clip(path: Path, n_frames: int, resolution: int, preset: str) -> Clip:
+def open_clip(path: Path, n_frames: int, resolution: int, preset: str, background: str = "static") -> Clip:
     """A :class:`Clip` from a run folder, a video file or a folder of frames."""
     if is_run_dir(path):
-        return run_clip(path, n_frames, resolution)
+        return run_clip(path, n_frames, resolution, background)
     return video_clip(path, n_frames, resolution, preset)

@@ -110,3 +110,20 @@ def test_video_file_source_with_flow(tmp_path, capsys):
     out = Path(capsys.readouterr().out.strip().splitlines()[-1])
     m = json.loads((out / "metrics.json").read_text())
     assert m["source_kind"] == "video" and m["frames"] == 4 and np.isfinite(m["results"]["warped"]["warp_error"])
+
+
+def test_video_with_a_latent_prior_brings_the_noise_to_the_latent_grid(tiny_sd_dir, tmp_path, capsys):
+    """The tiny Stable Diffusion (VAE latents, 4 channels): correspondences at 64 px, noise area-summed to its grid."""
+    from text3d.cameras import turntable
+    from text3d.media import save_video
+    from text3d.shapes import render_checker
+
+    cams = turntable(24, 15.0, 3.0, 32.0, 64, 64)
+    rgb, _ = render_checker(["cube"] * 3, cams.index(slice(0, 3)))
+    clip = save_video(tmp_path / "clip.mp4", list(rgb), fps=8)
+    assert main(["video", str(Path(QUICKSTART).parent / "video-sd.yaml"), f"source={clip}", "prompt=a cube",
+                 f"prior.model={tiny_sd_dir}", "prior.image_size=64", "device=cpu", f"output_dir={tmp_path / 'o'}",
+                 "frames=3", "steps=4", "resolution=64", "cfg_scale=2", "--no-progress"]) == 0
+    out = Path(capsys.readouterr().out.strip().splitlines()[-1])
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["frames"] == 3 and m["frame_size"] == 64 and np.isfinite(m["warp_error_ratio"])

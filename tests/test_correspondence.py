@@ -171,3 +171,24 @@ def test_static_background_maps_the_backdrop_to_itself_where_both_frames_see_it(
     obj = ~bg_a
     assert torch.equal(corr.valid[obj], inf.valid[obj])
     torch.testing.assert_close(corr.coords[obj], inf.coords[obj])
+
+
+def test_flow_with_nan_is_refused(monkeypatch):
+    import text3d.correspondence as corr_mod
+
+    class FakeDIS:
+        def calc(self, a, b, _):
+            out = np.zeros(a.shape + (2,), np.float32)
+            out[2, 2] = np.nan
+            return out
+
+    class FakeCV2:
+        DISOPTICAL_FLOW_PRESET_MEDIUM = 2
+
+        @staticmethod
+        def DISOpticalFlow_create(preset):
+            return FakeDIS()
+
+    monkeypatch.setattr(corr_mod, "_cv2", lambda: FakeCV2)
+    with pytest.raises(Text3DError, match="NaN"):
+        flow_correspondence(torch.zeros(8, 8, 3), torch.zeros(8, 8, 3))

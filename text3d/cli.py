@@ -280,6 +280,57 @@ def _add_batch_parser(sub) -> None:
     batch.set_defaults(func=cmd_batch)
 
 
+VIDEO_EPILOG = """\
+examples:
+  text3d video configs/video-quickstart.yaml source=outputs/quickstart/a_red_cube@20260101-120000 prompt="a blue cube"
+  text3d video configs/video-quickstart.yaml source=clip.mp4 prompt="a red cube" noise=iid
+  Keys: source, prompt, noise (iid|shared|mixed|progressive|warped), alpha, warp (nearest|integral|bilinear),
+  strength, steps, seed, frames, resolution, flow_preset, attention, prior.*; see text3d/video.py.
+
+outputs:
+  outputs/video/<tag>@<time>/  frames/  video.mp4  video.gif  side_by_side.mp4  metrics.json  config.yaml
+  The last line printed is that folder.
+"""
+
+
+def cmd_video(args: argparse.Namespace) -> int:
+    from .video import load_video_config, run_video
+
+    config_path, overrides = _split_config_and_overrides(args.items)
+    cfg = load_video_config(config_path, overrides)
+    bars: dict = {}
+
+    def progress(label: str, step: int, total: int) -> None:
+        if args.no_progress:
+            return
+        from tqdm.auto import tqdm
+
+        bar = bars.get(label) or bars.setdefault(label, tqdm(total=total, desc=f"video ({label} noise)", unit="step",
+                                                              dynamic_ncols=True))
+        bar.update(step - bar.n)
+
+    try:
+        out = run_video(cfg, progress=progress)
+    finally:
+        for bar in bars.values():
+            bar.close()
+    print(out)
+    return 0
+
+
+def _add_video_parser(sub) -> None:
+    video = sub.add_parser(
+        "video", help="restyle a run's turntable or a video with SDEdit, the noise following correspondences",
+        description="SDEdit every frame of a run's turntable (correspondences from rendered depth and cameras) or "
+                    "of a video file (DIS optical flow) with correspondence-guided noise, and the same with "
+                    "i.i.d. noise for comparison; measures warp error and colour flips.",
+        epilog=VIDEO_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    video.add_argument("items", nargs="*", metavar="CONFIG [key=value ...]",
+                       help="a YAML preset (configs/video-*.yaml) followed by overrides")
+    video.add_argument("--no-progress", action="store_true", help="no progress bar")
+    video.set_defaults(func=cmd_video)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(
         prog="text3d",
@@ -317,6 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_multiview_parser(sub)
     _add_edit_parser(sub)
     _add_batch_parser(sub)
+    _add_video_parser(sub)
     return parser
 
 

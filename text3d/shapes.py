@@ -393,3 +393,62 @@ def render_shapes(shapes: Union[Sequence[str], Tensor], colours: Union[Sequence[
     """
     shading, coverage = render_shading(shapes, cameras, supersample, settings)
     return colourize(shading, coverage, colour_tensor(colours, len(cameras))), coverage
+
+
+def render_depth(shapes: Union[Sequence[str], Tensor], cameras: Cameras,
+                 settings: TraceSettings = TraceSettings()) -> Tuple[Tensor, Tensor]:
+    """Exact depth of the primitives at the pixel centres (one ray per pixel), for correspondences.
+
+    Args:
+        shapes: ``B`` shape names or ``[B]`` indices.
+        cameras: ``B`` cameras.
+
+    Returns:
+        ``depth [B, H, W]``: z-depth (distance along the optical axis, world units), ``inf`` where
+        the ray misses; and ``points [B, H, W, 3]``: the world position of each hit (NaN on misses).
+    """
+    B, H, W = len(cameras), cameras.height, cameras.width
+    idx = _shape_indices(shapes, B)
+    origins, dirs = cameras.rays()
+    forward = -cameras.c2w[:, :3, 2]
+    depth = torch.full((B, H, W), float("inf"), dtype=dirs.dtype, device=dirs.device)
+    points = torch.full((B, H, W, 3), float("nan"), dtype=dirs.dtype, device=dirs.device)
+    for b in range(B):
+        prim = PRIMITIVES[SHAPES[int(idx[b])]]
+        o, d = origins[b].reshape(-1, 3), dirs[b].reshape(-1, 3)
+        t, hit = sphere_trace(prim.sdf, o, d, prim.bound, settings)
+        p = o + t[:, None] * d
+        z = (d @ forward[b]) * t
+        depth[b] = torch.where(hit, z, torch.full_like(z, float("inf"))).view(H, W)
+        points[b] = torch.where(hit[:, None], p, torch.full_like(p, float("nan"))).view(H, W, 3)
+    return depth, points
+
+
+def render_checker(shapes: Union[Sequence[str], Tensor], cameras: Cameras, cell: float = 0.2,
+                   colours: Tuple[Tuple[float, float, float], Tuple[float, float, float]] = ((0.9, 0.2, 0.1), (0.1, 0.3, 0.9)),
+                   settings: TraceSettings = TraceSettings()) -> Tuple[Tensor, Tensor]:
+    """Primitives painted with a solid 3D checkerboard (cells of ``cell`` world units) on white.
+
+    The texture is fixed to the object, so a turntable of it has well-defined optical flow (the
+    plain renders of :func:`render_shapes` are uniform and shaded relative to the camera). Shaded
+    like :func:`render_shapes` (camera-relative light).
+
+    Returns:
+        ``rgb [B, H, W, 3]`` in [0, 1] and ``depth [B, H, W]`` (as :func:`render_depth`).
+    """
+    depth, points = render_depth(shapes, cameras, settings)
+    hit = torch.isfinite(depth)
+    parity = torch.floor(torch.nan_to_num(points, nan=0.0) / cell).long().sum(-1) % 2
+    c0, c1 = (torch.tensor(c, dtype=points.dtype, device=points.device) for c in colours)
+    albedo = torch.where(parity[..., None] == 0, c0, c1)
+    idx = _shape_indices(shapes, len(cameras))
+    light = F.normalize(torch.tensor(LIGHT_DIR_CAMERA, dtype=points.dtype, device=points.device), dim=0)
+    shade = torch.zeros_like(depth)
+    for b in range(len(cameras)):
+        if hit[b].any():
+            prim = PRIMITIVES[SHAPES[int(idx[b])]]
+            normals = sdf_normals(prim.sdf, points[b][hit[b]], settings.normal_eps)
+            lam = (normals * (cameras.c2w[b, :3, :3] @ light)).sum(-1).clamp(min=0)
+            shade[b][hit[b]] = AMBIENT + (1 - AMBIENT) * lam
+    rgb = torch.where(hit[..., None], albedo * shade[..., None], torch.ones_like(albedo))
+    return rgb.clamp(0, 1), depth

@@ -1,0 +1,115 @@
+"""`text3d video` with bad input: one `error:` line, exit 2, nothing written."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from text3d.cli import main
+
+QUICKSTART = str(Path(__file__).parent.parent / "configs" / "video-quickstart.yaml")
+
+BAD_KEYS = [
+    (["alpha=1"], ["alpha", "[0, 1)"]),
+    (["alpha=-0.1"], ["alpha"]),
+    (["alpha=nan"], ["alpha", "finite"]),
+    (["strength=0"], ["strength", "(0, 1]"]),
+    (["strength=1.5"], ["strength"]),
+    (["noise=perlin"], ["noise", "perlin", "warped"]),
+    (["warp=cubic"], ["warp", "cubic", "nearest"]),
+    (["flow_preset=slow"], ["flow_preset", "medium"]),
+    (["attention=keyframe"], ["attention=keyframe", "attention=none"]),
+    (["attention=cross"], ["attention", "keyframe"]),
+    (["frames=1"], ["frames"]),
+    (["colour=red"], ["colour", "valid keys"]),
+]
+
+
+@pytest.fixture
+def clip_file(tmp_path):
+    import imageio.v2 as imageio
+
+    path = tmp_path / "src" / "clip.mp4"
+    path.parent.mkdir()
+    frames = [np.full((32, 32, 3), 40 * i, np.uint8) for i in range(3)]
+    imageio.mimsave(path, frames, fps=4, macro_block_size=1)
+    return path
+
+
+@pytest.mark.parametrize("extra,words", BAD_KEYS, ids=[" ".join(r[0]) for r in BAD_KEYS])
+def test_bad_key(clip_file, tmp_path, expect_bad_input, extra, words):
+    out = tmp_path / "out"
+    expect_bad_input(["video", QUICKSTART, f"source={clip_file}", "prompt=a red cube", f"output_dir={out}", *extra,
+                      "--no-progress"], *words, watch=tmp_path)
+
+
+def test_missing_and_absent_sources(tmp_path, expect_bad_input):
+    expect_bad_input(["video", QUICKSTART, f"output_dir={tmp_path}"], "source", "missing", watch=tmp_path)
+    expect_bad_input(["video", QUICKSTART, f"source={tmp_path / 'nope.mp4'}", f"output_dir={tmp_path}"],
+                     "source", "does not exist", watch=tmp_path)
+    (tmp_path / "empty_dir").mkdir()
+    expect_bad_input(["video", QUICKSTART, f"source={tmp_path / 'empty_dir'}", f"output_dir={tmp_path}"],
+                     "source", "neither a run folder", watch=tmp_path)
+
+
+@pytest.mark.parametrize("content", [b"", b"this is not a video\n" * 10], ids=["empty", "garbage"])
+def test_unreadable_or_empty_video(tmp_path, expect_bad_input, content):
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(content)
+    expect_bad_input(["video", QUICKSTART, f"source={bad}", "prompt=a red cube", f"output_dir={tmp_path / 'o'}",
+                      "--no-progress"], "source", "cannot read", watch=tmp_path)
+
+
+def test_single_frame_video(tmp_path, expect_bad_input):
+    import imageio.v2 as imageio
+
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    imageio.imwrite(folder / "f0.png", np.zeros((16, 16, 3), np.uint8))
+    expect_bad_input(["video", QUICKSTART, f"source={folder}", "prompt=a red cube", f"output_dir={tmp_path / 'o'}",
+                      "--no-progress"], "1 frame", watch=tmp_path)
+
+
+def test_frames_of_mismatched_sizes(tmp_path, expect_bad_input):
+    import imageio.v2 as imageio
+
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    imageio.imwrite(folder / "f0.png", np.zeros((16, 16, 3), np.uint8))
+    imageio.imwrite(folder / "f1.png", np.zeros((16, 24, 3), np.uint8))
+    expect_bad_input(["video", QUICKSTART, f"source={folder}", "prompt=a red cube", f"output_dir={tmp_path / 'o'}",
+                      "--no-progress"], "mismatched sizes", watch=tmp_path)
+
+
+def test_video_needs_a_prompt(clip_file, tmp_path, expect_bad_input):
+    expect_bad_input(["video", QUICKSTART, f"source={clip_file}", f"output_dir={tmp_path / 'o'}", "frames=3",
+                      "--no-progress"], "prompt", watch=tmp_path)
+
+
+def test_resolution_not_a_multiple_of_the_prior_grid(clip_file, tmp_path, expect_bad_input):
+    expect_bad_input(["video", QUICKSTART, f"source={clip_file}", "prompt=a red cube", f"output_dir={tmp_path / 'o'}",
+                      "resolution=48", "--no-progress"], "resolution", "multiple", watch=tmp_path)
+
+
+def test_run_whose_render_is_nan(tmp_path, expect_bad_input):
+    """A run whose checkpoint holds NaN weights renders NaN depth: refused with one line."""
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from text3d.cli import main as cli
+
+    out = tmp_path / "runs"
+    assert cli(["run", str(Path(QUICKSTART).parent / "quickstart.yaml"), f"output_dir={out}", "steps=1",
+                "trainer.val_every=0", "trainer.turntable_frames=0", "export.enabled=false", "cameras.batch_size=1",
+                "renderer.num_samples_per_ray=8", "--no-progress"]) == 0
+    run = next(out.glob("quickstart/*@*"))
+    state = next(run.glob("ckpts/step-*/state.safetensors"))
+    tensors = load_file(str(state))
+    for k, v in tensors.items():
+        if k.startswith("system.geometry.") and v.is_floating_point():
+            tensors[k] = torch.full_like(v, float("nan"))
+    save_file(tensors, str(state))
+    expect_bad_input(["video", QUICKSTART, f"source={run}", f"output_dir={tmp_path / 'o'}", "frames=2",
+                      "resolution=32", "--no-progress"], "NaN", watch=tmp_path)

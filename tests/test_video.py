@@ -1,0 +1,129 @@
+"""`text3d video`: noise schedules along correspondences, metrics on known frames, and the command end to end."""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from text3d.cli import main
+from text3d.noise import Correspondence, identity_coords
+from text3d.video import colour_flip_rate, noise_schedule, noise_settings, VideoConfig, warp_error
+from text3d.video_source import Clip
+
+QUICKSTART = str(Path(__file__).parent.parent / "configs" / "video-quickstart.yaml")
+RUN_CONFIG = str(Path(__file__).parent.parent / "configs" / "quickstart.yaml")
+SMALL = ["frames=4", "steps=4", "resolution=64", "--no-progress"]
+
+
+@pytest.fixture(scope="session")
+def quick_run_dir(tmp_path_factory):
+    """A 2-step quickstart run on the shipped shapes prior (its scene is still the initial blob)."""
+    out = tmp_path_factory.mktemp("video-runs")
+    code = main(["run", RUN_CONFIG, f"output_dir={out}", "steps=2", "trainer.val_every=0",
+                 "trainer.turntable_frames=0", "export.enabled=false", "cameras.batch_size=1",
+                 "renderer.num_samples_per_ray=16", "--no-progress"])
+    assert code == 0
+    return next(out.glob("quickstart/*@*"))
+
+
+def translating_clip(n=4, res=64, shift=4):
+    """Frames of a square moving ``shift`` px right per frame, with exact correspondences."""
+    frames = torch.ones(n, res, res, 3)
+    for i in range(n):
+        frames[i, 20:40, 10 + i * shift:30 + i * shift] = torch.tensor([0.1, 0.2, 0.9])
+    ident = identity_coords(res, res)
+    inside = lambda c: (c[..., 0] >= 0) & (c[..., 0] < res)  # noqa: E731
+    back = Correspondence(ident - torch.tensor([shift, 0.0]), inside(ident - torch.tensor([shift, 0.0])))
+    fwd = Correspondence(ident + torch.tensor([shift, 0.0]), inside(ident + torch.tensor([shift, 0.0])))
+    return Clip(frames, None, [back] * (n - 1), [fwd] * (n - 1), "video")
+
+
+def test_warp_error_is_zero_for_exact_motion_and_not_for_flicker():
+    clip = translating_clip()
+    assert warp_error(clip.frames, clip.forward) < 1e-10
+    flicker = clip.frames.clone()
+    flicker[1, 20:40, 14:34] = torch.tensor([0.9, 0.1, 0.1])
+    # the square's 400 pixels of 4096 change by |(0.8, -0.1, -0.8)|^2 = 1.29 in two of three pairs
+    expected = 2 / 3 * 400 / (64 * (64 - 4)) * 1.29
+    assert abs(warp_error(flicker, clip.forward) - expected) < 0.02 * expected
+
+
+def test_colour_flip_rate_counts_changes_of_the_object_colour():
+    clip = translating_clip()
+    assert colour_flip_rate(clip.frames)[0] == 0.0
+    frames = clip.frames.clone()
+    frames[2, 20:40, 18:38] = torch.tensor([0.86, 0.08, 0.08])
+    rate, names = colour_flip_rate(frames)
+    assert names == ["blue", "blue", "red", "blue"] and rate == pytest.approx(2 / 3)
+
+
+def test_warped_per_step_noise_follows_the_motion_and_iid_does_not():
+    clip = translating_clip(n=3, res=64, shift=4)
+    cfg = VideoConfig(alpha=0.9, warp="nearest")
+    init, steps = noise_schedule(noise_settings(cfg), clip, 3, 32, n_steps=4, seed=0)
+    assert init.shape == (3, 3, 32, 32) and len(steps) == 4
+    for noise in [init, *steps]:
+        cur, prev = noise[1:, :, :, 2:], noise[:-1, :, :, :-2]  # 4 px at 64 = 2 px at 32
+        corr = float((cur * prev).mean() / (cur.std() * prev.std()))
+        assert corr > 0.8
+    iid, _ = noise_schedule(noise_settings(cfg, "iid"), clip, 3, 32, n_steps=1, seed=0)
+    cur, prev = iid[1:, :, :, 2:], iid[:-1, :, :, :-2]
+    assert abs(float((cur * prev).mean())) < 0.05
+
+
+def test_video_of_a_run_writes_every_output_and_is_reproducible(quick_run_dir, tmp_path, capsys):
+    args = ["video", QUICKSTART, f"source={quick_run_dir}", "prompt=a blue cube", f"output_dir={tmp_path}", *SMALL]
+    assert main(args) == 0
+    out = Path(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out.parent == tmp_path / "video"
+    names = {p.name for p in out.iterdir()}
+    assert {"frames", "video.mp4", "video.gif", "side_by_side.mp4", "metrics.json", "config.yaml"} <= names
+    assert len(list((out / "frames").glob("*.png"))) == 4
+    m = json.loads((out / "metrics.json").read_text())
+    for key in ("warp_error", "warp_error_iid", "warp_error_ratio", "colour_flip_rate", "colour_flip_rate_iid",
+                "seconds_per_frame"):
+        assert np.isfinite(m[key]), key
+    assert m["warp_error_ratio"] == pytest.approx(m["warp_error"] / m["warp_error_iid"])
+    import imageio.v2 as imageio
+
+    side = imageio.mimread(out / "side_by_side.mp4")
+    assert len(side) == 4 and side[0].shape[:2] == (64, 3 * 64)
+    assert main(args) == 0
+    again = Path(capsys.readouterr().out.strip().splitlines()[-1])
+    for a, b in zip(sorted((out / "frames").iterdir()), sorted((again / "frames").iterdir())):
+        assert a.read_bytes() == b.read_bytes()
+
+
+def test_video_file_source_with_flow(tmp_path, capsys):
+    from text3d.cameras import turntable
+    from text3d.media import save_video
+    from text3d.shapes import render_checker
+
+    cams = turntable(24, 15.0, 3.0, 32.0, 64, 64)
+    rgb, _ = render_checker(["cube"] * 4, cams.index(slice(0, 4)))
+    clip = save_video(tmp_path / "clip.mp4", list(rgb), fps=8)
+    assert main(["video", QUICKSTART, f"source={clip}", "prompt=a red cube", f"output_dir={tmp_path / 'o'}",
+                 "compare_iid=false", *SMALL]) == 0
+    out = Path(capsys.readouterr().out.strip().splitlines()[-1])
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["source_kind"] == "video" and m["frames"] == 4 and np.isfinite(m["results"]["warped"]["warp_error"])
+
+
+def test_video_with_a_latent_prior_brings_the_noise_to_the_latent_grid(tiny_sd_dir, tmp_path, capsys):
+    """The tiny Stable Diffusion (VAE latents, 4 channels): correspondences at 64 px, noise area-summed to its grid."""
+    from text3d.cameras import turntable
+    from text3d.media import save_video
+    from text3d.shapes import render_checker
+
+    cams = turntable(24, 15.0, 3.0, 32.0, 64, 64)
+    rgb, _ = render_checker(["cube"] * 3, cams.index(slice(0, 3)))
+    clip = save_video(tmp_path / "clip.mp4", list(rgb), fps=8)
+    assert main(["video", str(Path(QUICKSTART).parent / "video-sd.yaml"), f"source={clip}", "prompt=a cube",
+                 f"prior.model={tiny_sd_dir}", "prior.image_size=64", "device=cpu", f"output_dir={tmp_path / 'o'}",
+                 "frames=3", "steps=4", "resolution=64", "cfg_scale=2", "--no-progress"]) == 0
+    out = Path(capsys.readouterr().out.strip().splitlines()[-1])
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["frames"] == 3 and m["frame_size"] == 64 and np.isfinite(m["warp_error_ratio"])

@@ -5,7 +5,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from text3d.cli import main
 
 QUICKSTART = str(Path(__file__).parent.parent / "configs" / "video-quickstart.yaml")
 
@@ -93,7 +92,6 @@ def test_resolution_not_a_multiple_of_the_prior_grid(clip_file, tmp_path, expect
 
 def test_run_whose_render_is_nan(tmp_path, expect_bad_input):
     """A run whose checkpoint holds NaN weights renders NaN depth: refused with one line."""
-    import shutil
 
     import torch
     from safetensors.torch import load_file, save_file

@@ -60,12 +60,15 @@ def test_task_options_ask_ray_for_the_requested_resources():
 
 
 def test_three_items_finish_and_a_bad_override_fails_alone(tmp_path, local_ray):
+    empty_prior = tmp_path / "empty_prior"
+    empty_prior.mkdir()
     prompts = write_jsonl(tmp_path / "items.jsonl", [
         {"prompt": "a red cube"},
         {"prompt": "a blue sphere", "seed": 3, "item": "sphere seed 3"},
         {"prompt": "a pink capsule", "guidance.guidance_scal": 5},  # a typo the config rejects
         "a green cone",
-        {"prompt": "a red cube", "item": "broken", "device": "cuda:99"},  # valid config, fails when the run starts
+        # a valid config that fails when the run starts: the prior folder exists but holds no prior
+        {"prompt": "a red cube", "item": "broken", "prior.model": str(empty_prior)},
     ])
     state = start_batch(QUICKSTART, prompts, [*TINY, f"output_dir={tmp_path / 'out'}"], BatchOptions(max_retries=1))
     batch_dir = state.batch_dir
@@ -75,7 +78,7 @@ def test_three_items_finish_and_a_bad_override_fails_alone(tmp_path, local_ray):
     assert [it.status for it in state.items] == ["done", "done", "failed", "done", "failed"]
     broken = state.items[4]  # raised in its worker: retried once, then recorded with its error
     assert broken.attempts == 2 and [h["outcome"] for h in broken.history] == ["failed", "failed"]
-    assert "cuda" in broken.error.lower() and (batch_dir / "broken" / "config.yaml").is_file()
+    assert "no shapes prior" in broken.error.lower() and (batch_dir / "broken" / "config.yaml").is_file()
 
     bad = state.items[2]
     assert "guidance_scal" in bad.error and "line 3" in bad.error and bad.attempts == 0

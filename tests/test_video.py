@@ -1,7 +1,6 @@
 """`text3d video`: noise schedules along correspondences, metrics on known frames, and the command end to end."""
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np

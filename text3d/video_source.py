@@ -76,7 +76,7 @@ def _image_files(folder: Path) -> List[Path]:
 def load_system(run_dir: Path):
     """The trained scene of a run folder (geometry + material + background + renderer), on CPU."""
     from .checkpoint import load_latest_checkpoint
-    from .rundir import build_geometry, run_config
+    from .rundir import run_config
     from .run import NeRFSystem
 
     cfg = run_config(run_dir)

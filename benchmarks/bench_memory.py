@@ -50,6 +50,14 @@ def main() -> None:
 
         run.fit(progress=progress)
     start, end = readings[args.warmup], readings[args.steps]
+    later = sorted((s, r) for s, r in readings.items() if s >= max(args.warmup, args.every))
+    if len(later) >= 3:  # a leak shows as a steady slope; allocator churn as scatter around a level
+        import numpy as np
+
+        slope = np.polyfit([s for s, _ in later], [r for _, r in later], 1)[0] * 1000
+        values = [r for _, r in later]
+        print(f"trend over the readings from step {later[0][0]}: {slope:+.1f} MB per 1000 steps; "
+              f"mean {np.mean(values):.1f} MB, spread (std) {np.std(values):.1f} MB")
     print(f"\nsteps {args.steps}: rss after {args.warmup} steps {start:.1f} MB, at the end {end:.1f} MB, "
           f"growth {100 * (end - start) / start:+.2f} % (goal <= 5 %), peak of readings {max(readings.values()):.1f} MB, "
           f"{time.perf_counter() - t0:.0f} s")

@@ -126,3 +126,27 @@ def test_video_with_a_latent_prior_brings_the_noise_to_the_latent_grid(tiny_sd_d
     out = Path(capsys.readouterr().out.strip().splitlines()[-1])
     m = json.loads((out / "metrics.json").read_text())
     assert m["frames"] == 3 and m["frame_size"] == 64 and np.isfinite(m["warp_error_ratio"])
+
+
+def test_keyframe_attention_keeps_frame_0_and_changes_the_later_frames(tmp_path, capsys):
+    """attention=keyframe: frame 0 is its own keyframe (unchanged); later frames attend to frame 0."""
+    from text3d.cameras import turntable
+    from text3d.media import save_video
+    from text3d.shapes import render_checker
+
+    cams = turntable(24, 15.0, 3.0, 32.0, 64, 64)
+    rgb, _ = render_checker(["cube"] * 4, cams.index(slice(0, 4)))
+    clip = save_video(tmp_path / "clip.mp4", list(rgb), fps=8)
+    frames = {}
+    for attention in ("none", "keyframe"):
+        assert main(["video", QUICKSTART, f"source={clip}", "prompt=a red cube", f"output_dir={tmp_path / attention}",
+                     "compare_iid=false", f"attention={attention}", "batch_size=4", *SMALL]) == 0
+        out = Path(capsys.readouterr().out.strip().splitlines()[-1])
+        frames[attention] = sorted((out / "frames").glob("*.png"))
+        assert json.loads((out / "metrics.json").read_text())["frames"] == 4
+    import imageio.v3 as iio
+
+    first = [iio.imread(p) for p in (frames["none"][0], frames["keyframe"][0])]
+    later = [iio.imread(p) for p in (frames["none"][2], frames["keyframe"][2])]
+    assert np.array_equal(first[0], first[1])  # frame 0 is its own keyframe: unchanged
+    assert not np.array_equal(later[0], later[1])  # later frames attend to frame 0 instead of themselves

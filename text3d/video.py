@@ -24,10 +24,11 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -44,6 +45,7 @@ from .video_source import Clip, check_source, open_clip
 logger = logging.getLogger(__name__)
 
 ATTENTION_MODES = ("none", "keyframe")
+KEYFRAME_MODES = ("first", "first_previous", "middle")
 
 
 @dataclass
@@ -87,7 +89,11 @@ class VideoConfig:
     flow_preset: str = "medium"
     """Optical flow of video sources: DIS ``ultrafast``, ``fast`` or ``medium``."""
     attention: str = "none"
-    """``none`` or ``keyframe`` (shared keyframe self-attention of the multi-view work, when installed)."""
+    """``none`` or ``keyframe``: every frame's self-attention attends to its keyframe(s) instead of itself
+    (:class:`text3d.guidance.attention.KeyframeAttnProcessor`); needs ``batch_size >= frames``."""
+    keyframe: str = "first"
+    """With ``attention: keyframe``: ``first`` (Text2Video-Zero), ``first_previous`` (Pix2Video) or
+    ``middle`` (FateZero)."""
     compare_iid: bool = True
     """Also restyle with i.i.d. noise at the same seed (for the ratio of warp errors and the side-by-side)."""
     fps: int = bounded(12, lo=1, hi=240)
@@ -140,20 +146,28 @@ def check_video_config(cfg: VideoConfig) -> None:
         raise ConfigError(f"background: unknown mode {cfg.background!r}; valid: {', '.join(BACKGROUND_MODES)}")
     if cfg.attention not in ATTENTION_MODES:
         raise ConfigError(f"attention: unknown mode {cfg.attention!r}; valid: {', '.join(ATTENTION_MODES)}")
-    if cfg.attention == "keyframe":
-        keyframe_attention_available()
+    if cfg.attention == "keyframe" and cfg.keyframe not in KEYFRAME_MODES:
+        raise ConfigError(f"keyframe: unknown mode {cfg.keyframe!r}; valid: {', '.join(KEYFRAME_MODES)}")
+    if cfg.attention == "keyframe" and cfg.batch_size < cfg.frames:
+        raise ConfigError(f"attention=keyframe: every frame must be in one UNet call to see its keyframe; set "
+                          f"batch_size >= frames (now batch_size={cfg.batch_size}, frames={cfg.frames})")
     check_source(cfg.source)
 
 
-def keyframe_attention_available() -> None:
-    """Raise :class:`ConfigError` while keyframe attention (the multi-view issue) is not wired in."""
-    import importlib.util
+@contextmanager
+def frame_attention(prior, cfg: VideoConfig, n_frames: int) -> Iterator[None]:
+    """Keyframe self-attention (:class:`text3d.guidance.attention.KeyframeAttnProcessor`) on the prior's
+    UNet while frames are denoised together (each CFG half of a call is one clip); nothing for ``none``."""
+    if cfg.attention != "keyframe":
+        yield
+        return
+    from text3d.guidance.attention import keyframe_attention
 
-    if importlib.util.find_spec("text3d.guidance.attention") is None:
-        raise ConfigError("attention=keyframe: keyframe attention (text3d.guidance.attention, from the multi-view "
-                          "work) is not available in this installation yet; use attention=none")
-    raise ConfigError("attention=keyframe: text3d.guidance.attention is installed but not yet wired into "
-                      "text3d video; use attention=none")
+    installed = keyframe_attention(prior.unet, mode=cfg.keyframe, num_views=n_frames)
+    try:
+        yield
+    finally:
+        installed.remove()
 
 
 def noise_settings(cfg: VideoConfig, kind: Optional[str] = None) -> NoiseSettings:
@@ -231,8 +245,9 @@ def restyle(prior, clip: Clip, cfg: VideoConfig, kind: str, progress: Optional[C
     prompt = cfg.prompt or clip.prompt
     cond = prior.encode_text([prompt])
     uncond = prior.encode_text([cfg.negative_prompt])
-    x = sdedit(prior, x0, cond, uncond, initial, per_step, cfg.steps, cfg.strength, cfg.cfg_scale, cfg.eta,
-               cameras=clip.cameras.to(prior.device), batch_size=cfg.batch_size, on_step=progress)
+    with frame_attention(prior, cfg, x0.shape[0]):
+        x = sdedit(prior, x0, cond, uncond, initial, per_step, cfg.steps, cfg.strength, cfg.cfg_scale, cfg.eta,
+                   cameras=clip.cameras.to(prior.device), batch_size=cfg.batch_size, on_step=progress)
     out = prior.decode(x).permute(0, 2, 3, 1).cpu()
     return out, time.perf_counter() - t0
 

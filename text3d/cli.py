@@ -52,14 +52,19 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(to_yaml(load_config(config_path, overrides)), end="")
         return 0
     run = open_run(config_path, overrides)
-    progress = _progress_bar(run) if not args.no_progress else None
+    return _fit_and_print(run, args.no_progress, verb="run")
+
+
+def _fit_and_print(run, no_progress: bool, verb: str) -> int:
+    """Train ``run`` with a progress bar; print its folder last (0), or the resume command on Ctrl-C (130)."""
+    progress = _progress_bar(run) if not no_progress else None
     try:
         from tqdm.contrib.logging import logging_redirect_tqdm
 
         with logging_redirect_tqdm():
             run.fit(progress=progress)
     except KeyboardInterrupt:
-        print(f"interrupted at step {run.step}; continue with: text3d run resume={run.run_dir}", file=sys.stderr)
+        print(f"interrupted at step {run.step}; continue with: text3d {verb} resume={run.run_dir}", file=sys.stderr)
         return 130
     finally:
         if progress is not None:
@@ -207,20 +212,7 @@ def cmd_edit(args: argparse.Namespace) -> int:
 
     config_path, overrides = _split_config_and_overrides(args.items)
     run = open_edit(config_path, overrides)
-    progress = _progress_bar(run) if not args.no_progress else None
-    try:
-        from tqdm.contrib.logging import logging_redirect_tqdm
-
-        with logging_redirect_tqdm():
-            run.fit(progress=progress)
-    except KeyboardInterrupt:
-        print(f"interrupted at step {run.step}; continue with: text3d edit resume={run.run_dir}", file=sys.stderr)
-        return 130
-    finally:
-        if progress is not None:
-            progress.close()  # type: ignore[attr-defined]
-    print(run.run_dir)
-    return 0
+    return _fit_and_print(run, args.no_progress, verb="edit")
 
 
 def _add_edit_parser(sub) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+from datetime import datetime
 from pathlib import Path
 from typing import Callable
 
@@ -86,6 +87,17 @@ def check_writable(path: str | Path, key: str) -> None:
     except OSError as e:
         raise ConfigError(f"{key}: cannot write under {str(path)!r} ({e.strerror or type(e).__name__} in "
                           f"{str(probe_in)!r}); pick a writable folder") from None
+
+
+def stamped_dir(root: str | Path, name: str, tag: str, name_fallback: str = "text3d") -> Path:
+    """``<root>/<name>/<tag>@<YYYYmmdd-HHMMSS>`` (name sanitised, ``tag`` already a safe component), made
+    unique with a ``-k`` counter if the name is taken; not created (see :func:`claim_new_dir`)."""
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    base = inside(root, safe_component(name, fallback=name_fallback), f"{tag}@{stamp}")
+    path, k = base, 1
+    while path.exists():
+        path, k = base.with_name(f"{base.name}-{k}"), k + 1
+    return path
 
 
 def claim_new_dir(path: str | Path) -> Path:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
@@ -25,7 +24,7 @@ from .errors import ConfigError, RunDirError
 from .interrupt import StepBoundaryStop
 from .io import write_json, write_text
 from .media import image_grid, save_image, save_video
-from .paths import check_writable, claim_new_dir, inside, safe_component
+from .paths import check_writable, claim_new_dir, safe_component, stamped_dir
 from .registry import BACKGROUNDS, CAMERAS, GEOMETRIES, GUIDANCES, MATERIALS, PRIORS, RENDERERS
 
 logger = logging.getLogger(__name__)
@@ -44,12 +43,7 @@ def new_run_dir(cfg: Config) -> Path:
     The folder is created by :meth:`Run.fit`, so a run that fails to start leaves nothing behind.
     """
     tag = safe_component(cfg.tag) if cfg.tag else slugify(cfg.prompt)
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    base = inside(cfg.output_dir, safe_component(cfg.name, fallback="text3d"), f"{tag}@{stamp}")
-    run_dir, k = base, 1
-    while run_dir.exists():
-        run_dir, k = base.with_name(f"{base.name}-{k}"), k + 1
-    return run_dir
+    return stamped_dir(cfg.output_dir, cfg.name, tag)
 
 
 def versions() -> Dict[str, str]:

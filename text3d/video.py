@@ -26,7 +26,6 @@ import logging
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
 
@@ -39,7 +38,7 @@ from .bounds import bounded, check_bounds
 from .correspondence import BACKGROUND_MODES, FLOW_PRESETS, sample_bilinear
 from .errors import ConfigError
 from .noise import NOISES, Correspondence, NoiseSettings, check_noise_settings, downsample_correspondence, sum_pool_noise
-from .paths import check_writable, inside, safe_component
+from .paths import check_writable, safe_component, stamped_dir
 from .video_source import Clip, check_source, open_clip
 
 logger = logging.getLogger(__name__)
@@ -254,12 +253,7 @@ def restyle(prior, clip: Clip, cfg: VideoConfig, kind: str, progress: Optional[C
 
 def output_dir_for(cfg: VideoConfig, prompt: str) -> Path:
     tag = safe_component(cfg.tag) if cfg.tag else safe_component(prompt, fallback="video")
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    base = inside(cfg.output_dir, safe_component(cfg.name, fallback="video"), f"{tag}@{stamp}")
-    out, k = base, 1
-    while out.exists():
-        out, k = base.with_name(f"{base.name}-{k}"), k + 1
-    return out
+    return stamped_dir(cfg.output_dir, cfg.name, tag, name_fallback="video")
 
 
 def run_video(cfg: VideoConfig, prior=None, progress: Optional[Callable[[str, int, int], None]] = None) -> Path:

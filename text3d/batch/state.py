@@ -22,7 +22,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from ..config import Config, load_raw, resolve, to_yaml
 from ..errors import RunDirError, Text3DError
 from ..io import write_text
-from ..paths import inside, safe_component
+from ..paths import inside, stamped_dir
 from .items import BatchItem, read_items
 
 FORMAT_VERSION = 1
@@ -98,12 +98,7 @@ class BatchState:
 
 def new_batch_dir(cfg: Config) -> Path:
     """``<output_dir>/<name>/batch@<YYYYmmdd-HHMMSS>``, made unique with a counter if needed (not created)."""
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    base = inside(cfg.output_dir, safe_component(cfg.name, fallback="text3d"), f"batch@{stamp}")
-    batch_dir, k = base, 1
-    while batch_dir.exists():
-        batch_dir, k = base.with_name(f"{base.name}-{k}"), k + 1
-    return batch_dir
+    return stamped_dir(cfg.output_dir, cfg.name, "batch")
 
 
 def plan_batch(config_path: str | Path, prompts_path: str | Path, overrides: List[str],

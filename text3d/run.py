@@ -351,15 +351,6 @@ class Run:
         self.last_losses = dict(ckpt.meta.get("last_losses", {}))
         logger.info("resumed from %s at step %d", path, self.step)
 
-    def resume_latest(self) -> bool:
-        """Load the newest intact checkpoint of ``run_dir`` if there is one."""
-        ckpt = load_latest_checkpoint(self.run_dir)
-        if ckpt is None:
-            logger.warning("%s has no checkpoint yet; starting from step 0", self.run_dir)
-            return False
-        self.load(ckpt)
-        return True
-
 
 def state_dict_difference(saved: Dict[str, torch.Tensor], model: Dict[str, torch.Tensor]) -> str:
     """One line saying how a saved state dict and a model's differ (names and shapes)."""

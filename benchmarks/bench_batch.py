@@ -31,14 +31,18 @@ import sys
 import time
 from pathlib import Path
 
+LAST_LAUNCH = (0.0, None)  # epoch seconds at which the last timed command started and ended
 PROMPTS = ["a red cube", "a blue sphere", "a green cone", "a purple cylinder"]
 
 
 def timed(cmd: list, log: Path) -> tuple[float, str]:
+    global LAST_LAUNCH
+    LAST_LAUNCH = (time.time(), None)
     t0 = time.perf_counter()
     with open(log, "w") as err:
         proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=err, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     wall = time.perf_counter() - t0
+    LAST_LAUNCH = (LAST_LAUNCH[0], time.time())
     if proc.returncode != 0:
         sys.exit(f"failed ({proc.returncode}): {' '.join(cmd)}; see {log}")
     return wall, proc.stdout.strip().splitlines()[-1]
@@ -64,9 +68,33 @@ def run_batch(config: str, extra: list, out: Path, cpus: int, label: str) -> dic
     assert all(it["status"] == "done" for it in items), [it["error"] for it in items]
     worker = [it["history"][-1]["worker_s"] for it in items]
     task = [it["history"][-1]["task_s"] for it in items]
+    parts = decompose(items, *LAST_LAUNCH)
     print(f"  {label} batch (--cpus-per-run {cpus}): {wall:.1f} s; in-worker per run "
-          f"{', '.join(f'{w:.0f}' for w in worker)} s", flush=True)
-    return {"wall_s": wall, "worker_s": worker, "task_s": task, "batch_dir": batch_dir, "cpus_per_run": cpus}
+          f"{', '.join(f'{w:.0f}' for w in worker)} s; start-up {parts['startup_s']:.1f} s, wind-down "
+          f"{parts['winddown_s']:.1f} s (once per batch), slots idle at the end {parts['tail_idle_s']:.1f} s, "
+          f"per run on a warm worker {parts['warm_gap_s']:.2f} s", flush=True)
+    return {"wall_s": wall, "worker_s": worker, "task_s": task, "batch_dir": batch_dir, "cpus_per_run": cpus, **parts}
+
+
+def decompose(items: list, launched: float, ended: float) -> dict:
+    """Where a batch's time outside the runs goes, from batch.json's attempt history (epoch seconds).
+
+    ``startup_s``: command start -> first run starts in a worker (imports, Ray start, worker start);
+    ``winddown_s``: last run finished -> command exits (summary, contact sheet, Ray shutdown);
+    ``tail_idle_s``: sum over workers of the time between their own last run and the batch's last run
+    (load imbalance: nothing left to schedule); ``warm_gap_s``: mean time between one run's end and
+    the next start on the same worker process (Ray's per-run scheduling once warm).
+    """
+    runs = sorted((h["pid"], h["started"], h["started"] + h["worker_s"]) for it in items for h in it["history"][-1:])
+    by_worker: dict = {}
+    for pid, start, end in runs:
+        by_worker.setdefault(pid, []).append((start, end))
+    gaps = [b[0] - a[1] for spans in by_worker.values() for a, b in zip(spans, spans[1:])]
+    last = max(end for _, _, end in runs)
+    return {"startup_s": round(min(start for _, start, _ in runs) - launched, 2),
+            "winddown_s": round(ended - last, 2),
+            "tail_idle_s": round(sum(last - spans[-1][1] for spans in by_worker.values()), 2),
+            "warm_gap_s": round(sum(gaps) / len(gaps), 3) if gaps else 0.0}
 
 
 def estimate(run_s: float, overhead_s: float, prompts: int = 1000, gpus: int = 8) -> float:

@@ -19,15 +19,15 @@ attention processors can be swapped with ``prior.unet.set_attn_processor``.
 from __future__ import annotations
 
 import abc
-import contextlib
 import logging
-from typing import TYPE_CHECKING, Dict, Iterator, List, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from text3d.errors import ConfigError
+from text3d.quiet import no_transformers_progress_bars  # noqa: F401  (re-exported: guidance's public name)
 
 if TYPE_CHECKING:
     from text3d.cameras import Cameras
@@ -62,24 +62,6 @@ def freeze(*modules: Optional[nn.Module]) -> None:
         if module is not None:
             module.requires_grad_(False)
             module.eval()
-
-
-@contextlib.contextmanager
-def no_transformers_progress_bars() -> Iterator[None]:
-    """Silence transformers' per-call progress bars ("Loading weights", "Writing model shards").
-
-    Library code draws no progress bars; transformers offers only a process-wide switch, so it
-    is turned off for the duration and restored afterwards.
-    """
-    from transformers.utils import logging as hf_logging
-
-    was_enabled = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            hf_logging.enable_progress_bar()
 
 
 def resize_square(images: Tensor, size: int) -> Tensor:

@@ -34,6 +34,7 @@ from torch import Tensor, nn
 from .bounds import bounded
 from .errors import ConfigError, ModelNotFoundError
 from .io import read_json_object
+from .quiet import no_transformers_progress_bars
 
 if TYPE_CHECKING:
     from .cameras import Cameras
@@ -296,8 +297,9 @@ def load_prior(folder: Optional[Path | str] = None, device: torch.device | str =
         raise ConfigError(f"{folder}: shapes prior format {meta.get('format_version')} is not the supported "
                           f"{PRIOR_FORMAT_VERSION}; retrain it with `text3d train-prior`")
     try:
-        unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet", torch_dtype=dtype)
-        text_encoder = CLIPTextModel.from_pretrained(folder, subfolder="text_encoder", dtype=dtype)
+        with no_transformers_progress_bars():
+            unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet", torch_dtype=dtype)
+            text_encoder = CLIPTextModel.from_pretrained(folder, subfolder="text_encoder", dtype=dtype)
         scheduler = DDIMScheduler.from_config(DDIMScheduler.load_config(folder, subfolder="scheduler"))
     except (OSError, ValueError, RuntimeError) as err:
         raise ModelNotFoundError(f"cannot load the shapes prior in {folder}: {' '.join(str(err).split())[:300]}") from err

@@ -204,6 +204,7 @@ def test_ctrl_c_leaves_a_resumable_batch(tmp_path, local_ray):
     assert f"text3d batch --resume {batch_dir}" in stderr.decode()
     data = json.loads((batch_dir / "batch.json").read_text())
     assert [it["status"] for it in data["items"]] == ["done", "interrupted"]
+    assert data["items"][1]["history"][-1]["outcome"] == "interrupted" and "failed after" not in stderr.decode()
     saved_at = load_checkpoint(latest_checkpoint(batch_dir / "long")).meta["step"]  # saved on Ctrl-C
     assert 0 < saved_at < 2000 and not (batch_dir / "long" / "metrics.json").exists()
     short_stamp = (batch_dir / "short" / "metrics.json").stat().st_mtime_ns

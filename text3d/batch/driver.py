@@ -96,7 +96,7 @@ class BatchDriver:
         finished = time.time()
         entry = {"attempt": item.attempts, "submitted": round(self.submitted[item.item], 3),
                  "finished": round(finished, 3), "task_s": round(finished - self.submitted[item.item], 3),
-                 "outcome": "done" if error is None else "failed", **(figures or {}), "error": error}
+                 "outcome": "done" if error is None else ("failed" if retry else "interrupted"), **(figures or {}), "error": error}
         item.history.append(entry)
         if error is None:
             refresh_item(self.state, item)
@@ -115,7 +115,10 @@ class BatchDriver:
             self._submit(item)
         else:
             item.status = "failed" if retry else "interrupted"
-            logger.warning("item %s failed after %d attempt(s): %s", item.item, item.attempts, error)
+            if retry:
+                logger.warning("item %s failed after %d attempt(s): %s", item.item, item.attempts, error)
+            else:
+                logger.info("item %s interrupted (%s); it resumes with --resume", item.item, error)
 
     def _report(self) -> None:
         snapshot = self.engine.snapshot()

@@ -176,7 +176,7 @@ def test_ctrl_c_leaves_a_resumable_batch(tmp_path, local_ray):
     """SIGINT to the CLI: the running run saves a checkpoint and stops, exit 130 with the resume
     command; --resume skips the finished item and continues the other from its checkpoint."""
     prompts = write_jsonl(tmp_path / "items.jsonl", [{"prompt": "a red cube", "steps": 2, "item": "short"},
-                                                     {"prompt": "a blue cone", "steps": 2000, "item": "long"}])
+                                                     {"prompt": "a blue cone", "steps": 20000, "item": "long"}])
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "text3d.cli", "batch", str(QUICKSTART), str(prompts), *TINY,
            "trainer.checkpoint_every=0", "trainer.turntable_frames=0", f"output_dir={out}", "--no-progress"]
@@ -206,7 +206,7 @@ def test_ctrl_c_leaves_a_resumable_batch(tmp_path, local_ray):
     assert [it["status"] for it in data["items"]] == ["done", "interrupted"]
     assert data["items"][1]["history"][-1]["outcome"] == "interrupted" and "failed after" not in stderr.decode()
     saved_at = load_checkpoint(latest_checkpoint(batch_dir / "long")).meta["step"]  # saved on Ctrl-C
-    assert 0 < saved_at < 2000 and not (batch_dir / "long" / "metrics.json").exists()
+    assert 0 < saved_at < 20000 and not (batch_dir / "long" / "metrics.json").exists()
     short_stamp = (batch_dir / "short" / "metrics.json").stat().st_mtime_ns
 
     state = resume_batch(batch_dir, overrides=[f"steps={saved_at + 2}"])

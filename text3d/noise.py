@@ -117,10 +117,11 @@ def warp_nearest(noise: Tensor, coords: Tensor, valid: Tensor, generator: Option
         out.index_copy_(1, fresh, _randn((C, fresh.numel()), generator, noise))
     dup = ((n > 1) & ok).nonzero().squeeze(1)  # a value copied once stays as it is (v/1 + z - z)
     if dup.numel():
-        d_src, d_n = src.index_select(0, dup), n.index_select(0, dup).to(noise.dtype)
+        d_n = n.index_select(0, dup).to(noise.dtype)
+        groups, group = torch.unique(src.index_select(0, dup), return_inverse=True)  # 1-D: no dim= needed
         z = _randn((C, dup.numel()), generator, noise)
-        group_sum = torch.zeros(C, h * w, dtype=noise.dtype, device=noise.device).index_add_(1, d_src, z)
-        regauss = out.index_select(1, dup) / d_n.sqrt() + (z - group_sum.index_select(1, d_src) / d_n)
+        group_sum = torch.zeros(C, groups.numel(), dtype=noise.dtype, device=noise.device).index_add_(1, group, z)
+        regauss = out.index_select(1, dup) / d_n.sqrt() + (z - group_sum.index_select(1, group) / d_n)
         out.index_copy_(1, dup, regauss)
     return out.view(C, H, W)
 

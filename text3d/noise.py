@@ -177,8 +177,10 @@ def warp_integral(noise: Tensor, coords: Tensor, valid: Tensor, k: int = 4,
     independent ``N(0, a)`` when ``X_p ~ N(0, 1)``; ``T`` sums its pieces and divides by
     ``sqrt(sum_p a_pT)``. So the output is exactly white and standard normal, correlates with each
     source pixel by the overlap area, and an identity or integer translation reproduces the source.
-    This is the limit of "upsample by ``k``, pull sub-pixels, sum" (:mod:`text3d.noise_reference`) in which a target pixel reading a
-    magnified source gets ``1/sqrt(zoom area)`` of it, as nearest's regaussianised duplicates do.
+    It agrees with "upsample by ``k``, pull sub-pixels, sum" (:mod:`text3d.noise_reference`) under
+    translations, rotations and magnification (a target inside a magnified source pixel gets
+    ``sqrt(its area)`` of it, as regaussianised duplicates give); under a zoom-out that pull reads
+    only ``k^2`` points of the larger footprint, whereas here the footprint's whole area counts.
 
     Vectorised: the pairs ``(p, T)`` are found by one ``bincount`` over a window of ``(2 r + 1)^2``
     source pixels around each target's centre (``r <= reach``; sub-pixels farther out, outside the
@@ -227,7 +229,8 @@ def _footprint_pairs(coords: Tensor, valid: Tensor, h: int, w: int, k: int, reac
     H, W = valid.shape
     fine = _subpixel_grid(coords, k).view(2, H, k, W, k)
     centre = torch.nan_to_num(coords, nan=-1.0, posinf=-1.0, neginf=-1.0).floor().permute(2, 0, 1)
-    d = fine.floor() - centre.reshape(2, H, 1, W, 1)  # source pixel of each sub-pixel, relative to the centre's
+    cell = fine.floor()  # the source pixel of each sub-pixel
+    d = cell - centre.reshape(2, H, 1, W, 1)  # relative to the centre's
     keep = valid.view(H, 1, W, 1) & (fine[0] >= 0) & (fine[0] < w) & (fine[1] >= 0) & (fine[1] < h)
     lo, hi = torch.where(keep, d, 0.0).aminmax() if keep.numel() else (torch.zeros(()), torch.zeros(()))
     seen = int(max(-float(lo), float(hi)))
@@ -236,9 +239,11 @@ def _footprint_pairs(coords: Tensor, valid: Tensor, h: int, w: int, k: int, reac
         keep &= (d.abs() <= r).all(0)
     K = 2 * r + 1
     index_type = torch.int32 if H * W * K * K < 2**31 - 1 else torch.long
-    target = torch.arange(0, H * W * K * K, K * K, device=coords.device, dtype=index_type).view(H, 1, W, 1)
-    local = ((d[1] + r) * K + (d[0] + r)).to(index_type)
-    key = torch.where(keep, local + target, H * W * K * K).reshape(-1)
+    # key = T K^2 + (dy + r) K + (dx + r); the per-target part is summed on the [H, W] grid first
+    base = torch.arange(0, H * W * K * K, K * K, device=coords.device, dtype=index_type).view(H, 1, W, 1)
+    base = base + (r * K + r) - (centre[1] * K + centre[0]).to(index_type).view(H, 1, W, 1)
+    key = torch.where(keep, (cell[1] * K + cell[0]).to(index_type) + base, H * W * K * K)
+    key = key.reshape(-1)
     counts = torch.bincount(key, minlength=H * W * K * K + 1)[:-1]
     pair = counts.nonzero().squeeze(1)
     n = counts[pair].to(coords.dtype)

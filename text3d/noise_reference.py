@@ -28,7 +28,8 @@ def _nearest_source(coords: Tensor, valid: Tensor, h: int, w: int) -> Tuple[Tens
     return flat[ok], ok
 
 
-def warp_nearest_pull(noise: Tensor, coords: Tensor, valid: Tensor, generator: Optional[torch.Generator] = None) -> Tensor:
+def warp_nearest_pull(noise: Tensor, coords: Tensor, valid: Tensor,
+                      generator: Optional[torch.Generator] = None) -> Tensor:
     """Pull unit white noise along a map by nearest neighbour, regaussianising duplicated values.
 
     Args:

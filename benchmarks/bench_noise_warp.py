@@ -1,12 +1,13 @@
 """Throughput of the noise warps and seconds per frame of `text3d video` with the embedded prior.
 
 Warps (text3d.noise) at 64^2 and 512^2 under a small rotation + zoom, frames per second, against
-bilinear resampling (F.grid_sample, the non-white foil) measured in the same run. Goals on 2 cores:
+bilinear resampling (F.grid_sample, the non-white foil) and against the first (materialising)
+implementations in text3d.noise_reference, all measured in the same run. Goals on 2 cores:
 nearest >= 100 fps at 512^2, integral with k = 4 >= 10 fps at 512^2. Then seconds per video frame of
 SDEdit with i.i.d. vs warped noise (initial + per-step) on a 16-frame analytic turntable (DIS flow
 correspondences at 128 px, the shapes prior at 32 px).
 
-    python benchmarks/bench_noise_warp.py [--threads 2] [--channels 4] [--no-video]
+    OMP_NUM_THREADS=2 python benchmarks/bench_noise_warp.py [--threads 2] [--channels 4] [--no-video]
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from text3d.noise import identity_coords, warp_bilinear, warp_integral, warp_nearest  # noqa: E402
+from text3d.noise_reference import warp_integral_subpixel, warp_nearest_pull  # noqa: E402
 
 
 def rotation_zoom(res: int, angle_deg: float = 3.0, scale: float = 0.98) -> torch.Tensor:
@@ -43,22 +45,27 @@ def fps(fn, min_time: float = 1.0, max_reps: int = 200) -> float:
     return reps / (time.perf_counter() - t0)
 
 
-def bench_warps(channels: int) -> None:
+def bench_warps(channels: int, sizes=(64, 512)) -> None:
     goals = {("nearest", 512): 100.0, ("integral k=4", 512): 10.0}
-    print(f"{'size':>6} {'warp':<14} {'fps':>9} {'x bilinear':>10}  goal")
-    for res in (64, 512):
+    print(f"{'size':>6} {'warp':<14} {'fps':>9} {'x bilinear':>10} {'first impl.':>11} {'x first':>8}  goal")
+    for res in sizes:
         noise = torch.randn(channels, res, res, generator=torch.Generator().manual_seed(0))
         coords = rotation_zoom(res)
         valid = torch.ones(res, res, dtype=torch.bool)
         g = torch.Generator().manual_seed(1)
         base = fps(lambda: warp_bilinear(noise, coords, valid, g))
-        rows = [("bilinear (foil)", base), ("nearest", fps(lambda: warp_nearest(noise, coords, valid, g))),
-                ("integral k=2", fps(lambda: warp_integral(noise, coords, valid, 2, g))),
-                ("integral k=4", fps(lambda: warp_integral(noise, coords, valid, 4, g)))]
-        for name, value in rows:
+        rows = [("bilinear (foil)", base, None),
+                ("nearest", fps(lambda: warp_nearest(noise, coords, valid, g)),
+                 fps(lambda: warp_nearest_pull(noise, coords, valid, g))),
+                ("integral k=2", fps(lambda: warp_integral(noise, coords, valid, 2, g)),
+                 fps(lambda: warp_integral_subpixel(noise, coords, valid, 2, g))),
+                ("integral k=4", fps(lambda: warp_integral(noise, coords, valid, 4, g)),
+                 fps(lambda: warp_integral_subpixel(noise, coords, valid, 4, g), min_time=0.5, max_reps=5))]
+        for name, value, first in rows:
             goal = goals.get((name, res))
             verdict = "" if goal is None else f">= {goal:g} fps: {'met' if value >= goal else 'NOT met'}"
-            print(f"{res:>5}² {name:<14} {value:9.1f} {value / base:10.2f}  {verdict}", flush=True)
+            old = f"{first:11.1f} {value / first:8.2f}" if first else f"{'':11} {'':8}"
+            print(f"{res:>5}² {name:<14} {value:9.1f} {value / base:10.2f} {old}  {verdict}", flush=True)
 
 
 def bench_video(frames: int = 16, steps: int = 30, strength: float = 0.8) -> None:

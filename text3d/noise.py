@@ -22,11 +22,14 @@ interpolation shrinks the variance and correlates neighbours (kept only as a foi
 - :func:`warp_nearest` copies the nearest source value; where ``n`` target pixels copied the same
   source value ``v`` each gets ``v/sqrt(n) + z - mean_group(z)`` with fresh ``z ~ N(0, 1)``
   (Go-with-the-Flow's "regaussianisation": the group's sum is kept, the values are independent);
-- :func:`warp_integral` (after "How I Warped Your Noise"): each source pixel is split into ``k x k``
-  sub-pixels conditioned on it (``X/k + Z - blockmean(Z)``: their block sum is ``k X``), the target's
-  sub-pixels pull their nearest source sub-pixel (with regaussianisation of duplicates) and each
-  target pixel is the sum of its ``k^2`` sub-pixels divided by ``sqrt(k^2)``. Correlation with the
-  source then follows the overlap area instead of jumping between 0 and 1 under sub-pixel motion.
+- :func:`warp_integral` (after "How I Warped Your Noise" and its infinite-resolution sequel): each
+  target pixel integrates the source's white-noise field over its footprint (sampled at ``k x k``
+  points), conditioned on the source pixels, and divides by the square root of the footprint's
+  area. Correlation with the source then follows the overlap area instead of jumping between 0 and
+  1 under sub-pixel motion, and a zoom-out integrates every source pixel it covers.
+
+Both are vectorised (``bincount`` / ``index_add_`` group sums, no loop over pixels); the first,
+materialising implementations are kept in :mod:`text3d.noise_reference` as test references.
 
 Correspondences are "pull" maps: for every pixel of the target frame, its continuous position
 ``(x, y)`` in the source frame, where pixel ``(row i, column j)`` covers ``[j, j+1) x [i, i+1)`` (its
@@ -82,18 +85,12 @@ def _randn(shape: Sequence[int], generator: Optional[torch.Generator], like: Ten
     return torch.randn(*shape, generator=generator, dtype=like.dtype).to(like.device)
 
 
-def _nearest_source(coords: Tensor, valid: Tensor, h: int, w: int) -> Tuple[Tensor, Tensor]:
-    """Which target pixels read a source pixel (``ok [H*W]``), and the flat index into the ``h x w``
-    source of the pixel containing each of their positions (``[ok.sum()]``)."""
-    x, y = coords[..., 0].reshape(-1), coords[..., 1].reshape(-1)
-    # comparisons with NaN are False, so NaN / inf positions drop out here
-    ok = valid.reshape(-1) & (x >= 0) & (x < w) & (y >= 0) & (y < h)
-    flat = y.long() * w + x.long()  # truncation is floor where ok (non-negative); garbage elsewhere
-    return flat[ok], ok
-
-
 def warp_nearest(noise: Tensor, coords: Tensor, valid: Tensor, generator: Optional[torch.Generator] = None) -> Tensor:
     """Pull unit white noise along a map by nearest neighbour, regaussianising duplicated values.
+
+    Vectorised: one gather of the source values, ``bincount`` for how often each source pixel is
+    read, and fresh draws only for disoccluded pixels and for duplicated copies (their group sums by
+    ``index_add_``).
 
     Args:
         noise: ``[C, h, w]`` source noise, i.i.d. N(0, 1).
@@ -107,42 +104,26 @@ def warp_nearest(noise: Tensor, coords: Tensor, valid: Tensor, generator: Option
     """
     C, h, w = noise.shape
     H, W = coords.shape[:2]
-    idx, ok = _nearest_source(coords, valid, h, w)
-    out = torch.empty(C, H * W, dtype=noise.dtype, device=noise.device)
-    fresh = ~ok
-    n_fresh = int(fresh.sum())
-    if n_fresh:
-        out[:, fresh] = _randn((C, n_fresh), generator, noise)
-    if idx.numel():
-        values = noise.reshape(C, -1)[:, idx]
-        n = torch.bincount(idx, minlength=h * w)[idx]
-        dup = n > 1  # a value copied once stays as it is (v/1 + z - z)
-        if bool(dup.any()):
-            d_idx, d_n = idx[dup], n[dup].to(noise.dtype)
-            z = _randn((C, d_idx.numel()), generator, noise)
-            group_sum = torch.zeros(C, h * w, dtype=noise.dtype, device=noise.device).index_add_(1, d_idx, z)
-            values[:, dup] = values[:, dup] / d_n.sqrt() + (z - group_sum[:, d_idx] / d_n)
-        out[:, ok] = values
+    x, y = coords[..., 0].reshape(-1), coords[..., 1].reshape(-1)
+    # comparisons with NaN are False, so NaN / inf positions drop out here
+    ok = valid.reshape(-1) & (x >= 0) & (x < w) & (y >= 0) & (y < h)
+    # flat source index (truncation is floor for non-negative positions); targets without a source
+    # are parked on an extra bin h*w and read pixel 0, then overwritten with fresh noise
+    src = torch.where(ok, y.long() * w + x.long(), h * w)
+    out = noise.reshape(C, h * w).index_select(1, src.clamp(max=h * w - 1))
+    n = torch.bincount(src, minlength=h * w + 1).index_select(0, src)
+    fresh = (~ok).nonzero().squeeze(1)
+    if fresh.numel():
+        out.index_copy_(1, fresh, _randn((C, fresh.numel()), generator, noise))
+    dup = ((n > 1) & ok).nonzero().squeeze(1)  # a value copied once stays as it is (v/1 + z - z)
+    if dup.numel():
+        d_n = n.index_select(0, dup).to(noise.dtype)
+        groups, group = torch.unique(src.index_select(0, dup), return_inverse=True)  # 1-D: no dim= needed
+        z = _randn((C, dup.numel()), generator, noise)
+        group_sum = torch.zeros(C, groups.numel(), dtype=noise.dtype, device=noise.device).index_add_(1, group, z)
+        regauss = out.index_select(1, dup) / d_n.sqrt() + (z - group_sum.index_select(1, group) / d_n)
+        out.index_copy_(1, dup, regauss)
     return out.view(C, H, W)
-
-
-def upsample_conditional(noise: Tensor, k: int, generator: Optional[torch.Generator] = None) -> Tensor:
-    """Split each pixel into ``k x k`` unit-variance sub-pixels whose block sum is ``k`` times the pixel.
-
-    ``X/k + Z - blockmean(Z)`` with fresh ``Z ~ N(0, 1)``: the sub-pixels are i.i.d. N(0, 1) and
-    ``sum(block) / k == X`` (Chang et al., conditional upsampling of white noise).
-
-    Args:
-        noise: ``[C, h, w]``.
-    Returns:
-        ``[C, k h, k w]``.
-    """
-    C, h, w = noise.shape
-    z = _randn((C, h * k, w * k), generator, noise)
-    block_mean = F.avg_pool2d(z[None], k)[0]
-    blocks = z.view(C, h, k, w, k)
-    blocks += (noise / k - block_mean)[:, :, None, :, None]
-    return z
 
 
 def sum_pool_noise(noise: Tensor, s: int) -> Tensor:
@@ -172,35 +153,105 @@ def subpixel_coords(coords: Tensor, k: int) -> Tensor:
     Bilinear interpolation of the map between pixel centres, linear extrapolation over the outer
     half pixel (so an affine map stays exactly affine up to the borders).
     """
+    return _subpixel_grid(coords, k).permute(1, 2, 0)
+
+
+def _subpixel_grid(coords: Tensor, k: int) -> Tensor:
+    """:func:`subpixel_coords` channels first, ``[2, kH, kW]`` contiguous."""
     grid = _extrapolate_pad(torch.nan_to_num(coords, nan=-1e9).permute(2, 0, 1))
     # align_corners=False samples at the sub-pixel centres (j + (a + 0.5)/k)
     fine = F.interpolate(grid[None], scale_factor=k, mode="bilinear", align_corners=False)[0]
-    return fine[:, k:-k, k:-k].permute(1, 2, 0)
+    return fine[:, k:-k, k:-k].contiguous()
 
 
 def warp_integral(noise: Tensor, coords: Tensor, valid: Tensor, k: int = 4,
-                  generator: Optional[torch.Generator] = None) -> Tensor:
-    """Area-preserving warp of unit white noise: conditional upsampling by ``k``, nearest pull of the
-    sub-pixels (regaussianised), area sum back to pixels.
+                  generator: Optional[torch.Generator] = None, reach: int = 4) -> Tensor:
+    """Area-preserving warp of unit white noise: each target pixel integrates the source's white-noise
+    field over its footprint, conditioned on the source pixels (Chang et al.'s integral noise).
+
+    The footprint of target pixel ``T`` is sampled at ``k x k`` sub-pixel positions (bilinear in the
+    map, :func:`subpixel_coords`); ``n_pT`` of them fall into source pixel ``p``, and ``p``'s area is
+    shared among the targets reading it in proportion: ``a_pT = n_pT / sum_T' n_pT'``. A white-noise
+    field whose integral over ``p`` is ``X_p`` has, over the pieces of ``p``, the integrals
+    ``a X_p + sqrt(a) xi_pT - a sum_T' sqrt(a_pT') xi_pT'`` (fresh ``xi ~ N(0, 1)``), which are exactly
+    independent ``N(0, a)`` when ``X_p ~ N(0, 1)``; ``T`` sums its pieces and divides by
+    ``sqrt(sum_p a_pT)``. So the output is exactly white and standard normal, correlates with each
+    source pixel by the overlap area, and an identity or integer translation reproduces the source.
+    It agrees with "upsample by ``k``, pull sub-pixels, sum" (:mod:`text3d.noise_reference`) under
+    translations, rotations and magnification (a target inside a magnified source pixel gets
+    ``sqrt(its area)`` of it, as regaussianised duplicates give); under a zoom-out that pull reads
+    only ``k^2`` points of the larger footprint, whereas here the footprint's whole area counts.
+
+    Vectorised: the pairs ``(p, T)`` are found by one ``bincount`` over a window of ``(2 r + 1)^2``
+    source pixels around each target's centre (``r <= reach``; sub-pixels farther out, outside the
+    source, or of invalid targets are dropped); random draws are one per pair and channel.
 
     Args:
         noise: ``[C, h, w]`` source noise, i.i.d. N(0, 1).
-        coords: ``[H, W, 2]`` source position of every target pixel centre; sub-pixel positions are
-            interpolated bilinearly from it (so a zoom or a rotation changes each pixel's footprint).
-        valid: ``[H, W]`` bool; invalid target pixels get fresh noise.
-        k: sub-pixels per pixel side (1 = :func:`warp_nearest`).
+        coords: ``[H, W, 2]`` source position of every target pixel centre.
+        valid: ``[H, W]`` bool; invalid target pixels (and those no sub-pixel of which lands in the
+            source) get fresh noise.
+        k: sub-pixel samples per pixel side (1 = :func:`warp_nearest`).
+        reach: largest window radius in source pixels (a footprint up to ``2 reach`` pixels wide).
 
     Returns:
         ``[C, H, W]`` i.i.d. N(0, 1) noise.
     """
     if k == 1:
         return warp_nearest(noise, coords, valid, generator)
-    fine_src = upsample_conditional(noise, k, generator)
-    fine_coords = subpixel_coords(coords, k) * k
+    C, h, w = noise.shape
     H, W = valid.shape
-    fine_valid = valid[:, None, :, None].expand(H, k, W, k).reshape(H * k, W * k)
-    fine = warp_nearest(fine_src, fine_coords, fine_valid, generator)
-    return sum_pool_noise(fine, k)
+    p, t, area = _footprint_pairs(coords, valid, h, w, k, reach)
+    out = torch.empty(C, H * W, dtype=noise.dtype, device=noise.device)
+    total = torch.zeros(H * W, dtype=noise.dtype, device=noise.device).index_add_(0, t, area)
+    fresh = (total <= 0).nonzero().squeeze(1)
+    if fresh.numel():
+        out.index_copy_(1, fresh, _randn((C, fresh.numel()), generator, noise))
+    if not p.numel():
+        return out.view(C, H, W)
+    root = area.sqrt()
+    xi = _randn((C, p.numel()), generator, noise) * root
+    shared = torch.zeros(C, h * w, dtype=noise.dtype, device=noise.device).index_add_(1, p, xi)
+    piece = (noise.reshape(C, h * w) - shared).index_select(1, p) * area + xi
+    summed = torch.zeros(C, H * W, dtype=noise.dtype, device=noise.device).index_add_(1, t, piece)
+    hit = (total > 0).nonzero().squeeze(1)
+    out.index_copy_(1, hit, summed[:, hit] / total[hit].sqrt())
+    return out.view(C, H, W)
+
+
+def _footprint_pairs(coords: Tensor, valid: Tensor, h: int, w: int, k: int, reach: int
+                     ) -> Tuple[Tensor, Tensor, Tensor]:
+    """The (source pixel ``p``, target pixel ``T``) pairs of a footprint warp and ``p``'s area share ``a_pT``.
+
+    Returns:
+        ``p`` and ``T`` flat indices ``[P]`` (long) and ``a_pT`` ``[P]`` (float, summing to 1 over each ``p``).
+    """
+    H, W = valid.shape
+    fine = _subpixel_grid(coords, k).view(2, H, k, W, k)
+    centre = torch.nan_to_num(coords, nan=-1.0, posinf=-1.0, neginf=-1.0).floor().permute(2, 0, 1)
+    cell = fine.floor()  # the source pixel of each sub-pixel
+    d = cell - centre.reshape(2, H, 1, W, 1)  # relative to the centre's
+    keep = valid.view(H, 1, W, 1) & (fine[0] >= 0) & (fine[0] < w) & (fine[1] >= 0) & (fine[1] < h)
+    lo, hi = torch.where(keep, d, 0.0).aminmax() if keep.numel() else (torch.zeros(()), torch.zeros(()))
+    seen = int(max(-float(lo), float(hi)))
+    r = min(reach, seen)
+    if r < seen:  # sub-pixels beyond the window are dropped
+        keep &= (d.abs() <= r).all(0)
+    K = 2 * r + 1
+    index_type = torch.int32 if H * W * K * K < 2**31 - 1 else torch.long
+    # key = T K^2 + (dy + r) K + (dx + r); the per-target part is summed on the [H, W] grid first
+    base = torch.arange(0, H * W * K * K, K * K, device=coords.device, dtype=index_type).view(H, 1, W, 1)
+    base = base + (r * K + r) - (centre[1] * K + centre[0]).to(index_type).view(H, 1, W, 1)
+    key = torch.where(keep, (cell[1] * K + cell[0]).to(index_type) + base, H * W * K * K)
+    key = key.reshape(-1)
+    counts = torch.bincount(key, minlength=H * W * K * K + 1)[:-1]
+    pair = counts.nonzero().squeeze(1)
+    n = counts[pair].to(coords.dtype)
+    t, off = pair // (K * K), pair % (K * K)
+    cx, cy = centre[0].reshape(-1).long()[t], centre[1].reshape(-1).long()[t]
+    p = (cy + off // K - r) * w + (cx + off % K - r)
+    per_source = torch.zeros(h * w, dtype=n.dtype, device=n.device).index_add_(0, p, n)
+    return p, t, n / per_source[p]
 
 
 def warp_bilinear(noise: Tensor, coords: Tensor, valid: Tensor, generator: Optional[torch.Generator] = None) -> Tensor:

@@ -18,6 +18,19 @@ as for a NeRF) on ``D`` turned into an optical density: a ray through a Gaussian
 integrates to the rendered opacity. A lone opaque Gaussian gets level 0.5, its outline above;
 a dense cloud gets half its inside density, where its edge is.
 
+Footprints as trained (:meth:`GaussianCloud.as_rendered`): the rasteriser draws every Gaussian with
+its 2D covariance widened by a low-pass of ``eps2d`` = :data:`RENDER_LOW_PASS` pixels² and its peak
+opacity kept (3DGS's dilation, not Mip-Splatting's compensated one). SDS only ever saw those
+widened footprints, at the training renders' pixel size: small Gaussians (the quickstart's are
+~0.4 training pixels) look ~2.8x larger in area than their 3D density. A shell of them that every
+training render shows closed is full of gaps in the raw density, which carving then reads as
+visible tunnels (the quickstart's Gaussian torus: genus 2-5 instead of 1, volume 0.62x). Adding the
+same low-pass in 3D (``eps2d x pixel²`` to every covariance, opacity kept) gives a density whose
+projection is what the training renders drew (the marginal of ``Sigma + s² I`` is the projected
+covariance ``+ s² I``): gaps the renders never showed are closed, visible holes (wider than the
+footprints) stay. The pixel is :attr:`~text3d.config.ExportConfig.pore_size` (a run's finest training
+pixel; 0 = the raw Gaussians).
+
 Enclosed cavities (the hollow inside of a shell of Gaussians, as SDS tends to make) are filled
 before marching cubes: a DCC tool wants one closed outer surface, not a double wall.
 
@@ -56,6 +69,9 @@ CUTOFF_SIGMA = 3.0
 GRID_FILTER_CELLS = 0.5
 """Each Gaussian is smoothed by an isotropic Gaussian of this many grid cells (standard deviation)
 before splatting, so none is thinner than the grid can sample (see :meth:`GaussianCloud.smoothed`)."""
+RENDER_LOW_PASS = 0.3
+"""The rasteriser's low-pass, pixels² (``eps2d`` of :class:`text3d.gaussians.GaussianRendererConfig`,
+3DGS's value): added to every footprint at the training pixel size (see the module docstring)."""
 MIN_OPACITY = 1.0 / 255.0
 """Fainter Gaussians are skipped (they cannot change a rendered pixel)."""
 BOUNDS_QUANTILE = 0.001
@@ -140,6 +156,17 @@ class GaussianCloud:
         scales = torch.sqrt(self.scales ** 2 + sigma ** 2)
         opacities = self.opacities * (self.scales / scales).prod(1)
         return GaussianCloud(self.means, self.quats, scales, opacities, self.colors, self.sh_degree)
+
+    def as_rendered(self, pixel: float, low_pass: Optional[float] = None) -> "GaussianCloud":
+        """Every Gaussian widened as the rasteriser draws it at a pixel of ``pixel`` world units:
+        ``low_pass`` (pixels², default :data:`RENDER_LOW_PASS`) ``x pixel²`` added to its covariance
+        (isotropic, so to each scale²), peak opacity kept (see the module docstring); ``pixel`` 0
+        returns the cloud unchanged."""
+        low_pass = RENDER_LOW_PASS if low_pass is None else low_pass
+        if pixel <= 0 or low_pass <= 0:
+            return self
+        scales = torch.sqrt(self.scales ** 2 + low_pass * pixel ** 2)
+        return GaussianCloud(self.means, self.quats, scales, self.opacities, self.colors, self.sh_degree)
 
     def usable(self) -> Tensor:
         """``[N]`` bool: finite and at least :data:`MIN_OPACITY` opaque."""
@@ -330,9 +357,9 @@ def gaussian_grid(cloud: GaussianCloud, resolution: int, level: Optional[float] 
     with _timed(timings, "density splat"):
         values, pairs = splat_density(smooth, origin, spacing, resolution + 1)
     peak = float(values.max())
+    k = 1.0 / (math.sqrt(2 * math.pi) * line_thickness(smooth))
     if level is None:
         with _timed(timings, "iso level"):
-            k = 1.0 / (math.sqrt(2 * math.pi) * line_thickness(smooth))
             stride = 4 if resolution >= 128 else 1
             found = level_from_opacity(values * k, spacing, stride)
         if found is None:
@@ -349,7 +376,7 @@ def gaussian_grid(cloud: GaussianCloud, resolution: int, level: Optional[float] 
         filled = fill_cavities(values, level)
     logger.info("Gaussian density: %d Gaussian-node pairs, level %.4g (%s), %d cavity nodes filled",
                 pairs, level, source, filled)
-    return DensityGrid(values, origin, spacing, float(level), source, pairs)
+    return DensityGrid(values, origin, spacing, float(level), source, pairs, k)
 
 
 # ------------------------------------------------------------------------------------------ colour
@@ -482,16 +509,28 @@ def export_gaussians(cloud: GaussianCloud, settings: ExportConfig, out_dir: Path
     """
     check_export_config(settings)
     timings: Dict[str, float] = {}
-    grid = gaussian_grid(cloud, settings.resolution, settings.level, timings)
     lo, hi = gaussian_bounds(cloud)
+    pixel = footprint_pixel(settings, lo, hi)
+    grid = gaussian_grid(cloud.as_rendered(pixel), settings.resolution, settings.level, timings)
     centre, radius = (lo + hi) / 2, 0.5 * float(np.linalg.norm(hi - lo))
     with _timed(timings, "render views"):
         views = render_views(cloud, centre, radius, n_views, view_size(settings.texture_size))
     tolerance = DEPTH_TOLERANCE * float((hi - lo).max()) + 2 * grid.spacing
     colors = ViewColors(cloud, views, tolerance)
-    src = {**(source or {}), "num_gaussians": len(cloud)}
+    src = {**(source or {}), "num_gaussians": len(cloud),
+           "footprint_low_pass": {"pixel": pixel, "eps2d_px2": RENDER_LOW_PASS}}
     return export_grid(grid, colors, settings, out_dir, name=name, source=src, timings=timings,
                        colour_info=colors.info)
+
+
+def footprint_pixel(settings: ExportConfig, lo: np.ndarray, hi: np.ndarray) -> float:
+    """The training pixel the footprints are widened at: the pore size (a run's finest training pixel),
+    or without one :data:`~text3d.export.pipeline.DEFAULT_PORE_FRACTION` of the Gaussians' box side."""
+    from .pipeline import DEFAULT_PORE_FRACTION
+
+    if settings.pore_size is not None:
+        return float(settings.pore_size)
+    return DEFAULT_PORE_FRACTION * float((hi - lo).max())
 
 
 def load_gaussian_ply(path: Path) -> Tuple[GaussianCloud, Dict[str, Any]]:

@@ -31,6 +31,17 @@ covariance ``+ s² I``): gaps the renders never showed are closed, visible holes
 footprints) stay. The pixel is :attr:`~text3d.config.ExportConfig.pore_size` (a run's finest training
 pixel; 0 = the raw Gaussians).
 
+Silhouettes (:func:`silhouette_fill`): a Gaussian render is unlit (each Gaussian draws its own
+colour, no shading shows depth), so a render cannot tell a pit or tunnel through a gap in the
+front of a hollow shell (SDS leaves them hollow) from solid: the back wall shows through in the
+same colour. Only the background showing tells empty space. So every below-level node that all of
+:data:`HULL_VIEWS` renders at the training pixel show covered (alpha >= 0.5) is made solid: the
+solid is the visual hull of the renders, intersected with nothing a render could refute. On the
+quickstart's Gaussian runs the renders show no see-through pixel inside the outline (0-0.1 %,
+64² views), yet carving from outside alone left genus 13-41 in the sphere, capsule and pyramid
+(volume 0.44-0.77x); with the fill: the true genus, volume 0.93-1.28x. The visual hull of a torus
+holds part of the saddle around its hole (an analytic torus shell: 1.20x the volume).
+
 Enclosed cavities (the hollow inside of a shell of Gaussians, as SDS tends to make) are filled
 before marching cubes: a DCC tool wants one closed outer surface, not a double wall.
 
@@ -93,6 +104,9 @@ VIEW_FOVY_DEG = 40.0
 DEPTH_TOLERANCE = 0.02
 """A point is seen by a view if it lies within this fraction of the object's size (+ 2 grid cells)
 of the rendered expected depth."""
+HULL_VIEWS = 64
+"""Renders whose silhouettes bound the solid (:func:`silhouette_fill`): Fibonacci directions, so every
+line through the object is within ~7 degrees of a view's (the error outside a convex part: < 1 %)."""
 MIN_VIEW_ALPHA = 0.5
 """... and the pixel it projects to is at least this opaque."""
 MIN_VIEW_COS = 0.1
@@ -512,15 +526,64 @@ def export_gaussians(cloud: GaussianCloud, settings: ExportConfig, out_dir: Path
     lo, hi = gaussian_bounds(cloud)
     pixel = footprint_pixel(settings, lo, hi)
     grid = gaussian_grid(cloud.as_rendered(pixel), settings.resolution, settings.level, timings)
+    with _timed(timings, "silhouette fill"):
+        hull = silhouette_fill(grid, cloud, pixel) if pixel > 0 else {"views": 0, "filled_nodes": 0}
     centre, radius = (lo + hi) / 2, 0.5 * float(np.linalg.norm(hi - lo))
     with _timed(timings, "render views"):
         views = render_views(cloud, centre, radius, n_views, view_size(settings.texture_size))
     tolerance = DEPTH_TOLERANCE * float((hi - lo).max()) + 2 * grid.spacing
     colors = ViewColors(cloud, views, tolerance)
     src = {**(source or {}), "num_gaussians": len(cloud),
-           "footprint_low_pass": {"pixel": pixel, "eps2d_px2": RENDER_LOW_PASS}}
+           "footprint_low_pass": {"pixel": pixel, "eps2d_px2": RENDER_LOW_PASS}, "silhouette_fill": hull}
     return export_grid(grid, colors, settings, out_dir, name=name, source=src, timings=timings,
                        colour_info=colors.info)
+
+
+def silhouette_fill(grid: DensityGrid, cloud: GaussianCloud, pixel: float, n_views: int = HULL_VIEWS) -> Dict[str, Any]:
+    """Raise, in place, the below-level nodes of ``grid`` that every one of ``n_views`` renders of
+    ``cloud`` (at ``pixel`` world units a pixel) shows covered (alpha >= 0.5) to twice the level:
+    the solid an unlit render cannot tell from what the Gaussians draw (see the module docstring).
+    Only nodes in the occupied nodes' box are tested, and each view keeps only those the previous
+    views kept (the empty outside goes in the first few views).
+
+    Returns:
+        What it did, for ``export.json``: views, their size, nodes filled.
+    """
+    occupied = grid.values >= grid.level
+    if not occupied.any():
+        return {"views": 0, "filled_nodes": 0}
+    lo, hi = gaussian_bounds(cloud)
+    centre, radius = (lo + hi) / 2, 0.5 * float(np.linalg.norm(hi - lo))
+    fovy = math.radians(VIEW_FOVY_DEG)
+    distance = radius / math.sin(fovy / 2) * 1.05
+    size = int(min(512, max(16, math.ceil(2 * distance * math.tan(fovy / 2) / pixel))))
+    views = render_views(cloud, centre, radius, n_views, size)
+    box = [np.flatnonzero(occupied.any(axis=tuple(b for b in range(3) if b != a))) for a in range(3)]
+    axes = [np.arange(int(b[0]), int(b[-1]) + 1) for b in box]
+    idx = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3)
+    idx = idx[~occupied[idx[:, 0], idx[:, 1], idx[:, 2]]]
+    for v in range(n_views):
+        if not len(idx):
+            break
+        points = torch.as_tensor(grid.origin + idx * grid.spacing, dtype=torch.float32)
+        idx = idx[_covered(views, v, points).numpy()]
+    grid.values[idx[:, 0], idx[:, 1], idx[:, 2]] = 2.0 * grid.level
+    return {"views": n_views, "view_size": size, "filled_nodes": int(len(idx))}
+
+
+def _covered(views: Views, v: int, points: Tensor) -> Tensor:
+    """``[P]`` bool: the points project, in view ``v``, in front of the camera onto a pixel at least
+    half opaque (bilinear alpha)."""
+    R, t = views.viewmats[v, :3, :3], views.viewmats[v, :3, 3]
+    pc = points @ R.T + t
+    z = pc[:, 2].clamp(min=1e-6)
+    K = views.Ks[v]
+    _, H, W, _ = views.alpha.shape
+    u = (K[0, 0] * pc[:, 0] / z + K[0, 2]) / W * 2 - 1
+    w = (K[1, 1] * pc[:, 1] / z + K[1, 2]) / H * 2 - 1
+    grid = torch.stack([u, w], -1)[None, :, None, :]
+    alpha = F.grid_sample(views.alpha[v:v + 1].permute(0, 3, 1, 2), grid, mode="bilinear", align_corners=False)
+    return (alpha[0, 0, :, 0] >= 0.5) & (pc[:, 2] > 0)
 
 
 def footprint_pixel(settings: ExportConfig, lo: np.ndarray, hi: np.ndarray) -> float:

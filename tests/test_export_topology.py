@@ -395,11 +395,11 @@ def test_a_gaussian_sphere_shell_exports_as_the_sphere_its_renders_show(tmp_path
 def test_a_gaussian_torus_shell_exports_as_one_genus_1_solid(tmp_path):
     """Before: 2 pieces (genus 10 at 0.40x the volume without the carving's opacity stop). The solid
     is the visual hull of the renders, which holds the torus and fills part of the saddle around its
-    hole that no silhouette shows (measured 1.20x the volume, 1.10x the area)."""
+    hole that no silhouette shows (measured 1.22x the volume, 1.11x the area)."""
     mesh, _ = export_cloud(tmp_path, torus_shell_cloud())
     volume, area, _ = MEASURES["torus"]
     assert len(mesh.split(only_watertight=False)) == 1 and mesh.is_watertight and mesh.euler_number == 0
-    assert volume * 0.95 <= mesh.volume <= volume * 1.25
+    assert volume * 0.95 <= mesh.volume <= volume * 1.3
     assert mesh.area == pytest.approx(area, rel=0.15)
 
 

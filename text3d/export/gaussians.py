@@ -40,7 +40,7 @@ solid is the visual hull of the renders, intersected with nothing a render could
 quickstart's Gaussian runs the renders show no see-through pixel inside the outline (0-0.1 %,
 64² views), yet carving from outside alone left genus 13-41 in the sphere, capsule and pyramid
 (volume 0.44-0.77x); with the fill: the true genus, volume 0.93-1.28x. The visual hull of a torus
-holds part of the saddle around its hole (an analytic torus shell: 1.20x the volume).
+holds part of the saddle around its hole (an analytic torus shell: 1.22x the volume).
 
 Enclosed cavities (the hollow inside of a shell of Gaussians, as SDS tends to make) are filled
 before marching cubes: a DCC tool wants one closed outer surface, not a double wall.
@@ -48,8 +48,9 @@ before marching cubes: a DCC tool wants one closed outer surface, not a double w
 Colour (:class:`ViewColors`): ``N`` views around the object are rendered with
 :func:`text3d.renderers.rasterize_gaussians` (``RGB+ED``, black background so the colour divided
 by the alpha has no background in it). A surface point takes, in each view, the bilinear colour
-at its projection if the view sees it: facing the camera, the pixel mostly opaque, and the point's
-depth within a tolerance of the rendered expected depth (not hidden by something in front). The
+at its projection if the view sees it: facing the camera, the pixel mostly opaque, and the point
+not deeper than the rendered expected depth plus a tolerance (not hidden by something in front; a
+point in front of it, on the silhouettes' hull around a haze, is seen). The
 views are averaged with weight ``cos^2`` of the angle between the normal and the view direction.
 Points no view sees (deep folds) take the colour of the nearest Gaussian.
 """
@@ -492,7 +493,7 @@ class ViewColors:
             alpha = s[:, 3].clamp(min=1e-8)
             cos = (nrm * F.normalize(self.views.campos[v] - p, dim=-1)).sum(-1)
             seen = ((u.abs() < 1) & (w.abs() < 1) & (pc[:, 2] > 0) & (s[:, 3] > MIN_VIEW_ALPHA)
-                    & (cos > MIN_VIEW_COS) & ((s[:, 4] / alpha - pc[:, 2]).abs() < self.tolerance))
+                    & (cos > MIN_VIEW_COS) & (pc[:, 2] - s[:, 4] / alpha < self.tolerance))  # not behind what the view shows
             weight = torch.where(seen, cos * cos, 0.0)
             acc += weight[:, None] * (s[:, :3] / alpha[:, None]).clamp(0, 1)
             wsum += weight

@@ -7,6 +7,10 @@ blob with a few times a sphere's area, like a trained object, instead of a smoot
 
     python benchmarks/bench_export.py [--resolution 256 --faces 50000 --texture-size 1024 --threads 2]
     python benchmarks/bench_export.py --gaussians 20000     # the Gaussian path instead (see gaussian_scene)
+    python benchmarks/bench_export.py --run RUN_DIR         # a trained run (NeRF or Gaussians), as text3d export
+
+Every path goes through the whole chain of ``text3d export``, space carving included (its stage is
+``carve``; with ``--run`` the pore size is the run's training pixel, else 1/40 of the grid's side).
 
 Prints the seconds of each stage (wall clock, and the process's CPU time, which is what to compare
 when the machine is busy) and writes the GLB into a temporary folder.
@@ -69,19 +73,24 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--bumps", type=float, default=1.0, help="hash-table amplitude (0 = smooth blob)")
     parser.add_argument("--out", default=None, help="folder for the GLB (default: a temporary one)")
+    parser.add_argument("--run", default=None, help="export this trained run folder (NeRF or Gaussians)")
     parser.add_argument("--gaussians", type=int, default=0,
                         help="export this many 3D Gaussians (gaussian_scene) instead of the NeRF field")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
     from text3d.config import ExportConfig
-    from text3d.export import export_geometry
+    from text3d.export import export_geometry, export_run_dir
     from text3d.export.gaussians import export_gaussians
 
     settings = ExportConfig(formats=["glb"], resolution=args.resolution, faces=args.faces,
                             texture_size=args.texture_size)
     out = Path(args.out or tempfile.mkdtemp(prefix="text3d-bench-export-"))
-    if args.gaussians:
+    if args.run:
+        what = f"run {Path(args.run).name}"
+        wall, cpu = time.perf_counter(), time.process_time()
+        result = export_run_dir(Path(args.run), settings, out_dir=out)
+    elif args.gaussians:
         scene, what = gaussian_scene(args.gaussians), f"{args.gaussians} Gaussians"
         wall, cpu = time.perf_counter(), time.process_time()
         result = export_gaussians(scene, settings, out)

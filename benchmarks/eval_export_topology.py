@@ -8,24 +8,38 @@ share of the area, export seconds. ``--baseline`` adds the same exports without 
 (``pore_size 0``, the surface before this issue). Goals on every row: one piece, the true Euler
 characteristic, no non-manifold edge, watertight, area and volume within 15 %.
 
-    python benchmarks/eval_export_topology.py --runs outputs/runs/quickstart*/*@* [--baseline] [--json out.json]
-    python benchmarks/eval_export_topology.py --analytic        # the 7 primitives with pores and floaters
+    python benchmarks/eval_export_topology.py --train          # the PLAN's runs, trained once, reused after
+    python benchmarks/eval_export_topology.py --runs outputs/runs/quickstart*/*@* [--baseline]
+    python benchmarks/eval_export_topology.py --analytic       # the 7 primitives with pores and floaters
 
-Train the runs first (about 2 min each on 2 free cores), e.g.
-``text3d run configs/quickstart.yaml prompt="a blue cylinder" seed=11`` and
-``text3d run configs/quickstart-gaussians.yaml prompt="a green torus"``.
-Timings on a shared machine are contended: compare rows of one invocation only.
+Without ``--runs``, the runs of :data:`PLAN` (all 7 shapes on the NeRF quickstart, 5 prompts on the
+Gaussian one) are looked up under ``--root`` (``<root>/<config name>/<prompt slug>@<time>/`` with a
+checkpoint; the newest one) and, with ``--train``, the missing ones are trained there (about 1 min
+each alone on 2 cores, ``export.enabled=false``), so each run is trained once. Rows go to ``--json``
+(default ``benchmarks/results/export_topology.json``), merged with the rows already there (a row is
+replaced by a new one of the same run, settings and pore size). Timings on a shared machine are
+contended: compare rows of one invocation only.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+REPO = Path(__file__).resolve().parents[1]
+NERF, GAUSSIANS = "configs/quickstart.yaml", "configs/quickstart-gaussians.yaml"
+PLAN = [(NERF, "a red cube", 0), (NERF, "a yellow sphere", 0), (NERF, "a green cone", 0),
+        (NERF, "a blue cylinder", 11), (NERF, "an orange pyramid", 0), (NERF, "a purple capsule", 0),
+        (NERF, "a cyan torus", 0), (GAUSSIANS, "a yellow torus", 0), (GAUSSIANS, "a green torus", 0),
+        (GAUSSIANS, "an orange pyramid", 0), (GAUSSIANS, "a pink capsule", 0), (GAUSSIANS, "a blue sphere", 0)]
+"""(config, prompt, seed) of the quickstart runs exported: every shape on the NeRF, five on the Gaussians."""
+DEFAULT_JSON = REPO / "benchmarks" / "results" / "export_topology.json"
 SETTINGS = {"default": dict(resolution=128, faces=20000, texture_size=512),
             "final": dict(resolution=256, faces=50000, texture_size=1024)}
 TOLERANCE = 0.15
@@ -63,7 +77,9 @@ def export_run(run: Path, setting: str, pore_size: Optional[float], out: Path) -
     parsed = parse_prompt(cfg.prompt)
     kind = "gaussians" if cfg.geometry.type == "gaussians" else "nerf"
     name = run.name.split("@")[0] + ("" if pore_size is None else f" (pore {pore_size:g})")
-    return row_of(name, kind, parsed[0] if parsed else None, setting, json.loads(result.manifest.read_text()))
+    row = row_of(name, kind, parsed[0] if parsed else None, setting, json.loads(result.manifest.read_text()))
+    row["path"] = str(run)
+    return row
 
 
 def export_analytic(shape: str, setting: str, pore_size: Optional[float], out: Path) -> Dict[str, Any]:
@@ -82,6 +98,98 @@ def export_analytic(shape: str, setting: str, pore_size: Optional[float], out: P
     return row_of(name, "analytic", shape, setting, json.loads(result.manifest.read_text()))
 
 
+def find_run(root: Path, config: str, prompt: str) -> Optional[Path]:
+    """The newest trained run of ``prompt`` with ``config`` under ``root`` (a checkpoint in it), or None."""
+    from text3d.config import load_config
+    from text3d.paths import safe_component
+
+    name = safe_component(load_config(REPO / config).name)
+    runs = sorted((root / name).glob(safe_component(prompt) + "@*"), reverse=True)
+    return next((r for r in runs if any((r / "ckpts").glob("*")) or any((r / "checkpoints").glob("*"))), None)
+
+
+def train_run(root: Path, config: str, prompt: str, seed: int) -> Path:
+    """Train ``prompt`` with ``config`` into ``root`` (one thread: the machine may be shared)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    argv = [sys.executable, "-m", "text3d", "run", str(REPO / config), f"prompt={prompt}", f"seed={seed}",
+            f"output_dir={root}", "export.enabled=false"]
+    print(f"training {prompt!r} ({config}, seed {seed})", flush=True)
+    subprocess.run(argv, check=True, env=env, stdout=subprocess.DEVNULL)
+    found = find_run(root, config, prompt)
+    if found is None:
+        raise RuntimeError(f"no run of {prompt!r} under {root} after training")
+    return found
+
+
+def planned_runs(root: Path, train: bool) -> List[Path]:
+    """The :data:`PLAN`'s run folders (trained when missing and ``train``; skipped, with a line, otherwise)."""
+    runs = []
+    for config, prompt, seed in PLAN:
+        found = find_run(root, config, prompt)
+        if found is None and train:
+            found = train_run(root, config, prompt, seed)
+        if found is None:
+            print(f"missing: {prompt!r} ({config}); pass --train to train it", flush=True)
+        else:
+            runs.append(found)
+    return runs
+
+
+def merge_rows(path: Path, rows: List[Dict[str, Any]]) -> None:
+    """Write ``rows`` to ``path`` with the rows already there that no new row replaces (same run,
+    settings and pore size)."""
+    from text3d.io import write_json
+
+    def key(r: Dict[str, Any]) -> tuple:
+        return r.get("path", r["run"]), r["settings"], r["run"]
+
+    old = json.loads(path.read_text()) if path.is_file() else []
+    new = {key(r) for r in rows}
+    write_json(path, [r for r in old if key(r) not in new] + rows)
+
+
+def trimesh_figures(glb: Path) -> Dict[str, Any]:
+    """The written GLB re-read by trimesh (UV-seam vertices welded): pieces, Euler, non-manifold
+    edges, watertight: an independent check of ``export.json``."""
+    import numpy as np
+    import trimesh
+
+    mesh = trimesh.load(glb, force="mesh", process=False)
+    mesh.merge_vertices(merge_tex=True, merge_norm=True)
+    _, counts = np.unique(mesh.edges_sorted, axis=0, return_counts=True)
+    return {"pieces": len(mesh.split(only_watertight=False)), "euler": int(mesh.euler_number),
+            "non_manifold_edges": int((counts > 2).sum()), "watertight": bool(mesh.is_watertight)}
+
+
+def blender_figures(glb: Path) -> Optional[Dict[str, Any]]:
+    """Blender's bmesh count of the GLB (``tests/tools/blender_import_check.py``), or None without blender."""
+    import shutil
+
+    if shutil.which("blender") is None:
+        return None
+    tool = REPO / "tests" / "tools" / "blender_import_check.py"
+    proc = subprocess.run(["blender", "-b", "--factory-startup", "--python", str(tool), "--", str(glb)],
+                          capture_output=True, text=True, timeout=600)
+    lines = [json.loads(x[len("TEXT3D "):]) for x in proc.stdout.splitlines() if x.startswith("TEXT3D ")]
+    return lines[0]["bmesh"] if lines else {"error": (proc.stdout + proc.stderr)[-300:]}
+
+
+def cross_check(row: Dict[str, Any], glb: Path, keep: Optional[Path]) -> None:
+    """Add trimesh's and Blender's figures of the written file to ``row`` (and keep the file)."""
+    row["trimesh"] = trimesh_figures(glb)
+    row["blender"] = blender_figures(glb)
+    t, b = row["trimesh"], row["blender"]
+    row["trimesh_agrees"] = (t["pieces"], t["euler"], t["non_manifold_edges"], t["watertight"]) == \
+        (row["pieces"], row["euler"], row["non_manifold_edges"], row["watertight"])
+    row["blender_agrees"] = None if b is None else (b.get("loose_parts"), b.get("euler"), b.get("non_manifold_edges")) \
+        == (row["pieces"], row["euler"], row["non_manifold_edges"])
+    if keep is not None:
+        import shutil
+
+        keep.mkdir(parents=True, exist_ok=True)
+        shutil.copy(glb, keep / f"{row['kind']}-{row['run'].split(' ')[0]}-{row['settings']}.glb")
+
+
 def fmt(x: Any, spec: str = "") -> str:
     return "-" if x is None else format(x, spec)
 
@@ -90,17 +198,26 @@ def print_row(r: Dict[str, Any]) -> None:
     print(f"{r['run'][:30]:<30} {r['kind']:<9} {r['settings']:<7} {r['faces']:>6} {r['pieces']:>6} "
           f"{r['euler']:>6} ({fmt(r['true_euler'])}) {r['non_manifold_edges']:>5} {str(r['watertight']):>5} "
           f"{fmt(r['area_ratio'], '.3f'):>6} {fmt(r['volume_ratio'], '.3f'):>6} {fmt(r['texture_coverage'], '.2f'):>5} "
-          f"{fmt(r['hidden_area'], '.3f'):>6} {r['seconds']:>7.1f}  {'ok' if r['goal'] else 'MISS'}", flush=True)
+          f"{fmt(r['hidden_area'], '.3f'):>6} {r['seconds']:>7.1f}  {'ok' if r['goal'] else 'MISS'}"
+          f"  trimesh {_agree(r.get('trimesh_agrees'))} blender {_agree(r.get('blender_agrees'))}", flush=True)
+
+
+def _agree(flag: Optional[bool]) -> str:
+    return "-" if flag is None else ("agrees" if flag else "DIFFERS")
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--runs", nargs="*", default=[], help="quickstart run folders")
+    parser.add_argument("--runs", nargs="*", default=None, help="run folders (default: the PLAN's under --root)")
+    parser.add_argument("--root", default="outputs/runs", help="where the PLAN's runs are found and trained")
+    parser.add_argument("--train", action="store_true", help="train the PLAN's runs that are missing")
+    parser.add_argument("--only", nargs="*", default=None, help="only runs whose folder name contains one of these")
     parser.add_argument("--analytic", action="store_true", help="also the 7 analytic primitives with pores and floaters")
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     parser.add_argument("--baseline", action="store_true", help="also export without carving (pore size 0)")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--json", default=None)
+    parser.add_argument("--keep", default=None, help="copy every exported GLB into this folder")
+    parser.add_argument("--json", default=str(DEFAULT_JSON), help="results file (merged); '' = none")
     args = parser.parse_args(argv)
 
     import torch
@@ -113,17 +230,23 @@ def main(argv: Optional[List[str]] = None) -> int:
     rows = []
     pores = [None, 0.0] if args.baseline else [None]
     with tempfile.TemporaryDirectory() as tmp:
-        jobs = [(export_run, Path(r)) for r in args.runs] + ([(export_analytic, s) for s in SHAPES] if args.analytic else [])
+        runs = [Path(r) for r in args.runs] if args.runs is not None else planned_runs(Path(args.root), args.train)
+        if args.only:
+            runs = [r for r in runs if any(o in str(r) for o in args.only)]
+        jobs = [(export_run, r) for r in runs] + ([(export_analytic, s) for s in SHAPES] if args.analytic else [])
         for i, (fn, item) in enumerate(jobs):
             for setting in args.settings:
                 for pore in pores:
-                    rows.append(fn(item, setting, pore, Path(tmp) / f"{i}-{setting}-{pore}"))
+                    out = Path(tmp) / f"{i}-{setting}-{pore}"
+                    rows.append(fn(item, setting, pore, out))
+                    cross_check(rows[-1], out / "mesh.glb", None if args.keep is None else Path(args.keep))
                     print_row(rows[-1])
     carved = [r for r in rows if "(pore" not in r["run"]]
     print(f"\ngoal met on {sum(r['goal'] for r in carved)} of {len(carved)} carved meshes "
           f"(one piece, true Euler, 0 non-manifold edges, watertight, area and volume within {TOLERANCE:.0%})")
     if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=1))
+        merge_rows(Path(args.json), rows)
+        print(f"rows merged into {args.json}")
     return 0
 
 

@@ -72,6 +72,8 @@ class DensityGrid:
         level: iso-level of the surface.
         level_source: ``"given"`` or ``"auto"`` (half opacity along grid lines, see the module docstring).
         evaluated: how many points the field was evaluated at.
+        optical_scale: ``values x this`` is the renderer's optical density (per world unit): 1 for a
+            NeRF's sigma, ``1 / (sqrt(2 pi) t)`` for splatted Gaussians (see :mod:`text3d.export.gaussians`).
     """
 
     values: np.ndarray
@@ -80,6 +82,7 @@ class DensityGrid:
     level: float
     level_source: str
     evaluated: int
+    optical_scale: float = 1.0
 
 
 def evaluate_points(fn: DensityFn, points: np.ndarray, chunk: int = 65536) -> np.ndarray:

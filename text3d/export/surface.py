@@ -228,7 +228,7 @@ def guarded_smooth(surface: Surface, iterations: int) -> Tuple[Surface, Dict[str
 def coarser(grid: DensityGrid) -> DensityGrid:
     """Every second node of ``grid`` (twice the spacing; the values and level unchanged)."""
     return DensityGrid(grid.values[::2, ::2, ::2].copy(), grid.origin, grid.spacing * 2, grid.level,
-                       grid.level_source, grid.evaluated)
+                       grid.level_source, grid.evaluated, grid.optical_scale)
 
 
 MIN_COARSE_NODES = 9

@@ -144,6 +144,18 @@ def print_table(rows: List[Dict[str, Any]]) -> None:
     sys.stdout.flush()
 
 
+def markdown_table(rows: List[Dict[str, Any]]) -> str:
+    """The rows as the README's markdown table."""
+    out = ["| scene | target | guidance | steps | reached | colour found | shape found | IoU to target shape | "
+           "IoU to source | dRGB |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        held = " (held out)" if r["target"] == "a blue cube" else ""
+        out.append(f"| {'NeRF' if r['scene'] == 'nerf' else 'Gaussians'} | {r['target']}{held} | {r['guidance']} | "
+                   f"{r.get('steps', '')} | {'yes' if r['reached'] else 'no'} | {r['colour_found']} | {r['shape_found']} | "
+                   f"{r['target_iou'] or 0:.3f} | {r['identity_iou']:.3f} | {r['colour_change']:.3f} |")
+    return "\n".join(out) + "\n"
+
+
 def summary(rows: List[Dict[str, Any]]) -> None:
     print("\nper guidance: target reached / edits, mean silhouette IoU to the source, mean colour change")
     for g in GUIDANCES:
@@ -153,6 +165,14 @@ def summary(rows: List[Dict[str, Any]]) -> None:
             iou = sum(r["identity_iou"] for r in rs) / len(rs)
             dc = sum(r["colour_change"] for r in rs) / len(rs)
             print(f"  {g:<8} {n_ok}/{len(rs)}  IoU {iou:.3f}  dRGB {dc:.3f}")
+    print("\nPDS vs SDS-edit at equal steps where both reach the target (IoU to source, dRGB):")
+    by_key = {(r["scene"], r["target"], r.get("steps"), r["guidance"]): r for r in rows}
+    for (scene, target, steps, g), pds in by_key.items():
+        sds = by_key.get((scene, target, steps, "sds-edit"))
+        if g == "pds" and sds is not None and pds["reached"] and sds["reached"]:
+            keeps = pds["identity_iou"] >= sds["identity_iou"] and pds["colour_change"] <= sds["colour_change"]
+            print(f"  {scene:<9} {target:<15} PDS {pds['identity_iou']:.3f} / {pds['colour_change']:.3f}   "
+                  f"SDS-edit {sds['identity_iou']:.3f} / {sds['colour_change']:.3f}   PDS keeps more: {keeps}")
     colour_pds = [r for r in rows if r["guidance"] == "pds" and r["kind"] == "colour"]
     if colour_pds:
         ok = sum(r["reached"] and r["identity_iou"] >= 0.9 for r in colour_pds)
@@ -171,6 +191,7 @@ def main(argv=None) -> int:
                    help="targets on which every guidance runs (default: all); other targets run PDS only")
     p.add_argument("--out", default="outputs/eval_edit", help="where the edit folders go")
     p.add_argument("--json", default=None, help="write every row here")
+    p.add_argument("--markdown", default=None, help="write the table of every row here (markdown)")
     p.add_argument("--cache", default=None, help="per-edit row cache (default: <out>/rows); cached rows are not rerun")
     p.add_argument("--set", nargs="*", default=[], help="extra key=value overrides of every edit")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
@@ -193,6 +214,10 @@ def main(argv=None) -> int:
                 print_table(rows[-1:]) if len(rows) > 1 else print_table(rows)
                 if args.json:
                     Path(args.json).write_text(json.dumps(rows, indent=1))
+    if args.markdown:
+        from text3d.io import write_text
+
+        write_text(Path(args.markdown), markdown_table(rows))
     print("\nall edits:")
     print_table(rows)
     summary(rows)

@@ -7,6 +7,11 @@ judge) and how much of the source was kept (silhouette IoU to the source over 8 
 change). It also times the edit steps (source render, edited render, prior passes, rest) and reports
 the process's peak memory. Everything is seeded: the same command prints the same figures.
 
+Each finished edit's row is cached in ``--cache`` (default ``<out>/rows``, one JSON per scene, target,
+guidance, steps and overrides; written atomically): a restarted or repeated command skips the rows
+it has and prints the whole table, so heavy sets can run in several background processes
+(``OMP_NUM_THREADS=1 ... --threads 1``) sharing one cache, and a last run prints everything.
+
     python benchmarks/eval_edit.py --nerf-source outputs/src/quickstart/a_red_cube@... \\
         --gs-source outputs/src/quickstart-gaussians/a_red_cube@... --steps 100 --json edits.json
 
@@ -18,6 +23,7 @@ Timings are wall-clock on whatever machine runs it: say when cores were shared.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import resource
@@ -96,6 +102,26 @@ def one_edit(kind: str, source: str, target: str, guidance: str, steps: int, out
     return run, metrics, split(totals, steps)
 
 
+def row_path(cache: Path, kind: str, source: str, target: str, guidance: str, steps: int, extra: List[str]) -> Path:
+    """The cache file of one edit: readable name plus a hash of everything that changes its result."""
+    key = json.dumps([kind, str(Path(source).resolve()), target, guidance, steps, sorted(extra)])
+    digest = hashlib.sha256(key.encode()).hexdigest()[:10]
+    return cache / f"{kind}-{'_'.join(target.split())}-{guidance}-{steps}-{digest}.json"
+
+
+def cached_edit(cache: Path, kind, source, target, guidance, steps, out_dir, prior, extra) -> Dict[str, Any]:
+    """The row of one edit, from the cache or by running it (then cached)."""
+    from text3d.io import write_json
+
+    path = row_path(cache, kind, source, target, guidance, steps, extra)
+    if path.is_file():
+        return json.loads(path.read_text())
+    _, metrics, timing = one_edit(kind, source, target, guidance, steps, out_dir, prior, extra)
+    result = {**row(kind, "a red cube", target, guidance, metrics, timing), "steps": steps, "set": list(extra)}
+    write_json(path, result)
+    return result
+
+
 def row(kind, source_prompt, target, guidance, metrics, timing) -> Dict[str, Any]:
     tgt, idn = metrics.get("target") or {}, metrics["identity"]
     colour_edit = target.split()[-1] == source_prompt.split()[-1]
@@ -118,6 +144,18 @@ def print_table(rows: List[Dict[str, Any]]) -> None:
     sys.stdout.flush()
 
 
+def markdown_table(rows: List[Dict[str, Any]]) -> str:
+    """The rows as the README's markdown table."""
+    out = ["| scene | target | guidance | steps | reached | colour found | shape found | IoU to target shape | "
+           "IoU to source | dRGB |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        held = " (held out)" if r["target"] == "a blue cube" else ""
+        out.append(f"| {'NeRF' if r['scene'] == 'nerf' else 'Gaussians'} | {r['target']}{held} | {r['guidance']} | "
+                   f"{r.get('steps', '')} | {'yes' if r['reached'] else 'no'} | {r['colour_found']} | {r['shape_found']} | "
+                   f"{r['target_iou'] or 0:.3f} | {r['identity_iou']:.3f} | {r['colour_change']:.3f} |")
+    return "\n".join(out) + "\n"
+
+
 def summary(rows: List[Dict[str, Any]]) -> None:
     print("\nper guidance: target reached / edits, mean silhouette IoU to the source, mean colour change")
     for g in GUIDANCES:
@@ -127,6 +165,14 @@ def summary(rows: List[Dict[str, Any]]) -> None:
             iou = sum(r["identity_iou"] for r in rs) / len(rs)
             dc = sum(r["colour_change"] for r in rs) / len(rs)
             print(f"  {g:<8} {n_ok}/{len(rs)}  IoU {iou:.3f}  dRGB {dc:.3f}")
+    print("\nPDS vs SDS-edit at equal steps where both reach the target (IoU to source, dRGB):")
+    by_key = {(r["scene"], r["target"], r.get("steps"), r["guidance"]): r for r in rows}
+    for (scene, target, steps, g), pds in by_key.items():
+        sds = by_key.get((scene, target, steps, "sds-edit"))
+        if g == "pds" and sds is not None and pds["reached"] and sds["reached"]:
+            keeps = pds["identity_iou"] >= sds["identity_iou"] and pds["colour_change"] <= sds["colour_change"]
+            print(f"  {scene:<9} {target:<15} PDS {pds['identity_iou']:.3f} / {pds['colour_change']:.3f}   "
+                  f"SDS-edit {sds['identity_iou']:.3f} / {sds['colour_change']:.3f}   PDS keeps more: {keeps}")
     colour_pds = [r for r in rows if r["guidance"] == "pds" and r["kind"] == "colour"]
     if colour_pds:
         ok = sum(r["reached"] and r["identity_iou"] >= 0.9 for r in colour_pds)
@@ -145,6 +191,8 @@ def main(argv=None) -> int:
                    help="targets on which every guidance runs (default: all); other targets run PDS only")
     p.add_argument("--out", default="outputs/eval_edit", help="where the edit folders go")
     p.add_argument("--json", default=None, help="write every row here")
+    p.add_argument("--markdown", default=None, help="write the table of every row here (markdown)")
+    p.add_argument("--cache", default=None, help="per-edit row cache (default: <out>/rows); cached rows are not rerun")
     p.add_argument("--set", nargs="*", default=[], help="extra key=value overrides of every edit")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     args = p.parse_args(argv)
@@ -156,17 +204,20 @@ def main(argv=None) -> int:
 
     prior = PixelPrior(PixelPriorConfig(), torch.device("cpu"))  # loaded once, shared by every edit
     sources = {k: v for k, v in (("nerf", args.nerf_source), ("gaussians", args.gs_source)) if v}
+    cache = Path(args.cache or Path(args.out) / "rows")
     rows: List[Dict[str, Any]] = []
     for kind, source in sources.items():
-        source_prompt = "a red cube"
         for target in [*args.colour, *args.shape]:
             compare = args.compare_on is None or target in args.compare_on
             for guidance in (args.guidances if compare else ["pds"]):
-                _, metrics, timing = one_edit(kind, source, target, guidance, args.steps, Path(args.out), prior, args.set)
-                rows.append(row(kind, source_prompt, target, guidance, metrics, timing))
+                rows.append(cached_edit(cache, kind, source, target, guidance, args.steps, Path(args.out), prior, args.set))
                 print_table(rows[-1:]) if len(rows) > 1 else print_table(rows)
                 if args.json:
                     Path(args.json).write_text(json.dumps(rows, indent=1))
+    if args.markdown:
+        from text3d.io import write_text
+
+        write_text(Path(args.markdown), markdown_table(rows))
     print("\nall edits:")
     print_table(rows)
     summary(rows)

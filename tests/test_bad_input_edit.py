@@ -51,6 +51,16 @@ ROWS = [
     (["source={good}", "target_prompt=a blue cube", "edit.colour=1"], ["unknown key", "edit.colour"]),
     (["source={good}", "target_prompt=a blue cube", "cameras.width=16", "cameras.height=16"],
      ["cameras.width", "cannot meet", "64 px"]),
+    (["source={good}", "target_prompt=a blue cube", "refine.enabled=true"], ["refine.start_step", "steps=200"]),
+    (["source={good}", "target_prompt=a blue cube", "refine.every=0"], ["refine.every"]),
+    (["source={good}", "target_prompt=a blue cube", "refine.views=0"], ["refine.views"]),
+    (["source={good}", "target_prompt=a blue cube", "refine.loss=l3"], ["refine.loss", "l2, l1"]),
+    (["source={good}", "target_prompt=a blue cube", "refine.skip_min=0.95"], ["refine.skip_min", "swap"]),
+    (["source={good}", "target_prompt=a blue cube", "refine.skip_max=1.0"], ["refine.skip_max", "none to run"]),
+    (["source={good}", "target_prompt=a blue cube", "refine.eta=2"], ["refine.eta"]),
+    (["source={good}", "target_prompt=a blue cube", "refine.guidance_scale=nan"], ["refine.guidance_scale"]),
+    (["source={good}", "target_prompt=a blue cube", "refine.batch_size=32"], ["refine.batch_size", "cached views"]),
+    (["source={good}", "target_prompt=a blue cube", "refine.colour=1"], ["unknown key", "refine.colour"]),
 ]
 
 

@@ -29,6 +29,7 @@ import yaml
 from .bounds import bounded, check_bounds
 from .checkpoint import Checkpoint, load_checkpoint, load_latest_checkpoint
 from .config import Config, load_raw, merge_section, parse_overrides, resolve, to_dict
+from .edit_refine import RefineConfig, Refinement, parse_refine_section
 from .edit_source import SCENE_SECTIONS, EditSource, open_source
 from .errors import ConfigError, RunDirError
 from .media import save_video
@@ -71,15 +72,15 @@ class EditConfig:
     similarity in ``metrics.json``; ``null`` = not computed. Loaded before the edit starts."""
 
 
-def split_edit_raw(raw: Dict[str, Any]) -> Tuple[Dict[str, Any], Dict[str, Any]]:
-    """``(run sections, edit section)`` of a raw edit config; shorthands move into the edit section."""
+def split_edit_raw(raw: Dict[str, Any]) -> Tuple[Dict[str, Any], Dict[str, Any], Any]:
+    """``(run sections, edit section, refine section)`` of a raw edit config; shorthands move into
+    the edit section."""
     rest = dict(raw)
     edit_raw = dict(rest.pop("edit", None) or {})
     for key in SHORTHANDS:
         if key in rest:
             edit_raw[key] = rest.pop(key)
-    rest.pop("refine", None)
-    return rest, edit_raw
+    return rest, edit_raw, rest.pop("refine", None)
 
 
 def parse_edit_section(edit_raw: Dict[str, Any]) -> EditConfig:
@@ -118,21 +119,22 @@ def check_editing_guidance(rest: Dict[str, Any]) -> None:
         raise ConfigError(f"guidance.type: {name!r} is not an editing guidance; use pds, dds or sds-edit")
 
 
-def edit_config(raw: Dict[str, Any]) -> Tuple[Config, EditConfig, EditSource]:
+def edit_config(raw: Dict[str, Any]) -> Tuple[Config, EditConfig, RefineConfig, EditSource]:
     """Validate a new edit's raw config (preset + overrides) and load its source (weights only, no prior)."""
-    rest, edit_raw = split_edit_raw(raw)
+    rest, edit_raw, refine_raw = split_edit_raw(raw)
     edit = parse_edit_section(edit_raw)
     check_editing_guidance(rest)
     source = open_source(edit.source, edit.orbit_distance, edit.orbit_elevations)
     check_scene_types(rest, source)
     cfg = resolve({**_deep_merge(source.scene, rest), "prompt": edit.target_prompt})
+    refine = parse_refine_section(refine_raw, cfg.steps)
     source_prompt = edit.source_prompt or source.prompt
     if not source_prompt:
         raise ConfigError(f'source_prompt: the source {source.path} has no prompt of its own; pass '
                           f'source_prompt="..." describing it')
     if source_prompt.strip() == edit.target_prompt.strip():
         logger.warning("the target prompt equals the source prompt (%r): there is nothing to edit", source_prompt)
-    return cfg, dataclasses.replace(edit, source=source.path, source_prompt=source_prompt), source
+    return cfg, dataclasses.replace(edit, source=source.path, source_prompt=source_prompt), refine, source
 
 
 def check_prior_resolution(cfg: Config, prior: Any) -> None:
@@ -162,10 +164,11 @@ class EditRun(Run):
         source_state: the source scene's weights (``NeRFSystem`` state keys).
         source_info: description of the source for ``metrics.json``.
         prior: an already loaded prior (tests inject tiny ones).
+        refine: the refinement stage (``refine:`` section); None = off.
     """
 
     def __init__(self, cfg: Config, edit: EditConfig, run_dir: Path, source_state: Dict[str, torch.Tensor],
-                 source_info: Dict[str, Any], prior: Any = None):
+                 source_info: Dict[str, Any], prior: Any = None, refine: Optional[RefineConfig] = None):
         from text3d.guidance.prompts import PromptProcessor
 
         super().__init__(cfg, run_dir, prior=prior)
@@ -180,6 +183,8 @@ class EditRun(Run):
         self.source.requires_grad_(False)
         self.source_prompts = PromptProcessor(self.prior, edit.source_prompt, cfg.negative_prompt, cfg.prompting)
         self._source_cache: Optional[Tuple[Tuple[int, str], torch.Tensor]] = None
+        self.refine = refine or RefineConfig()
+        self.refinement = Refinement(self.refine, self.prior, self.sampler, cfg.seed) if self.refine.enabled else None
         self.clip = None
         if edit.clip_model:
             from .clip_metric import ClipScorer
@@ -187,6 +192,27 @@ class EditRun(Run):
             self.clip = ClipScorer(edit.clip_model, self.device)
 
     # ----------------------------------------------------------------------------- hooks of Run
+    def train_step(self) -> Dict[str, float]:
+        """A distillation step, or from ``refine.start_step`` a refinement step (:meth:`refine_step`)."""
+        if self.refinement is not None and self.refinement.active(self.step):
+            return self.refine_step()
+        return super().train_step()
+
+    def refine_step(self) -> Dict[str, float]:
+        """Cache the views (first step of the stage), replace the step's views by SDEdits of their
+        current renders, then fit cached views photometrically (see :mod:`text3d.edit_refine`)."""
+        ref, sysm = self.refinement, self.system
+        sysm.renderer.update_occupancy(sysm.geometry, self.step, self.generator)
+        if ref.images is None:
+            ref.start(self._render_still)
+        ref.replace(self.step, self._render_still, self.prompts, self.device)
+        render = lambda cams: sysm.render(cams, mode="albedo", generator=self.generator, train=True)["rgb"]  # noqa: E731
+        return self.apply_loss({"refine": ref.loss(render, self.generator, self.device)})
+
+    @torch.no_grad()
+    def _render_still(self, cams) -> torch.Tensor:
+        return self.system.render(cams.to(self.device), mode="albedo", train=False)["rgb"]
+
     def sample_cameras(self):
         """View ``step // hold_steps``, drawn from its own seeded generator (so a resumed edit holds
         the same view), at the resolution of the view's first step."""
@@ -215,12 +241,15 @@ class EditRun(Run):
     def config_text(self) -> str:
         data = to_dict(self.cfg)
         data["edit"] = dataclasses.asdict(self.edit)
+        data["refine"] = dataclasses.asdict(self.refine)
         return yaml.safe_dump(data, sort_keys=False, default_flow_style=None)
 
     # ----------------------------------------------------------------------------- checkpoints
     def state_tensors(self) -> Dict[str, torch.Tensor]:
         tensors = super().state_tensors()
         tensors.update({f"source.{k}": v for k, v in self.source.state_dict().items()})
+        if self.refinement is not None:
+            tensors.update(self.refinement.state_tensors())
         return tensors
 
     def load(self, path: Path | Checkpoint, **kwargs: Any) -> None:
@@ -230,6 +259,8 @@ class EditRun(Run):
         if source:
             _load_system(self.source, source, f"checkpoint {ckpt.path}")
         self._source_cache = None
+        if self.refinement is not None:
+            self.refinement.load(ckpt.tensors, ckpt.path)
 
     # ----------------------------------------------------------------------------- outputs
     @torch.no_grad()
@@ -264,7 +295,8 @@ class EditRun(Run):
         edited, source = self.render_views(cams), self.render_source_views(cams)
         metrics = super().metrics()
         metrics.update(edit={"source": self.source_info, "source_prompt": e.source_prompt,
-                             "target_prompt": e.target_prompt, "guidance": self.cfg.guidance.type},
+                             "target_prompt": e.target_prompt, "guidance": self.cfg.guidance.type,
+                             "refine_from_step": self.refine.start_step if self.refine.enabled else None},
                        identity=identity_scores(source, edited), target=target_scores(e.target_prompt, edited, cams),
                        source_target=target_scores(e.source_prompt, source, cams))
         if self.clip is not None:
@@ -293,8 +325,8 @@ def open_edit(config_path: Optional[str | Path], overrides: Sequence[str] = (), 
     if config_path is None:
         raise ConfigError("a config file is needed (e.g. text3d edit configs/edit-quickstart.yaml source=RUN_DIR "
                           "target_prompt=\"a blue cube\"), or resume=<edit dir>")
-    cfg, edit, source = edit_config(raw)
-    run = EditRun(cfg, edit, new_run_dir(cfg), source.state, source.info, prior=prior)
+    cfg, edit, refine, source = edit_config(raw)
+    run = EditRun(cfg, edit, new_run_dir(cfg), source.state, source.info, prior=prior, refine=refine)
     run.new_folder = True
     return run
 
@@ -320,10 +352,11 @@ def _resume_edit(run_dir: Path, overrides: Sequence[str], prior: Any) -> EditRun
     base = load_raw(saved)
     if "edit" not in base:
         raise ConfigError(f"resume: {str(run_dir)!r} is a run, not an edit; continue it with text3d run resume={run_dir}")
-    rest, edit_raw = split_edit_raw(_deep_merge(base, {**parse_overrides(overrides), "resume": str(run_dir)}))
+    rest, edit_raw, refine_raw = split_edit_raw(_deep_merge(base, {**parse_overrides(overrides), "resume": str(run_dir)}))
     edit = parse_edit_section(edit_raw)
     check_editing_guidance(rest)
     cfg = resolve(rest)
+    refine = parse_refine_section(refine_raw, cfg.steps)
     ckpt = load_latest_checkpoint(run_dir)
     if ckpt is not None:
         state = {k[len("source."):]: v for k, v in ckpt.tensors.items() if k.startswith("source.")}
@@ -331,7 +364,7 @@ def _resume_edit(run_dir: Path, overrides: Sequence[str], prior: Any) -> EditRun
     else:
         source = open_source(edit.source, edit.orbit_distance, edit.orbit_elevations)
         state, info = source.state, source.info
-    run = EditRun(cfg, edit, run_dir, state, info, prior=prior)
+    run = EditRun(cfg, edit, run_dir, state, info, prior=prior, refine=refine)
     if ckpt is not None:
         run.load(ckpt)
     return run

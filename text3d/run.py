@@ -148,6 +148,12 @@ class Run:
         if self.targets is not None and self.cfg.loss.lambda_image.value(step) != 0.0:
             terms["image"] = self.cfg.loss.lambda_image.value(step) * self.targets.loss(
                 sysm.render, gen, len(cams), self.device)
+        return self.apply_loss(terms)
+
+    def apply_loss(self, terms: Dict[str, torch.Tensor]) -> Dict[str, float]:
+        """Back-propagate the sum of the loss ``terms`` and step the optimiser (Gaussians: densify on
+        schedule); a non-finite gradient skips the update. Returns the figures of the terms and ``loss``."""
+        sysm, gen, step = self.system, self.generator, self.step
         loss = sum(terms.values())
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()

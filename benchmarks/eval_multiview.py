@@ -44,11 +44,13 @@ UNDER_SPECIFIED = ["a cube", "a torus", "a cone", "a red object", "a blue object
 SPECIFIED = ["a red cube", "a green torus", "an orange cone", "a red sphere", "a blue cylinder", "a green pyramid"]
 POSED = ("cube", "pyramid")
 RESULTS = Path(__file__).resolve().parent / "results"
-VARIANTS = {  # attention settings of mode=shared tried against the agreement goal (StyleAligned's knobs)
+VARIANTS = {  # settings tried against the agreement goal: StyleAligned's knobs (mode=shared), camera schedule
     "default": {},
     "shift": {"shared_score_shift": 0.6931471805599453},       # log 2, StyleAligned's transfer demo
     "noadain": {"adain_queries": False, "adain_keys": False},
     "shift-kv": {"shared_score_shift": 0.6931471805599453, "adain_values": True},
+    "refcam20": {"reference_camera": 0.2},                      # reference camera for the first 20 % of steps
+    "refcam40": {"reference_camera": 0.4},
 }
 
 
@@ -88,8 +90,10 @@ def unit_key(n: int, noise: str, mode: str, variant: str, steps: int, prompt: st
 
 
 def settings_of(mode: str, noise: str, variant: str, steps: int) -> MultiviewSettings:
+    attn = {k: v for k, v in VARIANTS[variant].items() if k != "reference_camera"}
     return MultiviewSettings(mode=mode, noise=noise, sampler=SamplerConfig(steps=steps),
-                             attention=SharedAttentionConfig(**VARIANTS[variant]))
+                             reference_camera=VARIANTS[variant].get("reference_camera", 0.0),
+                             attention=SharedAttentionConfig(**attn))
 
 
 def sample_unit(prior, prompt: str, n: int, settings: MultiviewSettings, seed: int) -> Tuple[torch.Tensor, object, float]:
@@ -130,7 +134,9 @@ def queue(args) -> Iterator[Tuple[int, str, str, str, str, int]]:
             yield from ((n, "independent", "specified", "default", p, s) for p in SPECIFIED for s in seeds)
         for noise in args.noise.split(","):
             for mode in args.modes.split(","):
-                for variant in (args.variants.split(",") if mode == "shared" else ["default"]):
+                for variant in args.variants.split(","):
+                    if mode != "shared" and set(VARIANTS[variant]) - {"reference_camera"}:
+                        continue  # attention knobs mean something only to mode=shared
                     yield from ((n, noise, mode, variant, p, s) for p in UNDER_SPECIFIED for s in seeds)
 
 
@@ -175,7 +181,7 @@ def main() -> None:
     ap.add_argument("--views", default="4,8", help="comma-separated N (default 4,8)")
     ap.add_argument("--modes", default="independent,shared,full,grid")
     ap.add_argument("--noise", default="shared,independent", help="noise settings to run (default both)")
-    ap.add_argument("--variants", default="default", help=f"mode=shared attention variants: {', '.join(VARIANTS)}")
+    ap.add_argument("--variants", default="default", help=f"settings variants: {', '.join(VARIANTS)}")
     ap.add_argument("--seeds", type=int, default=5, help="seeds (sets) per prompt (default 5)")
     ap.add_argument("--seed", type=int, default=0, help="first seed")
     ap.add_argument("--steps", type=int, default=50, help="sampler steps (documented sampler: 50)")

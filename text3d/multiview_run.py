@@ -58,6 +58,9 @@ class MultiviewTop:
     noise: str = "independent"
     """``independent`` (each view its own noise) or ``shared`` (the views of a set draw the same initial and
     ancestral noise)."""
+    reference_camera: float = bounded(0.0, lo=0.0, hi=1.0)
+    """Fraction of the sampling steps, from the noisiest, in which every view is conditioned on its set's
+    view 0 (camera / view prompt), then on its own; 0 = own camera throughout."""
     seed: int = bounded(0, lo=0, hi=2**63 - 1)
     """Seed of the noise."""
     resolution: Optional[int] = bounded(None, lo=1)
@@ -100,7 +103,7 @@ class MultiviewConfig:
 
     def settings(self) -> MultiviewSettings:
         return MultiviewSettings(mode=self.top.mode, grid=self.top.grid, noise=self.top.noise,
-                                 sampler=self.sampler, attention=self.attention)
+                                 reference_camera=self.top.reference_camera, sampler=self.sampler, attention=self.attention)
 
     def to_dict(self) -> Dict[str, Any]:
         return {**dataclasses.asdict(self.top), **{k: dataclasses.asdict(getattr(self, k)) for k in ("prior", *PLAIN)}}

@@ -1,34 +1,41 @@
 """Multi-view consistency and cost of every mode on the embedded prior, judged by the analytic renderer.
 
-For each setting (views ``N``, mode, noise) it samples sets of ``N`` views of under-specified prompts
-(``"a cube"``, ``"a red object"``, ...) at evenly spaced azimuths and reports
+For each setting (views ``N``, noise, mode, attention variant) it samples one set of ``N`` views per
+under-specified prompt (``"a cube"``, ``"a red object"``, ...) and seed, at evenly spaced azimuths,
+and reports
 
 - **set agreement**: the fraction of sets whose views all have the same judged colour and shape;
 - **per-view IoU**: each view's silhouette IoU with the analytic render of the set's (majority)
-  shape *at that view's own camera* (sharing must not paste the reference's pose);
+  shape *at that view's own camera* (sharing must not paste the reference's pose), and its
+  difference to independent sampling of fully specified prompts (``"a red cube"``, ...);
 - **pose pasted**: the fraction of non-reference views of cubes and pyramids (shapes whose
   silhouette changes with azimuth) that match the reference camera's silhouette better than their own;
-- **time** per setting and its ratio to ``independent`` at the same ``N`` and noise (equal steps).
+- **time**: summed sampling time of the setting and its ratio to ``independent`` at the same ``N``
+  and noise (equal steps; contended machines inflate both alike only roughly).
 
-The baseline for IoU is independent sampling of fully specified prompts (``"a red cube"``, ...).
-All sets of a setting are sampled in one batch (each is its own group in the attention processors),
-from one generator seeded by ``--seed``; ``--sets`` sets per prompt.
+The work is split into units (one set: setting x prompt x seed, seeded by its seed alone). Each
+unit's per-view judgements go to ``--cache`` (a JSON file rewritten atomically after every unit),
+and a unit already present in any ``multiview_cache*.json`` beside it is skipped, so a restarted or
+second process (``--reverse``: takes the queue from its end) does only what is left.
 
-    python benchmarks/eval_multiview.py                     # 6 prompts x 5 sets, N = 4 and 8, every mode
-    python benchmarks/eval_multiview.py --views 4 --modes independent,shared --noise shared
+    python benchmarks/eval_multiview.py                     # 6 prompts x 5 seeds, N = 4 and 8, every mode
+    python benchmarks/eval_multiview.py --views 8 --noise shared --modes shared --variants default,shift
+    python benchmarks/eval_multiview.py --report-only       # print the table from the caches
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from collections import Counter
-from typing import Dict, List
+from pathlib import Path
+from typing import Dict, Iterator, List, Tuple
 
 import torch
 
 from text3d.cameras import turntable
-from text3d.guidance.pixel_prior import PixelPrior, PixelPriorConfig
+from text3d.guidance.attention import SharedAttentionConfig
 from text3d.multiview import MultiviewSettings, SamplerConfig, sample_multiview
 from text3d.prior_eval import classify_colour, mask_iou, object_mask, silhouettes_all_shapes
 from text3d.shapes import SHAPES, parse_prompt
@@ -36,6 +43,15 @@ from text3d.shapes import SHAPES, parse_prompt
 UNDER_SPECIFIED = ["a cube", "a torus", "a cone", "a red object", "a blue object", "a green object"]
 SPECIFIED = ["a red cube", "a green torus", "an orange cone", "a red sphere", "a blue cylinder", "a green pyramid"]
 POSED = ("cube", "pyramid")
+RESULTS = Path(__file__).resolve().parent / "results"
+VARIANTS = {  # settings tried against the agreement goal: StyleAligned's knobs (mode=shared), camera schedule
+    "default": {},
+    "shift": {"shared_score_shift": 0.6931471805599453},       # log 2, StyleAligned's transfer demo
+    "noadain": {"adain_queries": False, "adain_keys": False},
+    "shift-kv": {"shared_score_shift": 0.6931471805599453, "adain_values": True},
+    "refcam20": {"reference_camera": 0.2},                      # reference camera for the first 20 % of steps
+    "refcam40": {"reference_camera": 0.4},
+}
 
 
 def judge_sets(images: torch.Tensor, cams, n: int) -> Dict[str, torch.Tensor]:
@@ -55,78 +71,148 @@ def judge_sets(images: torch.Tensor, cams, n: int) -> Dict[str, torch.Tensor]:
             "iou_at_ref": at_ref.view(S, n), "set_shape": set_shape}
 
 
-def figures(j: Dict[str, torch.Tensor]) -> Dict[str, float]:
-    col, shp = j["colour"], j["shape"]
-    agree = ((col == col[:, :1]).all(1) & (shp == shp[:, :1]).all(1) & (col[:, :1] >= 0).all(1)).float()
-    posed = torch.tensor([SHAPES[s] in POSED if s >= 0 else False for s in j["set_shape"].tolist()])
-    pasted = (j["iou_at_ref"][:, 1:] > j["iou"][:, 1:] + 0.05)[posed]
-    return {"set_agreement": float(agree.mean()), "iou": float(j["iou"].mean()),
-            "pose_pasted": float(pasted.float().mean()) if pasted.numel() else float("nan")}
+def figures(units: List[dict]) -> Dict[str, float]:
+    """Set agreement, mean per-view IoU and pose pasted over cached units (one set each)."""
+    agree, ious, pasted = [], [], []
+    for u in units:
+        col, shp = u["colour"], u["shape"]
+        agree.append(all(c == col[0] for c in col) and all(s == shp[0] for s in shp) and col[0] >= 0)
+        ious += u["iou"]
+        if u["set_shape"] >= 0 and SHAPES[u["set_shape"]] in POSED:
+            pasted += [r > o + 0.05 for r, o in zip(u["iou_at_ref"][1:], u["iou"][1:])]
+    mean = lambda xs: sum(xs) / len(xs) if xs else float("nan")  # noqa: E731
+    return {"set_agreement": mean(agree), "iou": mean(ious), "pose_pasted": mean(pasted),
+            "seconds": sum(u["seconds"] for u in units), "sets": len(units)}
 
 
-def run_setting(prior, prompts: List[str], sets: int, n: int, settings: MultiviewSettings, seed: int):
+def unit_key(n: int, noise: str, mode: str, variant: str, steps: int, prompt: str, seed: int) -> str:
+    return f"N={n}|noise={noise}|mode={mode}|variant={variant}|steps={steps}|prompt={prompt}|seed={seed}"
+
+
+def settings_of(mode: str, noise: str, variant: str, steps: int) -> MultiviewSettings:
+    attn = {k: v for k, v in VARIANTS[variant].items() if k != "reference_camera"}
+    return MultiviewSettings(mode=mode, noise=noise, sampler=SamplerConfig(steps=steps),
+                             reference_camera=VARIANTS[variant].get("reference_camera", 0.0),
+                             attention=SharedAttentionConfig(**attn))
+
+
+def sample_unit(prior, prompt: str, n: int, settings: MultiviewSettings, seed: int) -> Tuple[torch.Tensor, object, float]:
     cams = turntable(n, 15.0, 3.0, 32.0, 32, 32)
-    all_prompts = [p for p in prompts for _ in range(sets * n)]
-    all_cams = cams.index(torch.arange(n).repeat(len(prompts) * sets))
     t0 = time.perf_counter()
-    images = sample_multiview(prior, all_prompts, all_cams, n, settings, torch.Generator().manual_seed(seed))
-    seconds = time.perf_counter() - t0
-    return images, all_cams, seconds
+    images = sample_multiview(prior, [prompt] * n, cams, n, settings, torch.Generator().manual_seed(seed))
+    return images, cams, time.perf_counter() - t0
 
 
-def specified_iou(images: torch.Tensor, cams, prompts: List[str]) -> float:
-    shape_ids = torch.tensor([SHAPES.index(parse_prompt(p)[0]) for p in prompts])
-    ious = mask_iou(object_mask(images), silhouettes_all_shapes(cams))
-    return float(ious.gather(1, shape_ids[:, None]).mean())
+def run_unit(prior, prompt: str, n: int, noise: str, mode: str, variant: str, steps: int, seed: int) -> dict:
+    """Sample and judge one set; the per-view record the cache holds."""
+    sampled = "independent" if mode == "specified" else mode
+    images, cams, sec = sample_unit(prior, prompt, n, settings_of(sampled, noise, variant, steps), seed)
+    if mode == "specified":
+        shape_id = SHAPES.index(parse_prompt(prompt)[0])
+        iou = mask_iou(object_mask(images), silhouettes_all_shapes(cams))[:, shape_id]
+        return {"iou": iou.tolist(), "seconds": sec}
+    j = judge_sets(images, cams, n)
+    return {"colour": j["colour"][0].tolist(), "shape": j["shape"][0].tolist(), "iou": j["iou"][0].tolist(),
+            "iou_at_ref": j["iou_at_ref"][0].tolist(), "set_shape": int(j["set_shape"][0]), "seconds": sec}
+
+
+def read_caches(folder: Path) -> Dict[str, dict]:
+    done: Dict[str, dict] = {}
+    for path in sorted(folder.glob("multiview_cache*.json")):
+        try:
+            done.update(json.loads(path.read_text(encoding="utf-8")))
+        except (OSError, json.JSONDecodeError):
+            continue  # a file being replaced; its units are picked up on the next read
+    return done
+
+
+def queue(args) -> Iterator[Tuple[int, str, str, str, str, int]]:
+    """``(n, noise, mode, variant, prompt, seed)`` of every unit asked for, baseline first per ``N``."""
+    seeds = range(args.seed, args.seed + args.seeds)
+    for n in [int(v) for v in args.views.split(",")]:
+        if not args.no_baseline:
+            yield from ((n, "independent", "specified", "default", p, s) for p in SPECIFIED for s in seeds)
+        for noise in args.noise.split(","):
+            for mode in args.modes.split(","):
+                for variant in args.variants.split(","):
+                    if mode != "shared" and set(VARIANTS[variant]) - {"reference_camera"}:
+                        continue  # attention knobs mean something only to mode=shared
+                    yield from ((n, noise, mode, variant, p, s) for p in UNDER_SPECIFIED for s in seeds)
+
+
+def report(done: Dict[str, dict], steps: int) -> List[dict]:
+    """Print one line per setting found in the caches; return the rows."""
+    groups: Dict[Tuple, List[dict]] = {}
+    for key, unit in done.items():
+        f = dict(part.split("=", 1) for part in key.split("|"))
+        if int(f["steps"]) == steps:
+            groups.setdefault((int(f["N"]), f["noise"], f["mode"], f["variant"]), []).append(unit)
+    rows = []
+    for (n, noise, mode, variant), units in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2] != "independent", kv[0])):
+        if mode == "specified":
+            continue
+        base = groups.get((n, "independent", "specified", "default"))
+        base_iou = sum(sum(u["iou"]) for u in base) / sum(len(u["iou"]) for u in base) if base else float("nan")
+        ind = groups.get((n, noise, "independent", "default"))
+        fig = figures(units)
+        ratio = fig["seconds"] / figures(ind)["seconds"] * figures(ind)["sets"] / fig["sets"] if ind else float("nan")
+        rows.append({"views": n, "noise": noise, "mode": mode, "variant": variant, **fig, "specified_iou": base_iou,
+                     "iou_minus_specified": fig["iou"] - base_iou, "time_ratio": ratio})
+        print(f"N={n} noise={noise:11s} mode={mode:11s} {variant:8s} sets {fig['sets']:2d}  set agreement "
+              f"{fig['set_agreement']:6.1%}  per-view IoU {fig['iou']:.3f} ({fig['iou'] - base_iou:+.3f} vs specified "
+              f"{base_iou:.3f})  pose pasted {fig['pose_pasted']:5.1%}  time x{ratio:.2f} vs independent", flush=True)
+    return rows
+
+
+def picture(prior, path: str, steps: int, n: int) -> None:
+    """``"a cube"``, 3 seeds x ``n`` views per block: independent (top) vs shared attention + shared noise (bottom)."""
+    from text3d.media import image_grid, save_image
+
+    tiles = []
+    for mode, noise in (("independent", "independent"), ("shared", "shared")):
+        for seed in range(3):
+            images, _, _ = sample_unit(prior, "a cube", n, settings_of(mode, noise, "default", steps), seed)
+            tiles += [im.permute(1, 2, 0) for im in images]
+    save_image(path, image_grid(tiles, cols=n))
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--views", default="4,8", help="comma-separated N (default 4,8)")
     ap.add_argument("--modes", default="independent,shared,full,grid")
-    ap.add_argument("--noise", default="independent,shared", help="noise settings to run (default both)")
-    ap.add_argument("--sets", type=int, default=5, help="sets per prompt (default 5)")
+    ap.add_argument("--noise", default="shared,independent", help="noise settings to run (default both)")
+    ap.add_argument("--variants", default="default", help=f"settings variants: {', '.join(VARIANTS)}")
+    ap.add_argument("--seeds", type=int, default=5, help="seeds (sets) per prompt (default 5)")
+    ap.add_argument("--seed", type=int, default=0, help="first seed")
     ap.add_argument("--steps", type=int, default=50, help="sampler steps (documented sampler: 50)")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--json", default=None, help="also write the figures to this file")
-    ap.add_argument("--grid-image", default=None, help="save independent vs shared views of the first prompts here")
+    ap.add_argument("--no-baseline", action="store_true", help="skip the fully specified prompts")
+    ap.add_argument("--reverse", action="store_true", help="take the queue from its end (a second process)")
+    ap.add_argument("--cache", default=str(RESULTS / "multiview_cache.json"), help="this process's unit cache")
+    ap.add_argument("--json", default=None, help="write the summary rows to this file")
+    ap.add_argument("--report-only", action="store_true", help="sample nothing, print the caches' figures")
+    ap.add_argument("--picture", default=None, help="save independent vs shared views of 'a cube' here")
     args = ap.parse_args()
     torch.set_grad_enabled(False)
-    prior = PixelPrior(PixelPriorConfig(), torch.device("cpu"))
-    sampler = SamplerConfig(steps=args.steps)
-    rows, pictures = [], {}
-    for mode in args.modes.split(","):  # warm-up: text encodings cached, kernels loaded, before any timing
-        run_setting(prior, UNDER_SPECIFIED + SPECIFIED, 1, 4, MultiviewSettings(mode=mode, sampler=SamplerConfig(steps=1)), 0)
-    for n in [int(v) for v in args.views.split(",")]:
-        images, cams, sec = run_setting(prior, SPECIFIED, args.sets, n, MultiviewSettings(mode="independent", sampler=sampler), args.seed)
-        base = specified_iou(images, cams, [p for p in SPECIFIED for _ in range(args.sets * n)])
-        print(f"N={n} baseline: independent sampling of fully specified prompts: per-view IoU {base:.3f} ({sec:.0f} s)", flush=True)
-        rows.append({"views": n, "mode": "specified-independent", "noise": "independent", "iou": base, "seconds": sec})
-        for noise in args.noise.split(","):
-            ref_time = None
-            for mode in args.modes.split(","):
-                settings = MultiviewSettings(mode=mode, noise=noise, sampler=sampler)
-                images, cams, sec = run_setting(prior, UNDER_SPECIFIED, args.sets, n, settings, args.seed)
-                fig = figures(judge_sets(images, cams, n))
-                ref_time = sec if mode == "independent" else ref_time
-                ratio = sec / ref_time if ref_time else float("nan")
-                rows.append({"views": n, "mode": mode, "noise": noise, **fig, "seconds": sec, "time_ratio": ratio,
-                             "iou_minus_baseline": fig["iou"] - base})
-                print(f"N={n} noise={noise:11s} mode={mode:11s} set agreement {fig['set_agreement']:6.1%}  "
-                      f"per-view IoU {fig['iou']:.3f} ({fig['iou'] - base:+.3f} vs specified)  pose pasted "
-                      f"{fig['pose_pasted']:.1%}  time {sec:6.0f} s  x{ratio:.2f} vs independent", flush=True)
-                if n == int(args.views.split(",")[0]) and mode in ("independent", "shared"):
-                    pictures[(mode, noise)] = images[: 3 * n]
-    if args.grid_image and pictures:
-        from text3d.media import image_grid, save_image
+    from text3d.io import write_json
 
-        n = int(args.views.split(",")[0])
-        tiles = [im.permute(1, 2, 0) for key in sorted(pictures) for im in pictures[key]]
-        save_image(args.grid_image, image_grid(tiles, cols=n))
-        print("picture rows (3 sets each):", ", ".join(f"{m}/noise={z}" for m, z in sorted(pictures)))
+    cache_path = Path(args.cache)
+    if not args.report_only:
+        from text3d.guidance.pixel_prior import PixelPrior, PixelPriorConfig
+
+        prior = PixelPrior(PixelPriorConfig(), torch.device("cpu"))
+        mine = json.loads(cache_path.read_text()) if cache_path.is_file() else {}
+        units = list(queue(args))
+        for n, noise, mode, variant, prompt, seed in (reversed(units) if args.reverse else units):
+            key = unit_key(n, noise, mode, variant, args.steps, prompt, seed)
+            if key in mine or key in read_caches(cache_path.parent):
+                continue
+            mine[key] = run_unit(prior, prompt, n, noise, mode, variant, args.steps, seed)
+            write_json(cache_path, mine)
+            print(f"{key}: {mine[key]['seconds']:.1f} s", flush=True)
+        if args.picture:
+            picture(prior, args.picture, args.steps, int(args.views.split(",")[-1]))
+    rows = report(read_caches(cache_path.parent), args.steps)
     if args.json:
-        from text3d.io import write_json
-
         write_json(args.json, rows)
 
 

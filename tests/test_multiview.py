@@ -59,6 +59,21 @@ def test_shared_noise_gives_identical_views_for_identical_cameras(prior):
         assert not torch.allclose(x[0], x[2], atol=1e-3)  # the second set has its own noise
 
 
+def test_reference_camera_schedule(prior):
+    """reference_camera=1: every view is sampled as its set's view 0 (same noise, same conditioning);
+    0 < f < 1: the first round(f * steps) steps as view 0, the rest at the view's own camera."""
+    cams = turntable(4, 15.0, 3.0, 32.0, 32, 32)
+    run = lambda f, steps=4: sample_multiview(  # noqa: E731
+        prior, ["a cube"] * 4, cams, 2, settings("independent", steps, noise="shared", reference_camera=f),
+        torch.Generator().manual_seed(3))
+    full, none, half = run(1.0), run(0.0), run(0.5)
+    torch.testing.assert_close(full[1], full[0], rtol=0, atol=1e-5)
+    torch.testing.assert_close(full[3], full[2], rtol=0, atol=1e-5)  # set 2's own reference, not view 0
+    torch.testing.assert_close(full[0], none[0], rtol=0, atol=1e-5)  # the reference itself is unchanged
+    assert not torch.allclose(none[1], none[0], atol=1e-3)
+    assert not torch.allclose(half[1], none[1], atol=1e-4) and not torch.allclose(half[1], full[1], atol=1e-4)
+
+
 def test_stable_diffusion_path_with_view_dependent_prompts(tiny_prior):
     cams = turntable(4, 15.0, 3.0, 40.0, 64, 64)
     prompts = view_prompts(tiny_prior, "a teapot", cams, PromptingConfig(view_dependent=True))

@@ -238,7 +238,8 @@ class Config:
     export: ExportConfig
 
 
-def _valid_keys_hint(key: str, valid: Sequence[str]) -> str:
+def valid_keys_hint(key: str, valid: Sequence[str]) -> str:
+    """The tail of an unknown-key message: ``" (did you mean 'x'?); valid keys: a, b"``."""
     close = difflib.get_close_matches(key, list(valid), n=1)
     hint = f" (did you mean '{close[0]}'?)" if close else ""
     return f"{hint}; valid keys: {', '.join(valid)}"
@@ -347,7 +348,7 @@ def merge_section(path: str, cls: type, raw: Any) -> Any:
     for key in raw:
         if key not in valid:
             shown = f"{path}.{key}" if path else str(key)
-            raise ConfigError(f"{label}: unknown key '{shown}'{_valid_keys_hint(str(key), valid)}")
+            raise ConfigError(f"{label}: unknown key '{shown}'{valid_keys_hint(str(key), valid)}")
     raw = _coerce_schedules(cls, _typed_strings(path, cls, dict(raw)))
     prefix = f"{path}." if path else ""
     try:
@@ -362,7 +363,12 @@ def merge_section(path: str, cls: type, raw: Any) -> Any:
         raise ConfigError(f"{prefix}{key}: {str(e).splitlines()[0]}") from None
 
 
-def _component_type(section: str, raw: Dict[str, Any]) -> str:
+def component_type(section: str, raw: Dict[str, Any]) -> str:
+    """The registered type name of component section ``section`` (its ``type`` key or the default).
+
+    Raises:
+        ConfigError: an unknown type, naming the valid ones.
+    """
     reg, default = COMPONENT_SECTIONS[section]
     t = raw.get("type", default) if isinstance(raw, dict) else default
     if t not in reg:
@@ -377,14 +383,14 @@ def resolve(raw: Dict[str, Any]) -> Config:
     top_keys = [f.name for f in dataclasses.fields(TopLevel)]
     for key in raw:
         if key not in top_keys and key not in SECTIONS:
-            raise ConfigError(f"unknown key '{key}'{_valid_keys_hint(str(key), top_keys + SECTIONS)}")
+            raise ConfigError(f"unknown key '{key}'{valid_keys_hint(str(key), top_keys + SECTIONS)}")
     top = merge_section("", TopLevel, {k: raw[k] for k in top_keys if k in raw})
     check_bounds(top, "")
     resolve_device(top.device)  # an unknown or absent device fails here, before any output
     sections: Dict[str, Any] = {}
     for name in COMPONENT_SECTIONS:
         sec_raw = raw.get(name) or {}
-        t = _component_type(name, sec_raw)
+        t = component_type(name, sec_raw)
         reg = COMPONENT_SECTIONS[name][0]
         sections[name] = merge_section(name, reg.config_class(t), {**sec_raw, "type": t})
         check_bounds(sections[name], name)  # ranges first: the component checks may assume finite numbers

@@ -75,6 +75,10 @@ class MultiviewSettings:
     noise: str = "independent"
     """``independent``: each view draws its own initial and ancestral noise; ``shared``: the views of a set
     use the same draws (the set's first view's), so the noise cannot pull the views apart."""
+    reference_camera: float = bounded(0.0, lo=0.0, hi=1.0)
+    """Fraction of the sampling steps, from the first (noisiest), in which every view is conditioned on
+    its set's view 0 (camera label / view-dependent prompt); afterwards each view on its own. The noisy
+    steps decide what the object is, the later ones how it looks from each camera; 0 = own camera throughout."""
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     attention: SharedAttentionConfig = field(default_factory=SharedAttentionConfig)
 
@@ -252,11 +256,15 @@ def sample_multiview(prior: "DiffusionPrior", prompts: Sequence[str], cameras: "
     scheduler.set_timesteps(settings.sampler.steps)
     cond, uncond = _embed(prior, prompts, negative_prompt)
     labels = prior.camera_class_labels(cameras) if _camera_conditioned(prior) else None
-    fn = _guided_unet(prior, cond, uncond, labels, settings.sampler.cfg_scale)
+    own = _guided_unet(prior, cond, uncond, labels, settings.sampler.cfg_scale)
+    ref = torch.arange(B) // views * views  # each view's set reference (view 0)
+    at_ref = _guided_unet(prior, cond[ref], uncond[ref], None if labels is None else labels[ref], settings.sampler.cfg_scale)
+    switch = round(settings.reference_camera * len(scheduler.timesteps))
     draw = _noise_fn(settings.noise, (prior.x0_channels, size, size), B, views, generator, prior.device)
     x = draw()
     with mode.attention(prior.unet, views):
-        for t in scheduler.timesteps:
+        for i, t in enumerate(scheduler.timesteps):
+            fn = at_ref if i < switch else own
             out = mode.denoise(lambda z, sel: fn(z, t, sel), x, views)
             noise = draw() if settings.sampler.eta > 0 else None
             x = scheduler.step(out, t, x, eta=settings.sampler.eta, variance_noise=noise).prev_sample

@@ -26,7 +26,7 @@ from text3d.guidance.prompts import PromptingConfig, check_prompting_config
 
 from .bounds import bounded, check_bounds
 from .cameras import Cameras, orbit_cameras
-from .config import _component_type, _valid_keys_hint, load_raw, merge_section
+from .config import component_type, load_raw, merge_section, valid_keys_hint
 from .errors import ConfigError
 from .multiview import MODES, NOISE_MODES, MultiviewSettings, SamplerConfig, build_mode, parse_grid
 from .registry import PRIORS
@@ -58,6 +58,9 @@ class MultiviewTop:
     noise: str = "independent"
     """``independent`` (each view its own noise) or ``shared`` (the views of a set draw the same initial and
     ancestral noise)."""
+    reference_camera: float = bounded(0.0, lo=0.0, hi=1.0)
+    """Fraction of the sampling steps, from the noisiest, in which every view is conditioned on its set's
+    view 0 (camera / view prompt), then on its own; 0 = own camera throughout."""
     seed: int = bounded(0, lo=0, hi=2**63 - 1)
     """Seed of the noise."""
     resolution: Optional[int] = bounded(None, lo=1)
@@ -100,7 +103,7 @@ class MultiviewConfig:
 
     def settings(self) -> MultiviewSettings:
         return MultiviewSettings(mode=self.top.mode, grid=self.top.grid, noise=self.top.noise,
-                                 sampler=self.sampler, attention=self.attention)
+                                 reference_camera=self.top.reference_camera, sampler=self.sampler, attention=self.attention)
 
     def to_dict(self) -> Dict[str, Any]:
         return {**dataclasses.asdict(self.top), **{k: dataclasses.asdict(getattr(self, k)) for k in ("prior", *PLAIN)}}
@@ -119,7 +122,7 @@ def resolve_multiview(raw: Dict[str, Any]) -> MultiviewConfig:
     sections = ["prior", *PLAIN]
     for key in raw:
         if key not in top_keys and key not in sections:
-            raise ConfigError(f"unknown key '{key}'{_valid_keys_hint(str(key), top_keys + sections)}")
+            raise ConfigError(f"unknown key '{key}'{valid_keys_hint(str(key), top_keys + sections)}")
     if "prompt" in raw and raw["prompt"] is None:  # `prompt=` on the command line
         raw = {**raw, "prompt": ""}
     top = merge_section("(top level)", MultiviewTop, {k: raw[k] for k in top_keys if k in raw})
@@ -127,7 +130,7 @@ def resolve_multiview(raw: Dict[str, Any]) -> MultiviewConfig:
     if not top.prompt.strip():
         raise ConfigError('prompt: empty; give one, e.g. prompt="a cube"')
     prior_raw = raw.get("prior") or {}
-    ptype = _component_type("prior", prior_raw)
+    ptype = component_type("prior", prior_raw)
     prior = merge_section("prior", PRIORS.config_class(ptype), {**prior_raw, "type": ptype})
     check = getattr(PRIORS.get(ptype).cls, "check_config", None)
     if check is not None:

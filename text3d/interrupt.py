@@ -28,8 +28,9 @@ class StepBoundaryStop:
     behave as usual.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, message: str = "stopping after this step and saving a checkpoint (again to stop at once)") -> None:
         self.requested: Optional[int] = None
+        self.message = message
         self._previous: Dict[int, Any] = {}
 
     def _handle(self, signum: int, frame: Optional[FrameType]) -> None:
@@ -37,8 +38,7 @@ class StepBoundaryStop:
             self._restore()
             raise KeyboardInterrupt
         self.requested = signum
-        logger.warning("%s received: stopping after this step and saving a checkpoint (again to stop at once)",
-                       signal.Signals(signum).name)
+        logger.warning("%s received: %s", signal.Signals(signum).name, self.message)
 
     def __enter__(self) -> "StepBoundaryStop":
         if threading.current_thread() is threading.main_thread():

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional
 
 from ..errors import Text3DError
+from ..interrupt import StepBoundaryStop
 from .state import BatchState, ItemState, refresh_item
 from .summary import write_summary
 
@@ -68,14 +69,20 @@ class BatchDriver:
 
     def run(self) -> BatchState:
         """Run to the end; raises :class:`BatchInterrupted` after a clean stop on Ctrl-C."""
+        # The first Ctrl-C/SIGTERM only sets a flag that the loop checks: a KeyboardInterrupt raised
+        # inside Ray's client code could be swallowed there, and the batch would then run on.
+        stop = StepBoundaryStop("stopping the batch: the runs save a checkpoint (again to stop at once)")
         try:
-            for item in self.todo():
-                self._submit(item)
-            self._save(contact_sheet=False)
-            while self.running:
-                for ref in self.engine.wait(list(self.running), self.poll_s):
-                    self._collect(ref, retry=True)
-                self._report()
+            with stop:
+                for item in self.todo():
+                    self._submit(item)
+                self._save(contact_sheet=False)
+                while self.running:
+                    for ref in self.engine.wait(list(self.running), self.poll_s):
+                        self._collect(ref, retry=True)
+                    self._report()
+                    if stop.requested is not None:
+                        raise KeyboardInterrupt
         except KeyboardInterrupt:
             self._stop()
             raise BatchInterrupted(self._interrupted_message()) from None

@@ -31,28 +31,27 @@ import sys
 import time
 from pathlib import Path
 
-LAST_LAUNCH = (0.0, None)  # epoch seconds at which the last timed command started and ended
 PROMPTS = ["a red cube", "a blue sphere", "a green cone", "a purple cylinder"]
 
 
-def timed(cmd: list, log: Path) -> tuple[float, str]:
-    global LAST_LAUNCH
-    LAST_LAUNCH = (time.time(), None)
+def timed(cmd: list, log: Path) -> tuple[float, str, float, float]:
+    """Run ``cmd``: wall seconds, its last stdout line, and the epoch seconds it started and ended."""
+    launched = time.time()
     t0 = time.perf_counter()
     with open(log, "w") as err:
         proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=err, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     wall = time.perf_counter() - t0
-    LAST_LAUNCH = (LAST_LAUNCH[0], time.time())
+    ended = time.time()
     if proc.returncode != 0:
         sys.exit(f"failed ({proc.returncode}): {' '.join(cmd)}; see {log}")
-    return wall, proc.stdout.strip().splitlines()[-1]
+    return wall, proc.stdout.strip().splitlines()[-1], launched, ended
 
 
 def run_loop(config: str, extra: list, out: Path) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     walls = []
     for k, prompt in enumerate(PROMPTS):
-        wall, _ = timed([sys.executable, "-m", "text3d", "run", config, f"prompt={prompt}", f"output_dir={out}",
+        wall, *_ = timed([sys.executable, "-m", "text3d", "run", config, f"prompt={prompt}", f"output_dir={out}",
                          "--no-progress", *extra], out / f"loop-{k}.log")
         walls.append(wall)
         print(f"  loop run {k + 1}/{len(PROMPTS)}: {wall:.1f} s", flush=True)
@@ -62,13 +61,13 @@ def run_loop(config: str, extra: list, out: Path) -> dict:
 def run_batch(config: str, extra: list, out: Path, cpus: int, label: str) -> dict:
     prompts = out / "prompts.txt"
     prompts.write_text("\n".join(PROMPTS) + "\n")
-    wall, batch_dir = timed([sys.executable, "-m", "text3d", "batch", config, str(prompts), f"output_dir={out / label}",
+    wall, batch_dir, launched, ended = timed([sys.executable, "-m", "text3d", "batch", config, str(prompts), f"output_dir={out / label}",
                              "--cpus-per-run", str(cpus), "--no-progress", *extra], out / f"{label}.log")
     items = json.loads((Path(batch_dir) / "batch.json").read_text())["items"]
     assert all(it["status"] == "done" for it in items), [it["error"] for it in items]
     worker = [it["history"][-1]["worker_s"] for it in items]
     task = [it["history"][-1]["task_s"] for it in items]
-    parts = decompose(items, *LAST_LAUNCH)
+    parts = decompose(items, launched, ended)
     print(f"  {label} batch (--cpus-per-run {cpus}): {wall:.1f} s; in-worker per run "
           f"{', '.join(f'{w:.0f}' for w in worker)} s; start-up {parts['startup_s']:.1f} s, wind-down "
           f"{parts['winddown_s']:.1f} s (once per batch), slots idle at the end {parts['tail_idle_s']:.1f} s, "

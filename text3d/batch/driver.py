@@ -71,9 +71,8 @@ class BatchDriver:
         """Run to the end; raises :class:`BatchInterrupted` after a clean stop on Ctrl-C."""
         # The first Ctrl-C/SIGTERM only sets a flag that the loop checks: a KeyboardInterrupt raised
         # inside Ray's client code could be swallowed there, and the batch would then run on.
-        stop = StepBoundaryStop("stopping the batch: the runs save a checkpoint (again to stop at once)")
         try:
-            with stop:
+            with StepBoundaryStop("stopping the batch: the runs save a checkpoint (again to stop at once)") as stop:
                 for item in self.todo():
                     self._submit(item)
                 self._save(contact_sheet=False)

@@ -18,7 +18,7 @@ unit's per-view judgements go to ``--cache`` (a JSON file rewritten atomically a
 and a unit already present in any ``multiview_cache*.json`` beside it is skipped, so a restarted or
 second process (``--reverse``: takes the queue from its end) does only what is left.
 
-    python benchmarks/eval_multiview.py                     # 6 prompts x 5 seeds, N = 4 and 8, every mode
+    python benchmarks/eval_multiview.py                     # 6 prompts x 5 seeds, N = 4 and 8, every mode, refcam 0 and 0.4
     python benchmarks/eval_multiview.py --views 8 --noise shared --modes shared --variants default,shift
     python benchmarks/eval_multiview.py --report-only       # print the table from the caches
 """
@@ -165,13 +165,14 @@ def report(done: Dict[str, dict], steps: int) -> List[dict]:
 
 
 def picture(prior, path: str, steps: int, n: int) -> None:
-    """``"a cube"``, 3 seeds x ``n`` views per block: independent (top) vs shared attention + shared noise (bottom)."""
+    """``"a cube"``, 3 seeds x ``n`` views per block: independent sampling (top) vs the quickstart preset's
+    settings (bottom: shared attention, shared noise, reference camera for the first 40 % of the steps)."""
     from text3d.media import image_grid, save_image
 
     tiles = []
-    for mode, noise in (("independent", "independent"), ("shared", "shared")):
+    for mode, noise, variant in (("independent", "independent", "default"), ("shared", "shared", "refcam40")):
         for seed in range(3):
-            images, _, _ = sample_unit(prior, "a cube", n, settings_of(mode, noise, "default", steps), seed)
+            images, _, _ = sample_unit(prior, "a cube", n, settings_of(mode, noise, variant, steps), seed)
             tiles += [im.permute(1, 2, 0) for im in images]
     save_image(path, image_grid(tiles, cols=n))
 
@@ -181,7 +182,8 @@ def main() -> None:
     ap.add_argument("--views", default="4,8", help="comma-separated N (default 4,8)")
     ap.add_argument("--modes", default="independent,shared,full,grid")
     ap.add_argument("--noise", default="shared,independent", help="noise settings to run (default both)")
-    ap.add_argument("--variants", default="default", help=f"settings variants: {', '.join(VARIANTS)}")
+    ap.add_argument("--variants", default="default,refcam40",
+                    help=f"settings variants (default: default,refcam40 -- the quickstart preset's schedule): {', '.join(VARIANTS)}")
     ap.add_argument("--seeds", type=int, default=5, help="seeds (sets) per prompt (default 5)")
     ap.add_argument("--seed", type=int, default=0, help="first seed")
     ap.add_argument("--steps", type=int, default=50, help="sampler steps (documented sampler: 50)")

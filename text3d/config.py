@@ -1,4 +1,4 @@
-"""Configs: per-component dataclasses, merged from YAML and ``key.path=value`` overrides.
+"""Configs: per-component dataclasses (the schemas) and their validation into a :class:`Config`.
 
 A config file has short top-level keys (``prompt``, ``seed``, ``steps``, ...) and one section per
 component. A component section names its implementation with ``type``; the registry of that stage
@@ -10,22 +10,21 @@ choices (:class:`text3d.errors.ConfigError`).
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import re
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import yaml
-from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
 from . import registry
 from .errors import ConfigError
 from .bounds import bounded, check_bounds, check_value
 from .device import resolve_device
 from .schedules import LinearSchedule
+# Reading files/overrides and typed merging live in their own modules; their public functions are
+# re-exported here, where callers have always found them.
+from .config_files import load_raw, parse_overrides, read_yaml_file  # noqa: F401
+from .config_merge import merge_section, valid_keys_hint  # noqa: F401
 
 # Lives with the prompt processor; imported here as the schema of the ``prompting`` section.
 from text3d.guidance.prompts import PromptingConfig, check_prompting_config  # noqa: E402
@@ -238,131 +237,6 @@ class Config:
     export: ExportConfig
 
 
-def valid_keys_hint(key: str, valid: Sequence[str]) -> str:
-    """The tail of an unknown-key message: ``" (did you mean 'x'?); valid keys: a, b"``."""
-    close = difflib.get_close_matches(key, list(valid), n=1)
-    hint = f" (did you mean '{close[0]}'?)" if close else ""
-    return f"{hint}; valid keys: {', '.join(valid)}"
-
-
-def _schedule_fields(cls: type) -> Dict[str, bool]:
-    """Names of the fields of ``cls`` typed LinearSchedule (or Optional of it)."""
-    out = {}
-    for name, hint in typing.get_type_hints(cls).items():
-        args = typing.get_args(hint)
-        if hint is LinearSchedule or LinearSchedule in args:
-            out[name] = True
-    return out
-
-
-def _coerce_schedules(cls: type, raw: Dict[str, Any]) -> Dict[str, Any]:
-    """Let a plain number stand for a constant schedule (``t_max: 0.98``)."""
-    for name in _schedule_fields(cls):
-        value = raw.get(name)
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            raw[name] = {"start": float(value), "end": float(value)}
-    return raw
-
-
-def _unwrap_optional(hint: Any) -> tuple[Any, bool]:
-    if typing.get_origin(hint) is typing.Union:
-        args = [a for a in typing.get_args(hint) if a is not type(None)]
-        if len(args) == 1:
-            return args[0], True
-    return hint, False
-
-
-_NULL_TEXTS = ("null", "none", "~")
-
-
-def _parse_text(key: str, hint: Any, text: str) -> Any:
-    """Type the text of a string value by the field it sets: a ``str`` field takes it verbatim, a
-    number or boolean parses as one, a list / mapping / schedule parses as YAML."""
-    hint, optional = _unwrap_optional(hint)
-    if optional and text.strip().lower() in _NULL_TEXTS:
-        return None
-    if hint is str or typing.get_origin(hint) is typing.Literal:
-        return text
-    if hint is bool:
-        value = yaml.safe_load(text) if text.strip() else None
-        if isinstance(value, bool):
-            return value
-        raise ConfigError(f"{key}: expected true or false, got {text!r}")
-    if hint in (int, float):
-        return _parse_number(key, hint, text)
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{key}: could not read {text!r} ({str(e).splitlines()[0]}); "
-                          "quote the whole override, e.g. 'key=[1, 2]'") from None
-
-
-def _parse_number(key: str, hint: type, text: str) -> Any:
-    t = text.strip()
-    try:
-        if hint is int:
-            return int(t.replace("_", ""), 0) if t[:2].lower() in ("0x", "0o", "0b") else int(t)
-        return float(t)
-    except ValueError:
-        pass
-    if hint is int:
-        try:
-            as_float = float(t)
-        except ValueError:
-            as_float = None
-        if as_float is not None and as_float.is_integer() and abs(as_float) < 2**53:
-            return int(as_float)
-    kind = "an integer" if hint is int else "a number"
-    raise ConfigError(f"{key}: expected {kind}, got {text!r}")
-
-
-def _typed_strings(path: str, cls: type, raw: Dict[str, Any]) -> Dict[str, Any]:
-    """Turn string values (command-line overrides, YAML's unquoted ``1e-3``) into their fields' types."""
-    hints = typing.get_type_hints(cls)
-    out = dict(raw)
-    for name, value in raw.items():
-        hint = hints.get(name)
-        key = f"{path}.{name}" if path else name
-        if hint is None:
-            continue
-        inner, _ = _unwrap_optional(hint)
-        if isinstance(value, str):
-            out[name] = _parse_text(key, hint, value)
-        elif isinstance(value, dict) and dataclasses.is_dataclass(inner):
-            out[name] = _typed_strings(key, inner, value)
-        elif isinstance(value, dict) and typing.get_origin(inner) in (dict, Dict):
-            value_hint = typing.get_args(inner)[1] if typing.get_args(inner) else Any
-            out[name] = {k: _parse_text(f"{key}.{k}", value_hint, v) if isinstance(v, str) else v
-                         for k, v in value.items()}
-    return out
-
-
-def merge_section(path: str, cls: type, raw: Any) -> Any:
-    """Validate one section against its dataclass and return the typed object."""
-    label = path or "(top level)"
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{label}: expected a mapping of keys, got {raw!r}")
-    valid = [f.name for f in dataclasses.fields(cls)]
-    for key in raw:
-        if key not in valid:
-            shown = f"{path}.{key}" if path else str(key)
-            raise ConfigError(f"{label}: unknown key '{shown}'{valid_keys_hint(str(key), valid)}")
-    raw = _coerce_schedules(cls, _typed_strings(path, cls, dict(raw)))
-    prefix = f"{path}." if path else ""
-    try:
-        merged = OmegaConf.merge(OmegaConf.structured(cls), _escape_interpolations(raw))
-        return OmegaConf.to_object(merged)
-    except ConfigKeyError as e:  # nested unknown key
-        raise ConfigError(f"{prefix}{e.full_key}: unknown key; {e.msg.splitlines()[0]}") from None
-    except ValidationError as e:
-        raise ConfigError(f"{prefix}{e.full_key}: {e.msg.splitlines()[0]}") from None
-    except OmegaConfBaseException as e:
-        key = getattr(e, "full_key", "") or ""
-        raise ConfigError(f"{prefix}{key}: {str(e).splitlines()[0]}") from None
-
-
 def component_type(section: str, raw: Dict[str, Any]) -> str:
     """The registered type name of component section ``section`` (its ``type`` key or the default).
 
@@ -412,88 +286,6 @@ def resolve(raw: Dict[str, Any]) -> Config:
 
         check_targets_dir(top.targets)
     return Config(**dataclasses.asdict(top), **sections)
-
-
-_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*(\.[A-Za-z_][A-Za-z0-9_-]*)*")
-
-
-def parse_overrides(overrides: Sequence[str]) -> Dict[str, Any]:
-    """``key.path=value`` items -> a nested dict. The value is the text after the first ``=``,
-    verbatim; it is typed later by the field it sets (see :func:`merge_section`), so a prompt keeps
-    ``#``, ``:``, quotes and ``=`` as typed."""
-    out: Dict[str, Any] = {}
-    for item in overrides:
-        key, sep, text = str(item).partition("=")
-        key = key.strip()
-        if not sep or not _KEY.fullmatch(key):
-            raise ConfigError(f"override {item!r} must look like key.path=value (e.g. guidance.guidance_scale=50)")
-        node, parts = out, key.split(".")
-        for i, part in enumerate(parts[:-1]):
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
-                raise ConfigError(f"override {item!r} conflicts with {'.'.join(parts[:i + 1])}={child!r}")
-            node = child
-        if isinstance(node.get(parts[-1]), dict):
-            raise ConfigError(f"override {item!r} conflicts with other overrides of {key}.*")
-        node[parts[-1]] = text
-    return out
-
-
-def _escape_interpolations(data: Any) -> Any:
-    """Keep ``${`` in override text literal when merged into a YAML config with interpolations."""
-    if isinstance(data, dict):
-        return {k: _escape_interpolations(v) for k, v in data.items()}
-    if isinstance(data, list):
-        return [_escape_interpolations(v) for v in data]
-    return data.replace("${", "\\${") if isinstance(data, str) else data
-
-
-def read_yaml_file(path: str | Path, what: str = "config file") -> DictConfig:
-    """A YAML mapping from a file, with one clear line for each way a file can be wrong."""
-    path = Path(path)
-    if path.is_dir():
-        raise ConfigError(f"{what} {str(path)!r} is a directory; pass a YAML file such as configs/quickstart.yaml")
-    if not path.is_file():
-        raise ConfigError(f"{what} {str(path)!r} not found (presets live in configs/, e.g. configs/quickstart.yaml)")
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise ConfigError(f"{path}: not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start}); "
-                          "save it as UTF-8 YAML") from None
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot be read ({e.strerror})") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {' '.join(str(e).split())[:200]}") from None
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected 'key: value' lines (a mapping) at the top level, got a "
-                          f"{type(data).__name__} ({str(data)[:60]!r})")
-    try:
-        return OmegaConf.create(data)
-    except OmegaConfBaseException as e:
-        raise ConfigError(f"{path}: {str(e).splitlines()[0]}") from None
-
-
-def load_raw(path: str | Path, overrides: Sequence[str] = (), interpolate: bool = True,
-             extra: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
-    """Read a YAML file and apply ``key.path=value`` overrides, then ``extra`` (a nested mapping, e.g.
-    one item of a batch), before interpolations such as ``${geometry.radius}`` resolve; no validation yet.
-
-    ``interpolate=False`` reads a saved, already resolved config (a run's ``config.yaml``): a
-    ``${`` in its prompt is text, not a reference."""
-    base = read_yaml_file(path)
-    if not interpolate:
-        base = OmegaConf.create(_escape_interpolations(OmegaConf.to_container(base)))
-    try:
-        merged = OmegaConf.merge(base, OmegaConf.create(_escape_interpolations(parse_overrides(overrides))))
-        if extra:
-            merged = OmegaConf.merge(merged, OmegaConf.create(_escape_interpolations(extra)))
-        return OmegaConf.to_container(merged, resolve=True)  # type: ignore[return-value]
-    except OmegaConfBaseException as e:
-        raise ConfigError(f"{path}: {str(e).splitlines()[0]}") from None
 
 
 def load_config(path: str | Path, overrides: Sequence[str] = ()) -> Config:

@@ -1,4 +1,4 @@
-"""3D Gaussians as a scene geometry: parameters, initialisation, densification and the 3DGS ``.ply`` format.
+"""3D Gaussians as a scene geometry: parameters, initialisation, densification (the ``.ply`` format: :mod:`text3d.gaussian_ply`).
 
 A :class:`GaussianModel` (geometry type ``gaussians``) holds the parameters in their unconstrained
 form, as 3DGS and DreamGaussian do: ``means`` [N,3], ``log_scales`` [N,3], ``quats`` [N,4] (wxyz,
@@ -12,9 +12,6 @@ whose mean gradient exceeds ``grad_threshold`` are cloned (small ones) or split 
 scales / 1.6, new means drawn from the Gaussian), then faint (``prune_opacity``) and huge
 (``prune_scale``) ones are removed; every ``opacity_reset_every`` steps opacities are clamped low.
 The optimizer's Adam moments follow the surgery (kept rows keep theirs, new rows start at zero).
-
-``gaussians.ply`` is the standard 3DGS layout (x, y, z, nx, ny, nz, f_dc_0-2, f_rest_*, opacity
-as a logit, scale_0-2 as logs, rot_0-3 as a wxyz quaternion) that splat viewers read.
 """
 
 from __future__ import annotations
@@ -31,8 +28,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .cameras import Cameras
-from .errors import ConfigError, Text3DError
-from .io import atomic_path
+from .errors import ConfigError
+# The 3DGS .ply format lives in its own module; re-exported here, where callers have found it.
+from .gaussian_ply import PlyError, ply_properties, read_ply, write_ply  # noqa: F401
 from .registry import GEOMETRIES, RENDERERS
 
 logger = logging.getLogger(__name__)
@@ -44,10 +42,6 @@ GROUP_OF = {"means": "means", "log_scales": "scales", "quats": "quats", "opacity
             "sh0": "sh0", "shN": "shN"}
 """Optimizer parameter group of each parameter (the names ``optimizer.lr`` uses)."""
 GAUSSIAN_PARAM_GROUPS = tuple(dict.fromkeys(GROUP_OF.values()))
-
-
-class PlyError(Text3DError):
-    """A .ply file that is not a 3DGS Gaussian file (or is damaged)."""
 
 
 @dataclass
@@ -400,105 +394,6 @@ def _sample_nerf(run_dir: Path, n: int, generator: torch.Generator, resolution: 
     points = grid[idx] + jitter
     colors = geometry(points)["albedo"].clamp(0, 1)
     return points, colors
-
-
-# --------------------------------------------------------------------------------------------
-# The 3DGS .ply format
-def ply_properties(sh_degree_or_k: int, from_k: bool = False) -> List[str]:
-    """Property names of a 3DGS .ply with ``K`` SH coefficients per channel."""
-    K = sh_degree_or_k if from_k else (sh_degree_or_k + 1) ** 2
-    return (["x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2"]
-            + [f"f_rest_{i}" for i in range(3 * (K - 1))]
-            + ["opacity", "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"])
-
-
-def write_ply(path: Path | str, params: Dict[str, Tensor]) -> Path:
-    """Write Gaussians (unconstrained parameters, see :data:`PARAM_NAMES`) as a binary 3DGS .ply, atomically."""
-    means = params["means"].detach().float().cpu()
-    n = means.shape[0]
-    sh0 = params["sh0"].detach().float().cpu().reshape(n, 3)
-    shN = params["shN"].detach().float().cpu()
-    rest = shN.transpose(1, 2).reshape(n, -1)  # channel-major, as 3DGS writes f_rest
-    cols = [means, torch.zeros(n, 3), sh0, rest, params["opacity_logits"].detach().float().cpu().view(n, 1),
-            params["log_scales"].detach().float().cpu(), params["quats"].detach().float().cpu()]
-    data = torch.cat(cols, dim=1).numpy().astype("<f4")
-    names = ply_properties(shN.shape[1] + 1, from_k=True)
-    header = "ply\nformat binary_little_endian 1.0\ncomment written by text3d (3D Gaussian splatting)\n" \
-             f"element vertex {n}\n" + "".join(f"property float {p}\n" for p in names) + "end_header\n"
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as fh:
-            fh.write(header.encode("ascii"))
-            fh.write(data.tobytes())
-    return path
-
-
-_PLY_TYPES = {"float": "f4", "float32": "f4", "double": "f8", "float64": "f8", "uchar": "u1", "uint8": "u1",
-              "char": "i1", "int8": "i1", "short": "i2", "int16": "i2", "ushort": "u2", "uint16": "u2",
-              "int": "i4", "int32": "i4", "uint": "u4", "uint32": "u4"}
-
-
-def read_ply(path: Path | str) -> Tuple[Dict[str, Tensor], int]:
-    """Read a 3DGS .ply -> (unconstrained parameters, SH degree).
-
-    Raises:
-        PlyError: not a binary little-endian .ply, or 3DGS attributes missing (named in the message).
-    """
-    path = Path(path)
-    with open(path, "rb") as fh:
-        if fh.readline().strip() != b"ply":
-            raise PlyError(f"{path}: not a .ply file")
-        fmt, n, props, in_vertex = None, 0, [], False
-        while True:
-            line = fh.readline()
-            if not line:
-                raise PlyError(f"{path}: header has no end_header")
-            words = line.decode("ascii", "replace").split()
-            if not words or words[0] in ("comment", "obj_info"):
-                continue
-            if words[0] == "format":
-                fmt = words[1]
-            elif words[0] == "element":
-                in_vertex = words[1] == "vertex"
-                if in_vertex:
-                    n = int(words[2])
-                elif props:  # elements after the vertex block are fine; before it we would misread
-                    pass
-                else:
-                    raise PlyError(f"{path}: element '{words[1]}' precedes the vertex element")
-            elif words[0] == "property" and in_vertex:
-                if words[1] == "list":
-                    raise PlyError(f"{path}: list property '{words[-1]}' in the vertex element")
-                if words[1] not in _PLY_TYPES:
-                    raise PlyError(f"{path}: unknown property type '{words[1]}'")
-                props.append((words[2], "<" + _PLY_TYPES[words[1]]))
-            elif words[0] == "end_header":
-                break
-        if fmt != "binary_little_endian":
-            raise PlyError(f"{path}: format '{fmt}' is not supported; 3DGS files are binary_little_endian")
-        data = np.fromfile(fh, dtype=np.dtype(props), count=n)
-    if len(data) != n:
-        raise PlyError(f"{path}: expected {n} vertices, the file holds {len(data)} (truncated?)")
-    names = {p for p, _ in props}
-    n_rest = len([p for p in names if p.startswith("f_rest_")])
-    required = [p for p in ply_properties(n_rest // 3 + 1, from_k=True) if p not in ("nx", "ny", "nz")]
-    missing = [p for p in required if p not in names]
-    if missing:
-        raise PlyError(f"{path}: not a 3D Gaussian splatting .ply: missing attribute(s) {', '.join(missing)}")
-    K = n_rest // 3 + 1
-    degree = int(round(math.sqrt(K))) - 1
-    if (degree + 1) ** 2 != K:
-        raise PlyError(f"{path}: {n_rest} f_rest_* attributes do not make a whole SH degree")
-
-    def cols(keys: List[str]) -> Tensor:
-        return torch.from_numpy(np.stack([data[k].astype(np.float32) for k in keys], axis=1)) if keys \
-            else torch.zeros(n, 0)
-
-    rest = cols([f"f_rest_{i}" for i in range(n_rest)]).view(n, 3, K - 1).transpose(1, 2).contiguous()
-    params = {"means": cols(["x", "y", "z"]), "sh0": cols(["f_dc_0", "f_dc_1", "f_dc_2"]).view(n, 1, 3),
-              "shN": rest, "opacity_logits": cols(["opacity"]).view(n),
-              "log_scales": cols(["scale_0", "scale_1", "scale_2"]), "quats": cols([f"rot_{i}" for i in range(4)])}
-    return params, degree
 
 
 def model_params(model: GaussianModel) -> Dict[str, Tensor]:

@@ -162,8 +162,8 @@ def _add_export_parser(sub) -> None:
     export.add_argument("--size", type=float, default=1.0, help="largest side in metres; 0 = world units (default: 1)")
     export.add_argument("--pore-size", type=float, default=None,
                         help="close openings narrower than this (world units) and fill what no line of sight "
-                             "reaches behind them; 0 = raw iso-surface (default: one pixel of the run's training "
-                             "renders)")
+                             "reaches behind them; 0 = raw iso-surface (default: two pixels of the run's training "
+                             "renders for a NeRF, one for Gaussians)")
     export.add_argument("--out", default=None, help="output folder (default: RUN_DIR/export)")
     export.set_defaults(func=cmd_export)
 

@@ -133,9 +133,11 @@ class ExportConfig:
     pore_size: Optional[float] = bounded(None, lo=0.0)
     """Openings narrower than this (world units) are pores no training render could show: they are
     closed, and whatever no straight line of sight reaches behind them is filled (the surface is
-    the solid a viewer sees, see ``text3d.export.carve``). None = one pixel of the run's finest
-    training renders at its nearest camera (0.054 for the quickstart), or 1/40 of the density
-    grid's side without a run; 0 = no carving (the raw iso-surface, pores and hidden faces kept)."""
+    the solid a viewer sees, see ``text3d.export.carve``). None = for a NeRF two pixels of the run's
+    finest training renders at its nearest camera, the finest opening a point-sampled render resolves
+    (0.108 for the quickstart), for Gaussians one (0.027; their footprints are widened as rendered),
+    without a run 1/20 (NeRF) or 1/40 (Gaussians) of the box side; 0 = no carving (the raw
+    iso-surface, pores and hidden faces kept)."""
 
 
 def check_export_config(cfg: ExportConfig, key: Callable[[str], str] = lambda name: f"export.{name}") -> None:

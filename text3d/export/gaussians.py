@@ -57,6 +57,8 @@ Points no view sees (deep folds) take the colour of the nearest Gaussian.
 
 from __future__ import annotations
 
+import dataclasses
+
 import logging
 import math
 from dataclasses import dataclass
@@ -526,6 +528,8 @@ def export_gaussians(cloud: GaussianCloud, settings: ExportConfig, out_dir: Path
     timings: Dict[str, float] = {}
     lo, hi = gaussian_bounds(cloud)
     pixel = footprint_pixel(settings, lo, hi)
+    if settings.pore_size is None:  # carve at the footprints' pixel (not the NeRF default of two)
+        settings = dataclasses.replace(settings, pore_size=pixel)
     grid = gaussian_grid(cloud.as_rendered(pixel), settings.resolution, settings.level, timings)
     with _timed(timings, "silhouette fill"):
         hull = silhouette_fill(grid, cloud, pixel) if pixel > 0 else {"views": 0, "filled_nodes": 0}

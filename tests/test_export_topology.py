@@ -147,6 +147,21 @@ def test_every_primitive_exports_one_closed_manifold_of_its_true_genus(tmp_path,
     assert topo["faces"] <= 4000 * 1.05
 
 
+@pytest.mark.parametrize("shape", SHAPES)
+def test_a_two_pixel_probe_keeps_every_primitive_one_closed_manifold_of_its_true_genus(tmp_path, shape):
+    """The NeRF default probe is two training pixels (Nyquist, ``FIELD_PORE_PIXELS``): twice
+    :data:`PORE` must still keep the torus's hole (0.42 wide) open, close the pores, and not bridge
+    concave parts (the cone's apex, the pyramid's base edges) beyond 10 % of the area or volume."""
+    manifest = export_shape(tmp_path, shape, True, True, pore_size=2 * PORE)
+    volume, area, genus = MEASURES[shape]
+    mesh = reread(tmp_path)
+    assert len(mesh.split(only_watertight=False)) == 1 and mesh.is_watertight and mesh.volume > 0
+    assert mesh.euler_number == 2 - 2 * genus
+    assert mesh.volume == pytest.approx(volume, rel=0.10)
+    assert mesh.area == pytest.approx(area, rel=0.10)
+    assert manifest["topology"]["non_manifold_edges"] == 0
+
+
 @pytest.mark.parametrize("shape", ["sphere", "torus", "cube"])
 def test_without_carving_the_pores_show_in_the_surface(tmp_path, shape):
     """The pores are real: the raw iso-surface (pore_size 0) of the porous field has the wrong
@@ -322,7 +337,7 @@ def test_a_bad_pore_size_is_one_line_and_writes_nothing(tmp_path, capsys, argv, 
     assert not out.exists()
 
 
-def test_pore_size_of_a_run_is_one_pixel_of_its_finest_training_render():
+def test_pore_size_of_a_run_is_two_pixels_of_its_finest_training_render_for_a_nerf_one_for_gaussians():
     from text3d.config import load_raw, resolve
     from text3d.export.pipeline import settings_for_run, supervised_pixel
 
@@ -331,7 +346,8 @@ def test_pore_size_of_a_run_is_one_pixel_of_its_finest_training_render():
     gauss = resolve(load_raw(configs / "quickstart-gaussians.yaml"))
     assert supervised_pixel(nerf.cameras) == pytest.approx(2 * 3.0 * math.tan(math.radians(16)) / 32)
     assert supervised_pixel(gauss.cameras) == pytest.approx(2 * 3.0 * math.tan(math.radians(16)) / 64)
-    assert settings_for_run(ExportConfig(), nerf).pore_size == pytest.approx(0.053765, abs=1e-6)
+    assert settings_for_run(ExportConfig(), nerf).pore_size == pytest.approx(2 * 0.053765, abs=2e-6)
+    assert settings_for_run(ExportConfig(), gauss).pore_size == pytest.approx(0.053765 / 2, abs=2e-6)
     assert settings_for_run(ExportConfig(pore_size=0.0), nerf).pore_size == 0.0  # a given one is kept
 
 

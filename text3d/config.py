@@ -133,9 +133,10 @@ class ExportConfig:
     pore_size: Optional[float] = bounded(None, lo=0.0)
     """Openings narrower than this (world units) are pores no training render could show: they are
     closed, and whatever no straight line of sight reaches behind them is filled (the surface is
-    the solid a viewer sees, see ``text3d.export.carve``). None = one pixel of the run's finest
-    training renders at its nearest camera (0.054 for the quickstart), or 1/40 of the density
-    grid's side without a run; 0 = no carving (the raw iso-surface, pores and hidden faces kept)."""
+    the solid a viewer sees, see ``text3d.export.carve``). None = read from the run's finest
+    training renders at its nearest camera: two pixels for a NeRF (openings under two pixels may
+    fall between a render's samples; 0.108 for the quickstart), one for Gaussians (0.027, the
+    pixel their footprints are drawn at), or 1/40 of the density grid's side without a run; 0 = no carving (the raw iso-surface, pores and hidden faces kept)."""
 
 
 def check_export_config(cfg: ExportConfig, key: Callable[[str], str] = lambda name: f"export.{name}") -> None:

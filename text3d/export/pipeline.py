@@ -117,12 +117,27 @@ def supervised_pixel(cameras: Any) -> Optional[float]:
     return 2.0 * distance * math.tan(fovy / 2) / max(heights)
 
 
+FIELD_PORE_PIXELS = 2.0
+"""Default pore size of a density field's export (a NeRF), in training pixels. A render samples the
+field once a pixel, so by sampling (Nyquist) an opening narrower than two pixels may fall between
+samples and never show: it is not constrained. On the quickstart NeRF runs one pixel (0.054) left a
+tunnel in the 256³ cube and pyramid (Euler 0) and pits on the pyramid's faces (area 1.25x); two pixels
+close them (Euler 2, area 1.14x) and keep the torus's hole (0.42 wide) open. A Gaussian export keeps
+one pixel: it already draws the footprints as the rasteriser does (its 0.3 px² low-pass) and fills
+the visual hull of renders at the training pixel (see :mod:`text3d.export.gaussians`); a two-pixel
+probe there only caps dimples with voxel steps (green torus area 1.10x -> 1.22x)."""
+
+
 def settings_for_run(settings: ExportConfig, cfg: Any) -> ExportConfig:
-    """``settings`` with an unset ``pore_size`` taken from the run's cameras (:func:`supervised_pixel`)."""
+    """``settings`` with an unset ``pore_size`` taken from the run's cameras (:func:`supervised_pixel`):
+    :data:`FIELD_PORE_PIXELS` pixels for a density field, one for Gaussians (the footprint pixel)."""
     if settings.pore_size is not None:
         return settings
     pixel = supervised_pixel(getattr(cfg, "cameras", None))
-    return settings if pixel is None else dataclasses.replace(settings, pore_size=round(pixel, 6))
+    if pixel is None:
+        return settings
+    gaussians = getattr(getattr(cfg, "geometry", None), "type", None) == "gaussians"
+    return dataclasses.replace(settings, pore_size=round(pixel * (1.0 if gaussians else FIELD_PORE_PIXELS), 6))
 
 
 def _surface(grid: DensityGrid, settings: ExportConfig, timings: Dict[str, float]) -> Tuple[Surface, Dict[str, Any]]:

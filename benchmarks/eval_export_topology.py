@@ -4,7 +4,9 @@ Exports each run at the run's default settings (128³ grid, 20k faces, 512² tex
 final-asset settings of ``text3d export`` (256³, 50k faces, 1024²), and prints per mesh: pieces,
 Euler characteristic (the shape's true one in brackets), non-manifold edges, watertight, area and
 volume over the analytic shape's (:data:`text3d.shapes.MEASURES`), texture coverage, the hidden
-share of the area, export seconds. ``--baseline`` adds the same exports without carving
+share of the area, the run's own silhouette IoU against the analytic shape (``metrics.json``, its
+validation renders judged by ``text3d.scene_eval``: a low one says the run, not the export, differs
+from the analytic shape), export seconds. ``--baseline`` adds the same exports without carving
 (``pore_size 0``, the surface before this issue). Goals on every row: one piece, the true Euler
 characteristic, no non-manifold edge, watertight, area and volume within 15 %.
 
@@ -79,6 +81,8 @@ def export_run(run: Path, setting: str, pore_size: Optional[float], out: Path) -
     name = run.name.split("@")[0] + ("" if pore_size is None else f" (pore {pore_size:g})")
     row = row_of(name, kind, parsed[0] if parsed else None, setting, json.loads(result.manifest.read_text()))
     row["path"] = str(run)
+    metrics = run / "metrics.json"  # the run's own renders vs the analytic shape's (text3d.scene_eval)
+    row["run_iou"] = json.loads(metrics.read_text()).get("silhouette_iou") if metrics.is_file() else None
     return row
 
 
@@ -198,7 +202,7 @@ def print_row(r: Dict[str, Any]) -> None:
     print(f"{r['run'][:30]:<30} {r['kind']:<9} {r['settings']:<7} {r['faces']:>6} {r['pieces']:>6} "
           f"{r['euler']:>6} ({fmt(r['true_euler'])}) {r['non_manifold_edges']:>5} {str(r['watertight']):>5} "
           f"{fmt(r['area_ratio'], '.3f'):>6} {fmt(r['volume_ratio'], '.3f'):>6} {fmt(r['texture_coverage'], '.2f'):>5} "
-          f"{fmt(r['hidden_area'], '.3f'):>6} {r['seconds']:>7.1f}  {'ok' if r['goal'] else 'MISS'}"
+          f"{fmt(r['hidden_area'], '.3f'):>6} {fmt(r.get('run_iou'), '.3f'):>7} {r['seconds']:>7.1f}  {'ok' if r['goal'] else 'MISS'}"
           f"  trimesh {_agree(r.get('trimesh_agrees'))} blender {_agree(r.get('blender_agrees'))}", flush=True)
 
 
@@ -226,7 +230,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     torch.set_num_threads(args.threads)
     print(f"{'mesh':<30} {'kind':<9} {'setting':<7} {'faces':>6} {'pieces':>6} {'Euler (true)':>11} {'n-m e':>5} "
-          f"{'wtght':>5} {'area':>6} {'vol':>6} {'tex':>5} {'hidden':>6} {'s':>7}  goal")
+          f"{'wtght':>5} {'area':>6} {'vol':>6} {'tex':>5} {'hidden':>6} {'run IoU':>7} {'s':>7}  goal")
     rows = []
     pores = [None, 0.0] if args.baseline else [None]
     with tempfile.TemporaryDirectory() as tmp:

@@ -77,7 +77,8 @@ def main() -> None:
     parser.add_argument("--run", default=None, help="export this trained run folder (NeRF or Gaussians)")
     parser.add_argument("--gaussians", type=int, default=0,
                         help="export this many 3D Gaussians (gaussian_scene) instead of the NeRF field")
-    parser.add_argument("--pore-size", type=float, default=None, help="carving pore size, world units (default: as text3d export)")
+    parser.add_argument("--pore-size", type=float, default=None,
+                        help="carving pore size, world units (default: as text3d export)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 

@@ -10,7 +10,8 @@ blob with a few times a sphere's area, like a trained object, instead of a smoot
     python benchmarks/bench_export.py --run RUN_DIR         # a trained run (NeRF or Gaussians), as text3d export
 
 Every path goes through the whole chain of ``text3d export``, space carving included (its stage is
-``carve``; with ``--run`` the pore size is the run's training pixel, else 1/40 of the grid's side).
+``carve``; with ``--run`` the pore size is read from the run's training pixel as ``text3d export``
+does, else 1/40 of the grid's side; ``--pore-size`` sets it, e.g. to time an older default).
 
 Prints the seconds of each stage (wall clock, and the process's CPU time, which is what to compare
 when the machine is busy) and writes the GLB into a temporary folder.
@@ -76,6 +77,8 @@ def main() -> None:
     parser.add_argument("--run", default=None, help="export this trained run folder (NeRF or Gaussians)")
     parser.add_argument("--gaussians", type=int, default=0,
                         help="export this many 3D Gaussians (gaussian_scene) instead of the NeRF field")
+    parser.add_argument("--pore-size", type=float, default=None,
+                        help="carving pore size, world units (default: as text3d export)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -84,7 +87,7 @@ def main() -> None:
     from text3d.export.gaussians import export_gaussians
 
     settings = ExportConfig(formats=["glb"], resolution=args.resolution, faces=args.faces,
-                            texture_size=args.texture_size)
+                            texture_size=args.texture_size, pore_size=args.pore_size)
     out = Path(args.out or tempfile.mkdtemp(prefix="text3d-bench-export-"))
     if args.run:
         what = f"run {Path(args.run).name}"

@@ -7,9 +7,10 @@ thousands; three quarters of the marching-cubes faces hidden inside). Filling *e
 cavities does not close them. What a viewer can tell apart is what rays from outside reach.
 
 :func:`visible_solid` therefore carves: a cell is empty if a probe (a cube :math:`2r + 1` cells
-wide, the width of a supervised pixel) can travel to it along a straight line from outside the
-grid, in any of ``directions``, without touching the occupied cells (density at or above the
-level). The solid is what no probe reaches. So
+wide, as wide as the narrowest opening a supervised render can show: for a NeRF two pixels,
+:data:`~text3d.export.pipeline.PORE_PIXELS`) can travel to it along a straight line from
+outside the grid, in any of ``directions``, without touching the occupied cells (density at or
+above the level). The solid is what no probe reaches. So
 
 - a pore or tunnel narrower than the probe is closed, and a cavity behind it filled, whatever the
   interior values are (they are not constrained by any render);

@@ -54,6 +54,11 @@ def target_prompts(prompt: str) -> list[str]:
     return [prompt, with_article(f"{other} {shape}"), "a cube"]
 
 
+def target_shape(prompt: str) -> str:
+    parsed = parse_prompt(prompt)
+    return parsed[0] if parsed else "cube"
+
+
 def checker_video(folder: Path, frames: int) -> Path:
     from text3d.cameras import turntable
     from text3d.media import save_video
@@ -64,10 +69,26 @@ def checker_video(folder: Path, frames: int) -> Path:
     return save_video(folder / "checker_cube.mp4", list(rgb), fps=12)
 
 
+def pose_check(frames, clip, shape: str) -> dict:
+    """Per-frame silhouette IoU with the analytic ``shape`` at the frame's own camera, and whether frame 0's
+    camera fits better (pose pasted: IoU at frame 0's camera > own + 0.05), as the multi-view eval judges views."""
+    from text3d.prior_eval import mask_iou, object_mask, silhouettes_all_shapes
+    from text3d.shapes import SHAPES
+
+    n, size = frames.shape[0], frames.shape[1]
+    cams = dataclasses.replace(clip.cameras, width=size, height=size)
+    sil = silhouettes_all_shapes(cams)[:, SHAPES.index(shape)]
+    mask = object_mask(frames.permute(0, 3, 1, 2).float())
+    own = mask_iou(mask, sil[:, None])[:, 0]
+    at_ref = mask_iou(mask, sil[:1].expand(n, -1, -1)[:, None])[:, 0]
+    return {"iou": float(own.mean()), "pasted": float((at_ref[1:] > own[1:] + 0.05).float().mean())}
+
+
 ROWS = {"iid": ("iid", "none"), "warped": ("warped", "none"), "warped+keyframe": ("warped", "keyframe")}
+GUIDED = ("warped", "warped+keyframe", "warped+refcam")
 
 
-def evaluate(prior, clip, cfg: VideoConfig, seeds: int, floor_seeds: int) -> dict:
+def evaluate(prior, clip, cfg: VideoConfig, seeds: int, floor_seeds: int, reference_camera: float = 0.0) -> dict:
     """Warp error / flips per row (mean over ``seeds`` seeds), the source's own warp error, and the
     noise-independent floor from the mean of ``floor_seeds`` i.i.d. restylings."""
     import torch.nn.functional as F
@@ -75,17 +96,23 @@ def evaluate(prior, clip, cfg: VideoConfig, seeds: int, floor_seeds: int) -> dic
     source = F.interpolate(clip.frames.permute(0, 3, 1, 2), size=(prior.image_size,) * 2, mode="area")
     row = {"source_warp_error": metrics_for(source.permute(0, 2, 3, 1), clip)["warp_error"]}
     iid_frames = []
-    for name, (kind, attention) in ROWS.items():
+    rows = dict(ROWS, **({"warped+refcam": ("warped", "none")} if reference_camera > 0 else {}))
+    for name, (kind, attention) in rows.items():
         runs = []
+        refcam = reference_camera if name == "warped+refcam" else 0.0
         for seed in range(max(seeds, floor_seeds) if kind == "iid" else seeds):
-            frames, seconds = restyle(prior, clip, dataclasses.replace(cfg, seed=seed, attention=attention), kind)
+            frames, seconds = restyle(prior, clip, dataclasses.replace(cfg, seed=seed, attention=attention,
+                                                                       reference_camera=refcam), kind)
             if kind == "iid":
                 iid_frames.append(frames)
             if seed < seeds:
-                runs.append({**metrics_for(frames, clip), "seconds_per_frame": seconds / len(frames)})
+                runs.append({**metrics_for(frames, clip), "seconds_per_frame": seconds / len(frames),
+                             **pose_check(frames, clip, target_shape(cfg.prompt))})
         row[name] = {key: sum(r[key] for r in runs) / len(runs)
                      for key in ("warp_error", "colour_flip_rate", "seconds_per_frame")}
         row[name]["colours"] = ["".join(c[0] for c in r["colours"]) for r in runs]
+        for key in ("iou", "pasted"):
+            row[name][key] = sum(r[key] for r in runs) / len(runs)
     s = clip.frames.shape[1] // prior.image_size
     forward = [downsample_correspondence(c, s, min_valid=1.0) for c in clip.forward]
     S = len(iid_frames)
@@ -93,7 +120,7 @@ def evaluate(prior, clip, cfg: VideoConfig, seeds: int, floor_seeds: int) -> dic
     e_mean = warp_error(torch.stack(iid_frames).mean(0), forward)
     row["floor"] = (S * e_mean - e_each) / (S - 1)
     base = row["iid"]["warp_error"]
-    for name in ("warped", "warped+keyframe"):
+    for name in [n for n in GUIDED if n in row]:
         row[name]["ratio"] = row[name]["warp_error"] / base
         row[name]["removed"] = (base - row[name]["warp_error"]) / max(base - row["floor"], 1e-12)
     row["best_ratio"] = row["floor"] / base
@@ -103,7 +130,7 @@ def evaluate(prior, clip, cfg: VideoConfig, seeds: int, floor_seeds: int) -> dic
 def print_header() -> None:
     print(f"{'source':<16} {'prompt':<16} {'src err':>7} {'floor':>7} {'best':>5} | {'iid err':>7} {'flip':>5} | "
           f"{'warped':>7} {'ratio':>5} {'remov':>5} {'flip':>5} | {'+keyfr':>7} {'ratio':>5} {'remov':>5} {'flip':>5} "
-          f"| {'s/frame':>7}")
+          f"| {'+refcam':>7} {'ratio':>5} {'flip':>5} {'iou':>4} {'paste':>5} | {'s/frame':>7}")
 
 
 def print_row(source: Path, target: str, row: dict) -> None:
@@ -111,7 +138,15 @@ def print_row(source: Path, target: str, row: dict) -> None:
     print(f"{source.name[:16]:<16} {target[:16]:<16} {row['source_warp_error']:7.4f} {row['floor']:7.4f} "
           f"{row['best_ratio']:5.2f} | {i['warp_error']:7.4f} {i['colour_flip_rate']:5.2f} | {w['warp_error']:7.4f} "
           f"{w['ratio']:5.2f} {w['removed']:5.2f} {w['colour_flip_rate']:5.2f} | {k['warp_error']:7.4f} {k['ratio']:5.2f} "
-          f"{k['removed']:5.2f} {k['colour_flip_rate']:5.2f} | {w['seconds_per_frame']:7.2f}", flush=True)
+          f"{k['removed']:5.2f} {k['colour_flip_rate']:5.2f} | {refcam_cells(row)} | {w['seconds_per_frame']:7.2f}",
+          flush=True)
+
+
+def refcam_cells(row: dict) -> str:
+    r = row.get("warped+refcam")
+    if r is None:
+        return f"{'-':>7} {'-':>5} {'-':>5} {'-':>4} {'-':>5}"
+    return f"{r['warp_error']:7.4f} {r['ratio']:5.2f} {r['colour_flip_rate']:5.2f} {r['iou']:4.2f} {r['pasted']:5.2f}"
 
 
 def main() -> int:
@@ -123,6 +158,11 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--strength", type=float, default=0.8)
     ap.add_argument("--alpha", type=float, default=0.9)
+    ap.add_argument("--degrees-per-frame", type=float, default=0.0,
+                    help="turntable step of the run sources (0 = a full turn over --frames)")
+    ap.add_argument("--reference-camera", type=float, default=0.0,
+                    help="> 0: add a row 'warped + refcam' (reference_camera = this fraction of the steps)")
+    ap.add_argument("--no-video", action="store_true", help="run sources only (skip the input-video row)")
     ap.add_argument("--seeds", type=int, default=2, help="seeds per row (figures are their mean)")
     ap.add_argument("--floor-seeds", type=int, default=4, help="i.i.d. seeds for the noise-independent floor")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is faster on a shared 2-core machine)")
@@ -133,22 +173,23 @@ def main() -> int:
 
     prior = PixelPrior(PixelPriorConfig(), torch.device("cpu"))
     base = VideoConfig(frames=args.frames, steps=args.steps, strength=args.strength, alpha=args.alpha,
+                       degrees_per_frame=args.degrees_per_frame,
                        resolution=128, warp="nearest", background="static", batch_size=max(16, args.frames))
     rows = []
     print_header()
     cases = [(Path(r), None) for r in args.runs]
     with tempfile.TemporaryDirectory() as tmp:
         video = Path(args.video) if args.video else checker_video(Path(tmp), args.frames)
-        cases.append((video, args.video_prompt))
+        cases += [] if args.no_video else [(video, args.video_prompt)]
         for source, prompt in cases:
             t0 = time.perf_counter()
-            clip = (run_clip(source, args.frames, 128) if prompt is None
+            clip = (run_clip(source, args.frames, 128, degrees_per_frame=args.degrees_per_frame) if prompt is None
                     else video_clip(source, args.frames, 128, base.flow_preset))
             prepare = time.perf_counter() - t0
             for target in ([prompt] if prompt else target_prompts(clip.prompt)):
                 cfg = dataclasses.replace(base, prompt=target)
                 row = {"source": str(source), "kind": clip.kind, "prompt": target, "prepare_s": prepare,
-                       **evaluate(prior, clip, cfg, args.seeds, args.floor_seeds)}
+                       **evaluate(prior, clip, cfg, args.seeds, args.floor_seeds, args.reference_camera)}
                 rows.append(row)
                 print_row(source, target, row)
     summarise(rows)
@@ -160,11 +201,12 @@ def main() -> int:
 def summarise(rows: list) -> None:
     mean = lambda f: sum(f(r) for r in rows) / len(rows)  # noqa: E731
     median = lambda f: float(torch.tensor([f(r) for r in rows]).median())  # noqa: E731
-    for name in ("warped", "warped+keyframe"):
+    for name in [n for n in GUIDED if n in rows[0]]:
         print(f"{name}: ratio to i.i.d. mean {mean(lambda r: r[name]['ratio']):.3f} (median "
               f"{median(lambda r: r[name]['ratio']):.3f}; goal <= 0.5), noise-driven part removed "
               f"{mean(lambda r: r[name]['removed']):.2f} (median {median(lambda r: r[name]['removed']):.2f}), "
-              f"flip rate {mean(lambda r: r[name]['colour_flip_rate']):.3f}")
+              f"flip rate {mean(lambda r: r[name]['colour_flip_rate']):.3f}, own-camera IoU "
+              f"{mean(lambda r: r[name]['iou']):.2f}, pose pasted {mean(lambda r: r[name]['pasted']):.2f}")
     print(f"iid: flip rate {mean(lambda r: r['iid']['colour_flip_rate']):.3f}; best ratio any noise could reach "
           f"(floor / i.i.d.) mean {mean(lambda r: r['best_ratio']):.3f} (median {median(lambda r: r['best_ratio']):.3f}); "
           f"s/frame iid {mean(lambda r: r['iid']['seconds_per_frame']):.2f}, warped "

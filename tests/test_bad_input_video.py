@@ -21,6 +21,10 @@ BAD_KEYS = [
     (["attention=keyframe", "keyframe=last"], ["keyframe", "last", "first_previous"]),
     (["attention=cross"], ["attention", "keyframe"]),
     (["frames=1"], ["frames"]),
+    (["degrees_per_frame=-1"], ["degrees_per_frame"]),
+    (["degrees_per_frame=400"], ["degrees_per_frame", "360"]),
+    (["reference_camera=1.5"], ["reference_camera", "[0, 1]"]),
+    (["reference_camera=nan"], ["reference_camera", "finite"]),
     (["colour=red"], ["colour", "valid keys"]),
 ]
 

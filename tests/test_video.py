@@ -150,3 +150,82 @@ def test_keyframe_attention_keeps_frame_0_and_changes_the_later_frames(tmp_path,
     later = [iio.imread(p) for p in (frames["none"][2], frames["keyframe"][2])]
     assert np.array_equal(first[0], first[1])  # frame 0 is its own keyframe: unchanged
     assert not np.array_equal(later[0], later[1])  # later frames attend to frame 0 instead of themselves
+
+
+# --------------------------------------------------------------------------------------------
+# degrees_per_frame and reference_camera
+def test_turntable_step_defaults_to_a_full_turn_and_follows_degrees_per_frame():
+    from text3d.cameras import turntable
+    from text3d.video_source import turntable_cameras
+
+    full, ref = turntable_cameras(16, 15.0, 3.0, 40.0, 32), turntable(16, 15.0, 3.0, 40.0, 32, 32)
+    assert torch.equal(full.c2w, ref.c2w) and torch.equal(full.azimuth, ref.azimuth)
+    slow = turntable_cameras(16, 15.0, 3.0, 40.0, 32, degrees_per_frame=7.5)
+    assert torch.allclose(slow.azimuth, torch.arange(16) * 7.5)
+    # consecutive camera centres are a chord of 7.5 degrees apart on the orbit's circle
+    centres = slow.c2w[:, :3, 3]
+    radius = 3.0 * np.cos(np.radians(15.0))
+    chord = 2 * radius * np.sin(np.radians(7.5) / 2)
+    assert torch.allclose((centres[1:] - centres[:-1]).norm(dim=-1), torch.tensor(chord).float(), atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def shapes_prior():
+    from text3d.guidance.pixel_prior import PixelPrior, PixelPriorConfig
+
+    return PixelPrior(PixelPriorConfig(), torch.device("cpu"))
+
+
+def turntable_clip(n=4, same_frames=False):
+    """A shapes-prior-sized (32 px) clip of an analytic cube turntable, 30 degrees per frame."""
+    from text3d.shapes import render_shapes
+    from text3d.video_source import turntable_cameras
+
+    cams = turntable_cameras(n, 15.0, 3.0, 40.0, 32, degrees_per_frame=30.0)
+    rgb = render_shapes(["cube"] * n, ["red"] * n, cams)[0]
+    frames = rgb[:1].expand(n, -1, -1, -1).clone() if same_frames else rgb
+    return Clip(frames, cams, [], [], "run", "a red cube")
+
+
+def test_reference_camera_0_is_the_plain_sdedit_and_frame_0_never_changes(shapes_prior):
+    """reference_camera=0 gives exactly the frames of SDEdit with each frame's own camera (the call
+    without reference cameras); a fraction > 0 keeps frame 0 (its own camera is the reference) and
+    changes the later frames (the camera-conditioned prior sees frame 0's camera first)."""
+    from text3d.sdedit import sdedit, sdedit_timesteps
+    from text3d.video import restyle
+
+    clip = turntable_clip()
+    cfg = VideoConfig(steps=6, strength=0.8, noise="iid", prompt="a cube", batch_size=4)
+    plain, _ = restyle(shapes_prior, clip, cfg, "iid")
+    x0 = shapes_prior.encode_images(clip.frames.permute(0, 3, 1, 2), generator=torch.Generator().manual_seed(0))
+    n_steps = len(sdedit_timesteps(shapes_prior, 6, 0.8))
+    initial, per_step = noise_schedule(noise_settings(cfg, "iid"), clip, x0.shape[1], x0.shape[-1], n_steps, 0)
+    cond, uncond = shapes_prior.encode_text(["a cube"]), shapes_prior.encode_text([""])
+    x = sdedit(shapes_prior, x0, cond, uncond, initial, per_step, 6, 0.8, cfg.cfg_scale, cfg.eta, cameras=clip.cameras)
+    assert torch.equal(plain, shapes_prior.decode(x).permute(0, 2, 3, 1))
+    ref, _ = restyle(shapes_prior, clip, VideoConfig(**{**cfg.__dict__, "reference_camera": 0.5}), "iid")
+    assert torch.equal(ref[0], plain[0])
+    assert all(not torch.equal(ref[i], plain[i]) for i in range(1, 4))
+
+
+def test_reference_camera_1_with_shared_noise_makes_identical_inputs_identical_frames(shapes_prior):
+    """Identical source frames with one noise: conditioned on frame 0's camera throughout, every frame is
+    frame 0; on their own cameras they differ (what the schedule changes is only the camera)."""
+    from text3d.video import restyle
+
+    clip = turntable_clip(same_frames=True)
+    cfg = VideoConfig(steps=6, strength=0.8, noise="shared", prompt="a cube", batch_size=4)
+    own, _ = restyle(shapes_prior, clip, cfg, "shared")
+    assert not torch.allclose(own[1], own[0], atol=1e-4)
+    ref, _ = restyle(shapes_prior, clip, VideoConfig(**{**cfg.__dict__, "reference_camera": 1.0}), "shared")
+    for i in range(1, 4):
+        assert torch.allclose(ref[i], ref[0], atol=1e-5)
+    assert torch.equal(ref[0], own[0])
+
+
+def test_reference_frame_is_the_keyframe():
+    from text3d.video import reference_frame
+
+    assert reference_frame(VideoConfig(), 8) == 0
+    assert reference_frame(VideoConfig(attention="keyframe", keyframe="middle"), 8) == 4
+    assert reference_frame(VideoConfig(attention="none", keyframe="middle"), 8) == 0

@@ -39,6 +39,7 @@ from text3d.guidance.prompts import PromptingConfig
 from .bounds import bounded
 from .errors import ConfigError
 from .registry import Registry
+from .reference_camera import reference_steps
 
 if TYPE_CHECKING:
     from text3d.guidance.priors import DiffusionPrior
@@ -259,7 +260,7 @@ def sample_multiview(prior: "DiffusionPrior", prompts: Sequence[str], cameras: "
     own = _guided_unet(prior, cond, uncond, labels, settings.sampler.cfg_scale)
     ref = torch.arange(B) // views * views  # each view's set reference (view 0)
     at_ref = _guided_unet(prior, cond[ref], uncond[ref], None if labels is None else labels[ref], settings.sampler.cfg_scale)
-    switch = round(settings.reference_camera * len(scheduler.timesteps))
+    switch = reference_steps(settings.reference_camera, len(scheduler.timesteps))
     draw = _noise_fn(settings.noise, (prior.x0_channels, size, size), B, views, generator, prior.device)
     x = draw()
     with mode.attention(prior.unet, views):

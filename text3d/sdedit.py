@@ -41,7 +41,8 @@ def _epsilon_scheduler(prior: "DiffusionPrior"):
 @torch.no_grad()
 def sdedit(prior: "DiffusionPrior", x0: Tensor, cond: Tensor, uncond: Tensor, initial_noise: Tensor,
            step_noise: Sequence[Tensor], steps: int, strength: float, cfg_scale: float, eta: float = 1.0,
-           cameras=None, batch_size: int = 16, on_step: Optional[StepCallback] = None) -> Tensor:
+           cameras=None, batch_size: int = 16, on_step: Optional[StepCallback] = None,
+           reference_cameras=None, reference_steps: int = 0) -> Tensor:
     """Denoise ``x0`` noised to ``strength * T`` with the given noises.
 
     Args:
@@ -58,6 +59,9 @@ def sdedit(prior: "DiffusionPrior", x0: Tensor, cond: Tensor, uncond: Tensor, in
         cameras: ``B`` cameras for camera-conditioned priors.
         batch_size: frames per UNet call (each call evaluates ``2 x batch_size`` for guidance).
         on_step: ``(step, total)`` after each step.
+        reference_cameras: ``B`` cameras used instead of ``cameras`` in the first ``reference_steps``
+            (noisiest) steps (:mod:`text3d.reference_camera`); ``None`` = own cameras throughout.
+        reference_steps: how many steps, from the first, use ``reference_cameras``.
 
     Returns:
         ``[B, C, h, w]`` float32 denoised ``x_0``.
@@ -69,7 +73,8 @@ def sdedit(prior: "DiffusionPrior", x0: Tensor, cond: Tensor, uncond: Tensor, in
         raise ValueError(f"need {len(timesteps)} step noises, got {len(step_noise)}")
     x = prior.add_noise(x0.to(prior.device), initial_noise.to(prior.device), int(timesteps[0]))
     for k, t in enumerate(timesteps):
-        eps = _guided_eps(prior, x, int(t), cond, uncond, cfg_scale, cameras, batch_size)
+        cams = reference_cameras if reference_cameras is not None and k < reference_steps else cameras
+        eps = _guided_eps(prior, x, int(t), cond, uncond, cfg_scale, cams, batch_size)
         x = scheduler.step(eps, t, x, eta=eta, variance_noise=step_noise[k].to(x)).prev_sample
         if on_step is not None:
             on_step(k + 1, len(timesteps))

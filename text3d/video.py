@@ -39,6 +39,7 @@ from .correspondence import BACKGROUND_MODES, FLOW_PRESETS, sample_bilinear
 from .errors import ConfigError
 from .noise import NOISES, Correspondence, NoiseSettings, check_noise_settings, downsample_correspondence, sum_pool_noise
 from .paths import check_writable, safe_component, stamped_dir
+from .reference_camera import reference_steps
 from .video_source import Clip, check_source, open_clip
 
 logger = logging.getLogger(__name__)
@@ -79,6 +80,9 @@ class VideoConfig:
     """DDIM stochasticity: 1 = ancestral steps (the shapes prior's documented sampler), 0 = deterministic."""
     frames: int = bounded(24, lo=2, hi=2000)
     """Turntable frames of a run source; at most this many frames of a video."""
+    degrees_per_frame: float = bounded(0.0, lo=0.0, hi=360.0)
+    """Run sources: azimuth step of the turntable between consecutive frames, in degrees; 0 = one full
+    turn over ``frames`` (``360 / frames``). A filmed video moves a few degrees per frame."""
     resolution: int = bounded(128, lo=8, hi=4096)
     """Working resolution: turntable renders / resized video frames (square), where correspondences are
     found; a multiple of the prior's grid (32 for the shapes prior's pixels, 64 latents for SD at 512)."""
@@ -93,6 +97,11 @@ class VideoConfig:
     keyframe: str = "first"
     """With ``attention: keyframe``: ``first`` (Text2Video-Zero), ``first_previous`` (Pix2Video) or
     ``middle`` (FateZero)."""
+    reference_camera: float = bounded(0.0, lo=0.0, hi=1.0)
+    """Fraction of the SDEdit steps, from the noisiest, in which every frame is conditioned on the
+    keyframe's camera (frame 0; the middle frame for ``attention: keyframe`` with ``keyframe: middle``),
+    afterwards on its own (as ``reference_camera`` of ``text3d multiview``); 0 = own camera throughout.
+    Only camera-conditioned priors (the shapes prior) see cameras."""
     compare_iid: bool = True
     """Also restyle with i.i.d. noise at the same seed (for the ratio of warp errors and the side-by-side)."""
     fps: int = bounded(12, lo=1, hi=240)
@@ -244,11 +253,20 @@ def restyle(prior, clip: Clip, cfg: VideoConfig, kind: str, progress: Optional[C
     prompt = cfg.prompt or clip.prompt
     cond = prior.encode_text([prompt])
     uncond = prior.encode_text([cfg.negative_prompt])
+    cameras = clip.cameras.to(prior.device)
+    reference = cameras.index([reference_frame(cfg, x0.shape[0])] * x0.shape[0])
     with frame_attention(prior, cfg, x0.shape[0]):
         x = sdedit(prior, x0, cond, uncond, initial, per_step, cfg.steps, cfg.strength, cfg.cfg_scale, cfg.eta,
-                   cameras=clip.cameras.to(prior.device), batch_size=cfg.batch_size, on_step=progress)
+                   cameras=cameras, batch_size=cfg.batch_size, on_step=progress, reference_cameras=reference,
+                   reference_steps=reference_steps(cfg.reference_camera, n_steps))
     out = prior.decode(x).permute(0, 2, 3, 1).cpu()
     return out, time.perf_counter() - t0
+
+
+def reference_frame(cfg: VideoConfig, n_frames: int) -> int:
+    """The frame whose camera ``reference_camera`` conditions on: the keyframe (frame 0, or the middle
+    frame for ``attention: keyframe`` with ``keyframe: middle``, as the keyframe attention's)."""
+    return n_frames // 2 if cfg.attention == "keyframe" and cfg.keyframe == "middle" else 0
 
 
 def output_dir_for(cfg: VideoConfig, prompt: str) -> Path:
@@ -266,7 +284,8 @@ def run_video(cfg: VideoConfig, prior=None, progress: Optional[Callable[[str, in
     from .registry import PRIORS
 
     check_writable(cfg.output_dir, "output_dir")
-    clip = open_clip(Path(cfg.source).expanduser(), cfg.frames, cfg.resolution, cfg.flow_preset, cfg.background)
+    clip = open_clip(Path(cfg.source).expanduser(), cfg.frames, cfg.resolution, cfg.flow_preset, cfg.background,
+                     cfg.degrees_per_frame)
     prompt = cfg.prompt or clip.prompt
     if not prompt.strip():
         raise ConfigError("prompt: empty; a video source needs prompt=\"...\" (a run source defaults to its own prompt)")
@@ -295,7 +314,8 @@ def summary(cfg: VideoConfig, clip: Clip, prompt: str, results: Dict[str, Any], 
     out = {"source": cfg.source, "source_kind": clip.kind, "prompt": prompt, "noise": cfg.noise, "alpha": cfg.alpha,
            "warp": cfg.warp, "strength": cfg.strength, "steps": cfg.steps, "eta": cfg.eta, "seed": cfg.seed,
            "frames": int(guided.shape[0]), "resolution": cfg.resolution, "frame_size": int(guided.shape[1]),
-           "attention": cfg.attention, "results": results,
+           "attention": cfg.attention, "degrees_per_frame": cfg.degrees_per_frame,
+           "reference_camera": cfg.reference_camera, "results": results,
            "source_warp_error": metrics_for(source_frames.permute(0, 2, 3, 1), clip)["warp_error"],
            "seconds_per_frame": results[cfg.noise]["seconds_per_frame"]}
     if "iid" in results and cfg.noise != "iid":

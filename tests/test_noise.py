@@ -8,7 +8,7 @@ from scipy import stats
 
 from text3d.noise import (NOISES, Correspondence, NoiseSettings, coherent_step, downsample_correspondence,
                           identity_coords, sum_pool_noise, warp_bilinear, warp_integral, warp_nearest)
-from text3d.noise_reference import upsample_conditional, warp_integral_subpixel, warp_nearest_pull
+from text3d.noise_reference import upsample_conditional, warp_nearest_pull
 
 
 def gen(seed=0):

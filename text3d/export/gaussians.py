@@ -31,7 +31,7 @@ covariance ``+ s² I``): gaps the renders never showed are closed, visible holes
 footprints) stay. The pixel is :attr:`~text3d.config.ExportConfig.pore_size` (a run's finest training
 pixel; 0 = the raw Gaussians).
 
-Silhouettes (:func:`silhouette_fill`): a Gaussian render is unlit (each Gaussian draws its own
+Silhouettes (:func:`~text3d.export.gaussian_views.silhouette_fill`): a Gaussian render is unlit (each Gaussian draws its own
 colour, no shading shows depth), so a render cannot tell a pit or tunnel through a gap in the
 front of a hollow shell (SDS leaves them hollow) from solid: the back wall shows through in the
 same colour. Only the background showing tells empty space. So every below-level node that all of
@@ -75,6 +75,9 @@ from ..errors import Text3DError
 from text3d.renderers.gaussians import sh_dc_to_rgb
 from .grid import DensityGrid, EmptyDensityError, level_from_opacity
 from .pipeline import STEM, ExportResult, _timed, export_grid
+# Views, colours and the silhouette fill live in gaussian_views; re-exported here, where callers found them.
+from .gaussian_views import (DEPTH_TOLERANCE, HULL_VIEWS, VIEWS, ViewColors,  # noqa: F401
+                             fibonacci_directions, render_views, silhouette_fill, view_size)
 
 logger = logging.getLogger(__name__)
 
@@ -99,22 +102,6 @@ SPLAT_BUDGET = 1 << 21
 BOX_SIZES = (1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 14, 16, 20, 24, 28, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192,
              224, 256, 320, 384, 448, 512, 640, 768, 896, 1025)
 """Box sizes (nodes per axis) the boxes are rounded up to: groups stay few, padding < 25 % per axis."""
-VIEWS = 10
-"""Views rendered for the colour bake (Fibonacci directions on a sphere: even coverage, top and bottom):
-every outward normal is within ~50 degrees of one. A view costs ~0.2 s per 16k Gaussians on one core
-whatever its size (projection and sorting dominate), so the count, not the size, is kept small."""
-VIEW_FOVY_DEG = 40.0
-DEPTH_TOLERANCE = 0.02
-"""A point is seen by a view if it lies within this fraction of the object's size (+ 2 grid cells)
-of the rendered expected depth."""
-HULL_VIEWS = 64
-"""Renders whose silhouettes bound the solid (:func:`silhouette_fill`): Fibonacci directions, so every
-line through the object is within ~7 degrees of a view's (the error outside a convex part: < 1 %)."""
-MIN_VIEW_ALPHA = 0.5
-"""... and the pixel it projects to is at least this opaque."""
-MIN_VIEW_COS = 0.1
-"""... and its normal is less than ~84 degrees from the direction to the camera."""
-POINT_CHUNK = 1 << 17
 
 
 @dataclass
@@ -396,126 +383,6 @@ def gaussian_grid(cloud: GaussianCloud, resolution: int, level: Optional[float] 
     return DensityGrid(values, origin, spacing, float(level), source, pairs, k)
 
 
-# ------------------------------------------------------------------------------------------ colour
-def fibonacci_directions(n: int) -> Tensor:
-    """``[n, 3]`` unit vectors spread evenly over the sphere (golden-angle spiral, no exact poles)."""
-    i = torch.arange(n, dtype=torch.float64) + 0.5
-    z = 1 - 2 * i / n
-    r = torch.sqrt(1 - z * z)
-    phi = i * math.pi * (3 - math.sqrt(5))
-    return torch.stack([r * torch.cos(phi), r * torch.sin(phi), z], 1).float()
-
-
-@dataclass
-class Views:
-    """Rendered views for back-projection: ``rgb`` [V,H,W,3] premultiplied, ``alpha`` [V,H,W,1],
-    ``depth`` [V,H,W,1] expected depth, ``viewmats`` [V,4,4], ``Ks`` [V,3,3], ``campos`` [V,3]."""
-
-    rgb: Tensor
-    alpha: Tensor
-    depth: Tensor
-    viewmats: Tensor
-    Ks: Tensor
-    campos: Tensor
-
-
-def render_views(cloud: GaussianCloud, centre: np.ndarray, radius: float, n_views: int, size: int) -> Views:
-    """``n_views`` square renders of ``size`` pixels from all around, framing the sphere (``centre``, ``radius``)."""
-    from ..cameras import Cameras, look_at
-    from text3d.renderers.gaussians import rasterize_gaussians
-
-    fovy = math.radians(VIEW_FOVY_DEG)
-    distance = radius / math.sin(fovy / 2) * 1.05
-    c = torch.as_tensor(centre, dtype=torch.float32)
-    eye = c + distance * fibonacci_directions(n_views)
-    up = torch.tensor([0.0, 0.0, 1.0]).expand_as(eye)
-    zeros = torch.zeros(n_views)
-    cams = Cameras(look_at(eye, c.expand_as(eye), up), torch.full((n_views,), fovy), size, size, zeros, zeros,
-                   torch.full((n_views,), distance), eye)
-    viewmats, Ks = cams.viewmats(), cams.intrinsics()
-    ok = cloud.usable()
-    colors = cloud.colors[ok]
-    rgb, alpha, depth = [], [], []
-    with torch.no_grad():
-        for v in range(n_views):  # one view at a time: bounded memory
-            img, a, _ = rasterize_gaussians(cloud.means[ok], cloud.quats[ok], cloud.scales[ok], cloud.opacities[ok],
-                                            colors, viewmats[v:v + 1], Ks[v:v + 1], size, size,
-                                            near_plane=0.01 * distance, sh_degree=cloud.sh_degree,
-                                            render_mode="RGB+ED", backend="torch")
-            rgb.append(img[..., :3])
-            depth.append(img[..., 3:])
-            alpha.append(a)
-    return Views(torch.cat(rgb), torch.cat(alpha), torch.cat(depth), viewmats, Ks, eye)
-
-
-class ViewColors:
-    """A :data:`~text3d.export.texture.SurfaceColorFn` from rendered views (see the module docstring).
-
-    Attributes:
-        info: how the colours were found (views, size, fraction of points seen), for ``export.json``.
-    """
-
-    def __init__(self, cloud: GaussianCloud, views: Views, depth_tolerance: float):
-        from scipy.spatial import cKDTree
-
-        self.views = views
-        self.tolerance = depth_tolerance
-        ok = cloud.usable()
-        solid = ok & (cloud.opacities >= 0.1)
-        pick = solid if bool(solid.any()) else ok
-        self._tree = cKDTree(cloud.means[pick].double().numpy())
-        self._fallback = cloud.base_colors()[pick].double().numpy()
-        # premultiplied colour, alpha and alpha x depth: bilinear-sampled together, then divided
-        self._stack = torch.cat([views.rgb, views.alpha, views.depth * views.alpha], -1).permute(0, 3, 1, 2)
-        self.info: Dict[str, Any] = {"method": "back-projected views", "views": int(views.rgb.shape[0]),
-                                     "view_size": int(views.rgb.shape[1]), "depth_tolerance": depth_tolerance,
-                                     "points": 0, "points_seen": 0}
-
-    def __call__(self, points: np.ndarray, normals: np.ndarray) -> np.ndarray:
-        out = np.empty((len(points), 3))
-        for s in range(0, len(points), POINT_CHUNK):
-            out[s:s + POINT_CHUNK] = self._colours(points[s:s + POINT_CHUNK], normals[s:s + POINT_CHUNK])
-        return out
-
-    def _colours(self, points: np.ndarray, normals: np.ndarray) -> np.ndarray:
-        p = torch.as_tensor(points, dtype=torch.float32)
-        nrm = F.normalize(torch.as_tensor(normals, dtype=torch.float32), dim=-1)
-        acc = torch.zeros(len(p), 3)
-        wsum = torch.zeros(len(p))
-        V, _, H, W = self._stack.shape
-        for v in range(V):
-            R, t = self.views.viewmats[v, :3, :3], self.views.viewmats[v, :3, 3]
-            pc = p @ R.T + t
-            z = pc[:, 2].clamp(min=1e-6)
-            K = self.views.Ks[v]
-            u = (K[0, 0] * pc[:, 0] / z + K[0, 2]) / W * 2 - 1  # grid_sample's [-1, 1], pixel centres at +0.5
-            w = (K[1, 1] * pc[:, 1] / z + K[1, 2]) / H * 2 - 1
-            grid = torch.stack([u, w], -1)[None, :, None, :]
-            s = F.grid_sample(self._stack[v:v + 1], grid, mode="bilinear", align_corners=False)[0, :, :, 0].T  # [P,5]
-            alpha = s[:, 3].clamp(min=1e-8)
-            cos = (nrm * F.normalize(self.views.campos[v] - p, dim=-1)).sum(-1)
-            seen = ((u.abs() < 1) & (w.abs() < 1) & (pc[:, 2] > 0) & (s[:, 3] > MIN_VIEW_ALPHA)
-                    & (cos > MIN_VIEW_COS) & (pc[:, 2] - s[:, 4] / alpha < self.tolerance))  # not behind what the view shows
-            weight = torch.where(seen, cos * cos, 0.0)
-            acc += weight[:, None] * (s[:, :3] / alpha[:, None]).clamp(0, 1)
-            wsum += weight
-        seen_any = (wsum > 0).numpy()
-        out = (acc / wsum.clamp(min=1e-12)[:, None]).double().numpy()
-        if not seen_any.all():
-            _, nearest = self._tree.query(points[~seen_any])
-            out[~seen_any] = self._fallback[nearest]
-        self.info["points"] += int(len(points))
-        self.info["points_seen"] += int(seen_any.sum())
-        return out
-
-
-def view_size(texture_size: int) -> int:
-    """Render size of the bake views: a quarter of the texture side, 128-512 (the object fills about
-    half a view and each texel is seen by a few views; the Gaussians' colours vary on their own scale,
-    coarser than the texels)."""
-    return int(min(512, max(128, texture_size // 4)))
-
-
 # ------------------------------------------------------------------------------------------ export
 def export_gaussians(cloud: GaussianCloud, settings: ExportConfig, out_dir: Path, name: str = STEM,
                      source: Optional[Dict[str, Any]] = None, n_views: int = VIEWS) -> ExportResult:
@@ -532,7 +399,7 @@ def export_gaussians(cloud: GaussianCloud, settings: ExportConfig, out_dir: Path
         settings = dataclasses.replace(settings, pore_size=pixel)
     grid = gaussian_grid(cloud.as_rendered(pixel), settings.resolution, settings.level, timings)
     with _timed(timings, "silhouette fill"):
-        hull = silhouette_fill(grid, cloud, pixel) if pixel > 0 else {"views": 0, "filled_nodes": 0}
+        hull = silhouette_fill(grid, cloud, pixel, (lo, hi)) if pixel > 0 else {"views": 0, "filled_nodes": 0}
     centre, radius = (lo + hi) / 2, 0.5 * float(np.linalg.norm(hi - lo))
     with _timed(timings, "render views"):
         views = render_views(cloud, centre, radius, n_views, view_size(settings.texture_size))
@@ -542,74 +409,6 @@ def export_gaussians(cloud: GaussianCloud, settings: ExportConfig, out_dir: Path
            "footprint_low_pass": {"pixel": pixel, "eps2d_px2": RENDER_LOW_PASS}, "silhouette_fill": hull}
     return export_grid(grid, colors, settings, out_dir, name=name, source=src, timings=timings,
                        colour_info=colors.info)
-
-
-def silhouette_fill(grid: DensityGrid, cloud: GaussianCloud, pixel: float, n_views: int = HULL_VIEWS) -> Dict[str, Any]:
-    """Raise, in place, the below-level nodes of ``grid`` that every one of ``n_views`` renders of
-    ``cloud`` (at ``pixel`` world units a pixel) shows covered (alpha >= 0.5) to twice the level:
-    the solid an unlit render cannot tell from what the Gaussians draw (see the module docstring).
-
-    The silhouettes say nothing finer than their pixel, so the test runs on every ``s``-th node of
-    the occupied nodes' box (``s`` the largest power of 2, at most 8, with ``s x spacing`` at most
-    half a pixel) and is trilinearly upsampled (covered where >= 0.5); each view tests only the
-    nodes the previous views kept covered (the empty outside goes in the first few views).
-
-    Returns:
-        What it did, for ``export.json``: views, their size, the stride, nodes filled.
-    """
-    occupied = grid.values >= grid.level
-    if not occupied.any():
-        return {"views": 0, "filled_nodes": 0}
-    lo, hi = gaussian_bounds(cloud)
-    centre, radius = (lo + hi) / 2, 0.5 * float(np.linalg.norm(hi - lo))
-    fovy = math.radians(VIEW_FOVY_DEG)
-    distance = radius / math.sin(fovy / 2) * 1.05
-    size = int(min(512, max(16, math.ceil(2 * distance * math.tan(fovy / 2) / pixel))))
-    views = render_views(cloud, centre, radius, n_views, size)
-    stride = 1
-    while stride < 8 and 2 * stride * grid.spacing <= 0.5 * pixel:
-        stride *= 2
-    box = [np.flatnonzero(occupied.any(axis=tuple(b for b in range(3) if b != a))) for a in range(3)]
-    lo_i = [max(int(b[0]) - stride, 0) for b in box]
-    axes = [np.arange(lo_i[a], min(int(box[a][-1]) + 2 * stride, grid.values.shape[a] - 1) + 1, stride) for a in range(3)]
-    idx = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3)
-    keep = np.arange(len(idx))
-    for v in range(n_views):
-        if not len(keep):
-            break
-        points = torch.as_tensor(grid.origin + idx[keep] * grid.spacing, dtype=torch.float32)
-        keep = keep[_covered(views, v, points).numpy()]
-    coarse = np.zeros(len(idx), np.float32)
-    coarse[keep] = 1.0
-    covered = _upsampled(coarse.reshape([len(a) for a in axes]), stride)
-    region = grid.values[tuple(slice(lo_i[a], lo_i[a] + covered.shape[a]) for a in range(3))]
-    fill = (covered[tuple(slice(0, region.shape[a]) for a in range(3))] >= 0.5) & (region < grid.level)
-    region[fill] = 2.0 * grid.level
-    return {"views": n_views, "view_size": size, "stride": stride, "filled_nodes": int(fill.sum())}
-
-
-def _upsampled(coarse: np.ndarray, stride: int) -> np.ndarray:
-    """``coarse`` (values at every ``stride``-th node) trilinearly at every node in between."""
-    if stride == 1:
-        return coarse
-    size = [(n - 1) * stride + 1 for n in coarse.shape]
-    t = torch.from_numpy(coarse)[None, None]
-    return F.interpolate(t, size=size, mode="trilinear", align_corners=True)[0, 0].numpy()
-
-
-def _covered(views: Views, v: int, points: Tensor) -> Tensor:
-    """``[P]`` bool: the points project, in view ``v``, in front of the camera onto a pixel at least
-    half opaque (bilinear alpha)."""
-    R, t = views.viewmats[v, :3, :3], views.viewmats[v, :3, 3]
-    pc = points @ R.T + t
-    z = pc[:, 2].clamp(min=1e-6)
-    K = views.Ks[v]
-    _, H, W, _ = views.alpha.shape
-    u = (K[0, 0] * pc[:, 0] / z + K[0, 2]) / W * 2 - 1
-    w = (K[1, 1] * pc[:, 1] / z + K[1, 2]) / H * 2 - 1
-    grid = torch.stack([u, w], -1)[None, :, None, :]
-    alpha = F.grid_sample(views.alpha[v:v + 1].permute(0, 3, 1, 2), grid, mode="bilinear", align_corners=False)
-    return (alpha[0, 0, :, 0] >= 0.5) & (pc[:, 2] > 0)
 
 
 def footprint_pixel(settings: ExportConfig, lo: np.ndarray, hi: np.ndarray) -> float:

@@ -156,11 +156,10 @@ def test_keyframe_attention_keeps_frame_0_and_changes_the_later_frames(tmp_path,
 # degrees_per_frame and reference_camera
 def test_turntable_step_defaults_to_a_full_turn_and_follows_degrees_per_frame():
     from text3d.cameras import turntable
-    from text3d.video_source import turntable_cameras
 
-    full, ref = turntable_cameras(16, 15.0, 3.0, 40.0, 32), turntable(16, 15.0, 3.0, 40.0, 32, 32)
+    full, ref = turntable(16, 15.0, 3.0, 40.0, 32, 32), turntable(16, 15.0, 3.0, 40.0, 32, 32, degrees_per_view=22.5)
     assert torch.equal(full.c2w, ref.c2w) and torch.equal(full.azimuth, ref.azimuth)
-    slow = turntable_cameras(16, 15.0, 3.0, 40.0, 32, degrees_per_frame=7.5)
+    slow = turntable(16, 15.0, 3.0, 40.0, 32, 32, degrees_per_view=7.5)
     assert torch.allclose(slow.azimuth, torch.arange(16) * 7.5)
     # consecutive camera centres are a chord of 7.5 degrees apart on the orbit's circle
     centres = slow.c2w[:, :3, 3]
@@ -178,10 +177,10 @@ def shapes_prior():
 
 def turntable_clip(n=4, same_frames=False):
     """A shapes-prior-sized (32 px) clip of an analytic cube turntable, 30 degrees per frame."""
+    from text3d.cameras import turntable
     from text3d.shapes import render_shapes
-    from text3d.video_source import turntable_cameras
 
-    cams = turntable_cameras(n, 15.0, 3.0, 40.0, 32, degrees_per_frame=30.0)
+    cams = turntable(n, 15.0, 3.0, 40.0, 32, 32, degrees_per_view=30.0)
     rgb = render_shapes(["cube"] * n, ["red"] * n, cams)[0]
     frames = rgb[:1].expand(n, -1, -1, -1).clone() if same_frames else rgb
     return Clip(frames, cams, [], [], "run", "a red cube")

@@ -132,9 +132,11 @@ def orbit_cameras(azimuth_deg: Tensor, elevation_deg: Tensor, distance: Tensor, 
 
 
 def turntable(n_views: int, elevation_deg: float, distance: float, fovy_deg: float, width: int,
-              height: int, azimuth_start_deg: float = 0.0) -> Cameras:
-    """``n_views`` cameras evenly spaced in azimuth over a full circle (``[start, start + 360)``)."""
-    az = azimuth_start_deg + torch.arange(n_views, dtype=torch.float32) * (360.0 / n_views)
+              height: int, azimuth_start_deg: float = 0.0, degrees_per_view: float = 0.0) -> Cameras:
+    """``n_views`` cameras ``degrees_per_view`` apart in azimuth from ``azimuth_start_deg``; 0 = evenly
+    spaced over a full circle (``[start, start + 360)``)."""
+    step = degrees_per_view or 360.0 / n_views
+    az = azimuth_start_deg + torch.arange(n_views, dtype=torch.float32) * step
     full = lambda v: torch.full((n_views,), float(v))  # noqa: E731
     return orbit_cameras(az, full(elevation_deg), full(distance), full(fovy_deg), width, height)
 

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .cameras import Cameras, orbit_cameras
+from .cameras import Cameras, orbit_cameras, turntable
 from .correspondence import depth_correspondence, flow_correspondence, z_depth
 from .errors import ConfigError, RunDirError, Text3DError
 from .noise import Correspondence
@@ -118,15 +118,6 @@ def render_turntable(system, cameras: Cameras) -> tuple[Tensor, Tensor]:
     return rgb, depth
 
 
-def turntable_cameras(n_frames: int, elevation: float, distance: float, fovy: float, resolution: int,
-                      degrees_per_frame: float = 0.0) -> Cameras:
-    """``n_frames`` square cameras at azimuths ``0, d, 2d, ...`` degrees (``d = degrees_per_frame``, 0 = ``360 / n``)."""
-    step = degrees_per_frame or 360.0 / n_frames
-    full = torch.ones(n_frames)
-    return orbit_cameras(torch.arange(n_frames, dtype=torch.float32) * step, full * elevation, full * distance,
-                         full * fovy, resolution, resolution)
-
-
 def run_clip(run_dir: Path, n_frames: int, resolution: int, background: str = "static",
              degrees_per_frame: float = 0.0) -> Clip:
     """The turntable of a run at its validation elevation, distance and field of view, with depth
@@ -134,7 +125,8 @@ def run_clip(run_dir: Path, n_frames: int, resolution: int, background: str = "s
     ``degrees_per_frame`` apart in azimuth from 0 (0 = a full turn, ``360 / n_frames``)."""
     cfg, system = load_system(run_dir)
     c = cfg.cameras
-    cameras = turntable_cameras(n_frames, c.eval_elevation, c.eval_distance, c.eval_fovy, resolution, degrees_per_frame)
+    cameras = turntable(n_frames, c.eval_elevation, c.eval_distance, c.eval_fovy, resolution, resolution,
+                        degrees_per_view=degrees_per_frame)
     rgb, depth = render_turntable(system, cameras)
     one = lambda i: cameras.index([i])  # noqa: E731
     corr = lambda a, b: depth_correspondence(depth[a], one(a), depth[b], one(b), background=background)  # noqa: E731

@@ -7,7 +7,9 @@ volume over the analytic shape's (:data:`text3d.shapes.MEASURES`), texture cover
 share of the area, the run's own silhouette IoU against the analytic shape (``metrics.json``, its
 validation renders judged by ``text3d.scene_eval``: a low one says the run, not the export, differs
 from the analytic shape), for Gaussian runs the IoU and area ratio of the run's outline against the
-analytic one from 32 views all around (:func:`outline_figures`), export seconds. ``--baseline``
+analytic one from 32 views all around and the written mesh's outline against the run's from the same
+views (:func:`outline_figures`: the first says what the run draws, the second how faithfully the export
+keeps it), export seconds. ``--baseline``
 adds the same exports without carving
 (``pore_size 0``, the surface before this issue). Goals on every row: one piece, the true Euler
 characteristic, no non-manifold edge, watertight, area and volume within 15 %.
@@ -84,44 +86,93 @@ def export_run(run: Path, setting: str, pore_size: Optional[float], out: Path) -
     row = row_of(name, kind, parsed[0] if parsed else None, setting, json.loads(result.manifest.read_text()))
     row["path"] = str(run)
     if kind == "gaussians" and row["shape"] is not None:
-        row.update(outline_figures(run, row["shape"]))
+        row.update(outline_figures(run, row["shape"], out / "mesh.glb"))
     metrics = run / "metrics.json"  # the run's own renders vs the analytic shape's (text3d.scene_eval)
     row["run_iou"] = json.loads(metrics.read_text()).get("silhouette_iou") if metrics.is_file() else None
     return row
 
 
-def outline_figures(run: Path, shape: str, n_views: int = 32, size: int = 64) -> Dict[str, Any]:
-    """A Gaussian run's own outline against the analytic shape's, from all around (the turntable of
-    ``metrics.json`` stays at 15 degrees elevation and never looks through a torus's hole): ``n_views``
-    renders at the quickstart's distance and field of view, ``size`` pixels (its training pixel),
-    silhouettes at alpha >= 0.5 vs analytic coverage >= 0.5. ``outline_iou`` (mean) and
-    ``outline_ratio`` (run outline area / analytic outline area, summed over the views): the export can
-    only be as close to the analytic shape as what the run draws."""
+def outline_cameras(n_views: int = 32, size: int = 64):
+    """``n_views`` cameras all around (Fibonacci directions, also looking down through a torus's hole) at
+    the quickstart's distance (3) and field of view (32 degrees), ``size`` pixels square."""
     import math
 
     import torch
 
     from text3d.cameras import Cameras, look_at
-    from text3d.export.gaussians import fibonacci_directions, load_gaussian_ply
+    from text3d.export.gaussians import fibonacci_directions
+
+    eye = 3.0 * fibonacci_directions(n_views).float()
+    fovy, zeros = torch.full((n_views,), math.radians(32.0)), torch.zeros(n_views)
+    up = torch.where((eye[:, 2:].abs() > 2.9), torch.tensor([0.0, 1.0, 0.0]), torch.tensor([0.0, 0.0, 1.0]))
+    return Cameras(look_at(eye, torch.zeros_like(eye), up), fovy, size, size, zeros, zeros,
+                   torch.full((n_views,), 3.0), eye)
+
+
+def mesh_outline(glb: Path, cams: Any, supersample: int = 4):
+    """``[V, H, W]`` bool: the written mesh's silhouettes (pixels at least half covered) from ``cams``; its
+    vertices are taken back to the world frame with the ``world_to_export`` matrix of ``export.json``
+    beside it, faces drawn with Pillow at ``supersample`` x the size."""
+    import numpy as np
+    import torch
+    import trimesh
+    from PIL import Image, ImageDraw
+
+    mesh = trimesh.load(glb, force="mesh")
+    matrix = np.array(json.loads((glb.parent / "export.json").read_text())["frame"]["world_to_export"])
+    world = (np.asarray(mesh.vertices) - matrix[:3, 3]) @ np.linalg.inv(matrix[:3, :3]).T
+    verts = torch.as_tensor(world, dtype=torch.float32)
+    viewmats, Ks, size, ss = cams.viewmats(), cams.intrinsics(), int(cams.width), supersample
+    masks = []
+    for v in range(len(viewmats)):
+        pc = verts @ viewmats[v, :3, :3].T + viewmats[v, :3, 3]
+        uv = torch.stack([Ks[v, 0, 0] * pc[:, 0] / pc[:, 2] + Ks[v, 0, 2],
+                          Ks[v, 1, 1] * pc[:, 1] / pc[:, 2] + Ks[v, 1, 2]], 1).numpy() * ss
+        img = Image.new("L", (size * ss, size * ss), 0)
+        draw = ImageDraw.Draw(img)
+        for tri in uv[np.asarray(mesh.faces)].tolist():
+            draw.polygon([tuple(p) for p in tri], fill=255)
+        cover = np.asarray(img, np.float32).reshape(size, ss, size, ss).mean((1, 3)) / 255.0
+        masks.append(cover >= 0.5)
+    return torch.as_tensor(np.stack(masks))
+
+
+def _iou_ratio(a, b) -> Dict[str, float]:
+    """Mean per-view IoU of masks ``a`` and ``b`` and the ratio of their areas (summed over the views)."""
+    iou = (a & b).sum(dim=(1, 2)).float() / (a | b).sum(dim=(1, 2)).clamp(min=1).float()
+    return {"iou": round(float(iou.mean()), 4), "ratio": round(float(a.sum()) / max(float(b.sum()), 1.0), 4)}
+
+
+def outline_figures(run: Path, shape: str, glb: Optional[Path] = None, n_views: int = 32,
+                    size: int = 64) -> Dict[str, Any]:
+    """A Gaussian run's own outline against the analytic shape's, from all around (the turntable of
+    ``metrics.json`` stays at 15 degrees elevation and never looks through a torus's hole): ``n_views``
+    renders (:func:`outline_cameras`) at ``size`` pixels (its training pixel), silhouettes at alpha >= 0.5
+    vs analytic coverage >= 0.5. ``outline_iou`` (mean) and ``outline_ratio`` (run outline area / analytic
+    outline area, summed over the views): the export can only be as close to the analytic shape as what
+    the run draws. With ``glb`` (a written mesh), ``mesh_run_iou`` / ``mesh_run_ratio``: the mesh's own
+    silhouettes against the run's, from the same views (the export's fidelity to what the run draws)."""
+    import torch
+
+    from text3d.export.gaussians import load_gaussian_ply
     from text3d.renderers.gaussians import rasterize_gaussians
     from text3d.shapes import render_shading
 
     cloud, _ = load_gaussian_ply(run / "gaussians.ply")
-    eye = 3.0 * fibonacci_directions(n_views).float()
-    fovy, zeros = torch.full((n_views,), math.radians(32.0)), torch.zeros(n_views)
-    up = torch.where((eye[:, 2:].abs() > 2.9), torch.tensor([0.0, 1.0, 0.0]), torch.tensor([0.0, 0.0, 1.0]))
-    cams = Cameras(look_at(eye, torch.zeros_like(eye), up), fovy, size, size, zeros, zeros,
-                   torch.full((n_views,), 3.0), eye)
+    cams = outline_cameras(n_views, size)
     ok = cloud.usable()
     with torch.no_grad():
         _, alpha, _ = rasterize_gaussians(cloud.means[ok], cloud.quats[ok], cloud.scales[ok], cloud.opacities[ok],
                                           cloud.colors[ok], cams.viewmats(), cams.intrinsics(), size, size,
                                           sh_degree=cloud.sh_degree, backend="torch")
         _, coverage = render_shading([shape] * n_views, cams, supersample=4)
-    mask, truth = alpha[..., 0] >= 0.5, coverage.reshape(alpha.shape[:3]) > 0.5
-    iou = (mask & truth).sum(dim=(1, 2)).float() / (mask | truth).sum(dim=(1, 2)).clamp(min=1).float()
-    ratio = float(mask.sum()) / max(float(truth.sum()), 1.0)
-    return {"outline_iou": round(float(iou.mean()), 4), "outline_ratio": round(ratio, 4)}
+    drawn, truth = alpha[..., 0] >= 0.5, coverage.reshape(alpha.shape[:3]) > 0.5
+    run_vs_truth = _iou_ratio(drawn, truth)
+    out = {"outline_iou": run_vs_truth["iou"], "outline_ratio": run_vs_truth["ratio"]}
+    if glb is not None:
+        mesh_vs_run = _iou_ratio(mesh_outline(glb, cams), drawn)
+        out.update(mesh_run_iou=mesh_vs_run["iou"], mesh_run_ratio=mesh_vs_run["ratio"])
+    return out
 
 
 def export_analytic(shape: str, setting: str, pore_size: Optional[float], out: Path) -> Dict[str, Any]:
@@ -241,7 +292,8 @@ def print_row(r: Dict[str, Any]) -> None:
           f"{r['euler']:>6} ({fmt(r['true_euler'])}) {r['non_manifold_edges']:>5} {str(r['watertight']):>5} "
           f"{fmt(r['area_ratio'], '.3f'):>6} {fmt(r['volume_ratio'], '.3f'):>6} {fmt(r['texture_coverage'], '.2f'):>5} "
           f"{fmt(r['hidden_area'], '.3f'):>6} {fmt(r.get('run_iou'), '.3f'):>7} "
-          f"{fmt(r.get('outline_iou'), '.3f'):>6} {fmt(r.get('outline_ratio'), '.3f'):>6} {r['seconds']:>7.1f}  {'ok' if r['goal'] else 'MISS'}"
+          f"{fmt(r.get('outline_iou'), '.3f'):>6} {fmt(r.get('outline_ratio'), '.3f'):>6} "
+          f"{fmt(r.get('mesh_run_iou'), '.3f'):>6} {fmt(r.get('mesh_run_ratio'), '.3f'):>6} {r['seconds']:>7.1f}  {'ok' if r['goal'] else 'MISS'}"
           f"  trimesh {_agree(r.get('trimesh_agrees'))} blender {_agree(r.get('blender_agrees'))}", flush=True)
 
 
@@ -270,7 +322,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     torch.set_num_threads(args.threads)
     print(f"{'mesh':<30} {'kind':<9} {'setting':<7} {'faces':>6} {'pieces':>6} {'Euler (true)':>11} {'n-m e':>5} "
           f"{'wtght':>5} {'area':>6} {'vol':>6} {'tex':>5} {'hidden':>6} {'run IoU':>7} "
-          f"{'o IoU':>6} {'o area':>6} {'s':>7}  goal")
+          f"{'o IoU':>6} {'o area':>6} {'m/r IoU':>6} {'m/r a':>6} {'s':>7}  goal")
     rows = []
     pores = [None, 0.0] if args.baseline else [None]
     with tempfile.TemporaryDirectory() as tmp:

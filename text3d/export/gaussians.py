@@ -86,6 +86,11 @@ CUTOFF_SIGMA = 3.0
 GRID_FILTER_CELLS = 0.5
 """Each Gaussian is smoothed by an isotropic Gaussian of this many grid cells (standard deviation)
 before splatting, so none is thinner than the grid can sample (see :meth:`GaussianCloud.smoothed`)."""
+PIXEL_FILTER = 0.5
+"""... and to at least this many training pixels (standard deviation): no render constrains the bumps of
+single Gaussians finer than that, which a fine grid would otherwise draw as surface. Measured on the
+quickstart's green torus: area 1.10x at 128³ and 1.17x at 256³ with the cell filter alone, 1.10x at
+both with this (and the continuous silhouette fill); the sphere and capsule move by < 0.01."""
 RENDER_LOW_PASS = 0.3
 """The rasteriser's low-pass, pixels² (``eps2d`` of :class:`text3d.gaussians.GaussianRendererConfig`,
 3DGS's value): added to every footprint at the training pixel size (see the module docstring)."""
@@ -343,9 +348,11 @@ def line_thickness(cloud: GaussianCloud) -> float:
 
 
 def gaussian_grid(cloud: GaussianCloud, resolution: int, level: Optional[float] = None,
-                  timings: Optional[Dict[str, float]] = None) -> DensityGrid:
+                  timings: Optional[Dict[str, float]] = None, pixel: float = 0.0) -> DensityGrid:
     """The Gaussians' density on ``resolution + 1`` nodes per axis over a cube around them, its level
-    (given, or from the half-opacity rule: see the module docstring) and its cavities filled.
+    (given, or from the half-opacity rule: see the module docstring) and its cavities filled. Each
+    Gaussian is first smoothed (integral kept) to :data:`GRID_FILTER_CELLS` cells or
+    :data:`PIXEL_FILTER` x ``pixel`` (the training pixel, world units), whichever is wider.
 
     Raises:
         EmptyDensityError: no usable Gaussian, no node reaches ``level``, or no line gets half opaque.
@@ -357,7 +364,7 @@ def gaussian_grid(cloud: GaussianCloud, resolution: int, level: Optional[float] 
     side = float((hi - lo).max())
     spacing = side / (resolution - 2)  # one empty cell around the object on each side
     origin = ((lo + hi) / 2 - spacing * resolution / 2).astype(np.float32)
-    smooth = cloud.smoothed(GRID_FILTER_CELLS * spacing)
+    smooth = cloud.smoothed(max(GRID_FILTER_CELLS * spacing, PIXEL_FILTER * pixel))
     with _timed(timings, "density splat"):
         values, pairs = splat_density(smooth, origin, spacing, resolution + 1)
     peak = float(values.max())
@@ -397,7 +404,7 @@ def export_gaussians(cloud: GaussianCloud, settings: ExportConfig, out_dir: Path
     pixel = footprint_pixel(settings, lo, hi)
     if settings.pore_size is None:  # carve at the footprints' pixel (not the NeRF default of two)
         settings = dataclasses.replace(settings, pore_size=pixel)
-    grid = gaussian_grid(cloud.as_rendered(pixel), settings.resolution, settings.level, timings)
+    grid = gaussian_grid(cloud.as_rendered(pixel), settings.resolution, settings.level, timings, pixel)
     with _timed(timings, "silhouette fill"):
         hull = silhouette_fill(grid, cloud, pixel, (lo, hi)) if pixel > 0 else {"views": 0, "filled_nodes": 0}
     centre, radius = (lo + hi) / 2, 0.5 * float(np.linalg.norm(hi - lo))

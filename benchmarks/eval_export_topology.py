@@ -84,7 +84,7 @@ def export_run(run: Path, setting: str, pore_size: Optional[float], out: Path) -
     kind = "gaussians" if cfg.geometry.type == "gaussians" else "nerf"
     name = run.name.split("@")[0] + ("" if pore_size is None else f" (pore {pore_size:g})")
     row = row_of(name, kind, parsed[0] if parsed else None, setting, json.loads(result.manifest.read_text()))
-    row["path"] = str(run)
+    row["path"], row["seed"] = str(run), cfg.seed
     if kind == "gaussians" and row["shape"] is not None:
         row.update(outline_figures(run, row["shape"], out / "mesh.glb"))
     metrics = run / "metrics.json"  # the run's own renders vs the analytic shape's (text3d.scene_eval)
@@ -297,6 +297,30 @@ def print_row(r: Dict[str, Any]) -> None:
           f"  trimesh {_agree(r.get('trimesh_agrees'))} blender {_agree(r.get('blender_agrees'))}", flush=True)
 
 
+def markdown_table(rows: List[Dict[str, Any]]) -> str:
+    """``rows`` (carved ones, NeRF first) as the README's table; a run that is not the :data:`PLAN`'s
+    seed for its prompt is labelled with its seed."""
+    planned = {(prompt, seed) for _, prompt, seed in PLAN}
+    head = ("| mesh | setting | pore size | faces | pieces | Euler (true) | non-manifold edges | watertight | "
+            "area / true | volume / true | texture coverage | run IoU | outline IoU / area | "
+            "mesh / run outline IoU / area | s | goal | trimesh / Blender |")
+    lines = [head, "|" + "---|" * head.count(" | ") + "---|"]
+    for r in sorted((r for r in rows if "(pore" not in r["run"]), key=lambda r: r["kind"] != "nerf"):
+        prompt = r["run"].replace("_", " ")
+        seed = r.get("seed")
+        label = f"{r['kind']} `{prompt}`" + ("" if seed is None or (prompt, seed) in planned else f" (seed {seed})")
+        pair = lambda a, b: "-" if r.get(a) is None else f"{r[a]:.3f} / {r[b]:.2f}"
+        sym = lambda k: "-" if r.get(k) is None else ("=" if r[k] else "DIFFERS")
+        lines.append(f"| {label} | {r['settings']} | {r['pore_size']:.3f} | {r['faces']:,} | {r['pieces']} | "
+                     f"{r['euler']} ({r['true_euler']}) | {r['non_manifold_edges']} | "
+                     f"{'yes' if r['watertight'] else 'no'} | {r['area_ratio']:.2f} | {r['volume_ratio']:.2f} | "
+                     f"{fmt(r['texture_coverage'], '.2f')} | {fmt(r.get('run_iou'), '.3f')} | "
+                     f"{pair('outline_iou', 'outline_ratio')} | {pair('mesh_run_iou', 'mesh_run_ratio')} | "
+                     f"{r['seconds']:.0f} | {'ok' if r['goal'] else 'miss'} | {sym('trimesh_agrees')} / "
+                     f"{sym('blender_agrees')} |")
+    return "\n".join(lines)
+
+
 def _agree(flag: Optional[bool]) -> str:
     return "-" if flag is None else ("agrees" if flag else "DIFFERS")
 
@@ -313,6 +337,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--keep", default=None, help="copy every exported GLB into this folder")
     parser.add_argument("--json", default=str(DEFAULT_JSON), help="results file (merged); '' = none")
+    parser.add_argument("--markdown", action="store_true", help="only print the rows of --json as the README's table")
     args = parser.parse_args(argv)
 
     import torch
@@ -320,6 +345,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     from text3d.shapes import SHAPES
 
     torch.set_num_threads(args.threads)
+    if args.markdown:
+        print(markdown_table(json.loads(Path(args.json).read_text())))
+        return 0
     print(f"{'mesh':<30} {'kind':<9} {'setting':<7} {'faces':>6} {'pieces':>6} {'Euler (true)':>11} {'n-m e':>5} "
           f"{'wtght':>5} {'area':>6} {'vol':>6} {'tex':>5} {'hidden':>6} {'run IoU':>7} "
           f"{'o IoU':>6} {'o area':>6} {'m/r IoU':>6} {'m/r a':>6} {'s':>7}  goal")

@@ -34,9 +34,11 @@ pixel; 0 = the raw Gaussians).
 Silhouettes (:func:`~text3d.export.gaussian_views.silhouette_fill`): a Gaussian render is unlit (each Gaussian draws its own
 colour, no shading shows depth), so a render cannot tell a pit or tunnel through a gap in the
 front of a hollow shell (SDS leaves them hollow) from solid: the back wall shows through in the
-same colour. Only the background showing tells empty space. So every below-level node that all of
-:data:`HULL_VIEWS` renders at the training pixel show covered (alpha >= 0.5) is made solid: the
-solid is the visual hull of the renders, intersected with nothing a render could refute. On the
+same colour. Only the background showing tells empty space. So every node is raised to
+``2 x level x`` the least alpha that :data:`HULL_VIEWS` renders at the training pixel show at it:
+where all of them show it covered (alpha >= 0.5) it is solid, and the solid is the visual hull of
+the renders, intersected with nothing a render could refute (the raise is continuous, so the hull's
+surface falls between the grid nodes instead of on voxel steps). On the
 quickstart's Gaussian runs the renders show no see-through pixel inside the outline (0-0.1 %,
 64² views), yet carving from outside alone left genus 13-41 in the sphere, capsule and pyramid
 (volume 0.44-0.77x); with the fill: the true genus, volume 0.93-1.28x. The visual hull of a torus

@@ -150,13 +150,15 @@ def outline_figures(run: Path, shape: str, glb: Optional[Path] = None, n_views: 
     renders (:func:`outline_cameras`) at ``size`` pixels (its training pixel), silhouettes at alpha >= 0.5
     vs analytic coverage >= 0.5. ``outline_iou`` (mean) and ``outline_ratio`` (run outline area / analytic
     outline area, summed over the views): the export can only be as close to the analytic shape as what
-    the run draws. With ``glb`` (a written mesh), ``mesh_run_iou`` / ``mesh_run_ratio``: the mesh's own
-    silhouettes against the run's, from the same views (the export's fidelity to what the run draws)."""
+    the run draws. ``hull_volume_ratio``: the volume of the visual hull of those renders (:func:`hull_volume`)
+    over the analytic volume, the most a solid drawing them can hold. With ``glb`` (a written mesh),
+    ``mesh_run_iou`` / ``mesh_run_ratio``: the mesh's own silhouettes against the run's, from the same
+    views (the export's fidelity to what the run draws)."""
     import torch
 
     from text3d.export.gaussians import load_gaussian_ply
     from text3d.renderers.gaussians import rasterize_gaussians
-    from text3d.shapes import render_shading
+    from text3d.shapes import MEASURES, render_shading
 
     cloud, _ = load_gaussian_ply(run / "gaussians.ply")
     cams = outline_cameras(n_views, size)
@@ -168,11 +170,31 @@ def outline_figures(run: Path, shape: str, glb: Optional[Path] = None, n_views: 
         _, coverage = render_shading([shape] * n_views, cams, supersample=4)
     drawn, truth = alpha[..., 0] >= 0.5, coverage.reshape(alpha.shape[:3]) > 0.5
     run_vs_truth = _iou_ratio(drawn, truth)
-    out = {"outline_iou": run_vs_truth["iou"], "outline_ratio": run_vs_truth["ratio"]}
+    out = {"outline_iou": run_vs_truth["iou"], "outline_ratio": run_vs_truth["ratio"],
+           "hull_volume_ratio": round(hull_volume(alpha[..., 0], cams) / MEASURES[shape][0], 4)}
     if glb is not None:
         mesh_vs_run = _iou_ratio(mesh_outline(glb, cams), drawn)
         out.update(mesh_run_iou=mesh_vs_run["iou"], mesh_run_ratio=mesh_vs_run["ratio"])
     return out
+
+
+def hull_volume(alpha, cams, n: int = 160, half: float = 0.8) -> float:
+    """Volume of the visual hull of the masks ``alpha >= 0.5`` (``[V, H, W]``, seen by ``cams``): the
+    points of an ``n``³ lattice over ``[-half, half]³`` that every view shows covered (bilinear)."""
+    import torch
+    import torch.nn.functional as F
+
+    xs = torch.linspace(-half, half, n)
+    points = torch.stack(torch.meshgrid(xs, xs, xs, indexing="ij"), -1).reshape(-1, 3)
+    inside = torch.ones(len(points), dtype=torch.bool)
+    viewmats, Ks, size = cams.viewmats(), cams.intrinsics(), alpha.shape[-1]
+    for v in range(len(viewmats)):
+        pc = points @ viewmats[v, :3, :3].T + viewmats[v, :3, 3]
+        uv = torch.stack([Ks[v, 0, 0] * pc[:, 0] / pc[:, 2] + Ks[v, 0, 2],
+                          Ks[v, 1, 1] * pc[:, 1] / pc[:, 2] + Ks[v, 1, 2]], -1) / size * 2 - 1
+        a = F.grid_sample(alpha[v][None, None].float(), uv[None, :, None], align_corners=False)[0, 0, :, 0]
+        inside &= a >= 0.5
+    return float(inside.sum()) * (2 * half / (n - 1)) ** 3
 
 
 def export_analytic(shape: str, setting: str, pore_size: Optional[float], out: Path) -> Dict[str, Any]:
@@ -292,7 +314,7 @@ def print_row(r: Dict[str, Any]) -> None:
           f"{r['euler']:>6} ({fmt(r['true_euler'])}) {r['non_manifold_edges']:>5} {str(r['watertight']):>5} "
           f"{fmt(r['area_ratio'], '.3f'):>6} {fmt(r['volume_ratio'], '.3f'):>6} {fmt(r['texture_coverage'], '.2f'):>5} "
           f"{fmt(r['hidden_area'], '.3f'):>6} {fmt(r.get('run_iou'), '.3f'):>7} "
-          f"{fmt(r.get('outline_iou'), '.3f'):>6} {fmt(r.get('outline_ratio'), '.3f'):>6} "
+          f"{fmt(r.get('outline_iou'), '.3f'):>6} {fmt(r.get('outline_ratio'), '.3f'):>6} {fmt(r.get('hull_volume_ratio'), '.3f'):>6} "
           f"{fmt(r.get('mesh_run_iou'), '.3f'):>6} {fmt(r.get('mesh_run_ratio'), '.3f'):>6} {r['seconds']:>7.1f}  {'ok' if r['goal'] else 'MISS'}"
           f"  trimesh {_agree(r.get('trimesh_agrees'))} blender {_agree(r.get('blender_agrees'))}", flush=True)
 
@@ -303,19 +325,20 @@ def markdown_table(rows: List[Dict[str, Any]]) -> str:
     planned = {(prompt, seed) for _, prompt, seed in PLAN}
     head = ("| mesh | setting | pore size | faces | pieces | Euler (true) | non-manifold edges | watertight | "
             "area / true | volume / true | texture coverage | run IoU | outline IoU / area | "
-            "mesh / run outline IoU / area | s | goal | trimesh / Blender |")
+            "run's hull volume / true | mesh / run outline IoU / area | s | goal | trimesh / Blender |")
     lines = [head, "|" + "---|" * head.count(" | ") + "---|"]
     for r in sorted((r for r in rows if "(pore" not in r["run"]), key=lambda r: r["kind"] != "nerf"):
         prompt = r["run"].replace("_", " ")
         seed = r.get("seed")
         label = f"{r['kind']} `{prompt}`" + ("" if seed is None or (prompt, seed) in planned else f" (seed {seed})")
         pair = lambda a, b: "-" if r.get(a) is None else f"{r[a]:.3f} / {r[b]:.2f}"
+        hull = lambda: "-" if r.get("hull_volume_ratio") is None else f"{r['hull_volume_ratio']:.2f}"
         sym = lambda k: "-" if r.get(k) is None else ("=" if r[k] else "DIFFERS")
         lines.append(f"| {label} | {r['settings']} | {r['pore_size']:.3f} | {r['faces']:,} | {r['pieces']} | "
                      f"{r['euler']} ({r['true_euler']}) | {r['non_manifold_edges']} | "
                      f"{'yes' if r['watertight'] else 'no'} | {r['area_ratio']:.2f} | {r['volume_ratio']:.2f} | "
                      f"{fmt(r['texture_coverage'], '.2f')} | {fmt(r.get('run_iou'), '.3f')} | "
-                     f"{pair('outline_iou', 'outline_ratio')} | {pair('mesh_run_iou', 'mesh_run_ratio')} | "
+                     f"{pair('outline_iou', 'outline_ratio')} | {hull()} | {pair('mesh_run_iou', 'mesh_run_ratio')} | "
                      f"{r['seconds']:.0f} | {'ok' if r['goal'] else 'miss'} | {sym('trimesh_agrees')} / "
                      f"{sym('blender_agrees')} |")
     return "\n".join(lines)
@@ -350,7 +373,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 0
     print(f"{'mesh':<30} {'kind':<9} {'setting':<7} {'faces':>6} {'pieces':>6} {'Euler (true)':>11} {'n-m e':>5} "
           f"{'wtght':>5} {'area':>6} {'vol':>6} {'tex':>5} {'hidden':>6} {'run IoU':>7} "
-          f"{'o IoU':>6} {'o area':>6} {'m/r IoU':>6} {'m/r a':>6} {'s':>7}  goal")
+          f"{'o IoU':>6} {'o area':>6} {'hull v':>6} {'m/r IoU':>6} {'m/r a':>6} {'s':>7}  goal")
     rows = []
     pores = [None, 0.0] if args.baseline else [None]
     with tempfile.TemporaryDirectory() as tmp:

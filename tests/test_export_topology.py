@@ -503,3 +503,20 @@ def test_the_eval_draws_a_written_mesh_back_in_the_world_frame(tmp_path):
     manifest["frame"]["world_to_export"] = np.eye(4).tolist()
     (tmp_path / "export.json").write_text(json.dumps(manifest))
     assert ev._iou_ratio(ev.mesh_outline(tmp_path / "mesh.glb", cams), truth)["iou"] < 0.6
+
+
+def test_the_evals_visual_hull_of_an_analytic_spheres_renders_holds_the_sphere():
+    """``eval_export_topology.hull_volume`` (the run's-hull column): the hull of 16 renders of the
+    analytic sphere from all around holds the sphere's closed-form volume, within a few percent
+    (the hull of a convex shape from many views is the shape, give or take a lattice cell)."""
+    import importlib
+    import sys
+
+    from text3d.shapes import render_shading
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    ev = importlib.import_module("eval_export_topology")
+    cams = ev.outline_cameras(16, 64)
+    _, coverage = render_shading(["sphere"] * 16, cams, supersample=4)
+    volume = ev.hull_volume(coverage.reshape(16, 64, 64), cams, n=96)
+    assert volume == pytest.approx(4 / 3 * math.pi * 0.45 ** 3, rel=0.04)

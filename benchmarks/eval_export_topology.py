@@ -118,6 +118,8 @@ def mesh_outline(glb: Path, cams: Any, supersample: int = 4):
     import trimesh
     from PIL import Image, ImageDraw
 
+    from text3d.cameras import project_to_pixels
+
     mesh = trimesh.load(glb, force="mesh")
     matrix = np.array(json.loads((glb.parent / "export.json").read_text())["frame"]["world_to_export"])
     world = (np.asarray(mesh.vertices) - matrix[:3, 3]) @ np.linalg.inv(matrix[:3, :3]).T
@@ -125,9 +127,7 @@ def mesh_outline(glb: Path, cams: Any, supersample: int = 4):
     viewmats, Ks, size, ss = cams.viewmats(), cams.intrinsics(), int(cams.width), supersample
     masks = []
     for v in range(len(viewmats)):
-        pc = verts @ viewmats[v, :3, :3].T + viewmats[v, :3, 3]
-        uv = torch.stack([Ks[v, 0, 0] * pc[:, 0] / pc[:, 2] + Ks[v, 0, 2],
-                          Ks[v, 1, 1] * pc[:, 1] / pc[:, 2] + Ks[v, 1, 2]], 1).numpy() * ss
+        uv = project_to_pixels(verts, viewmats[v], Ks[v])[0].numpy() * ss
         img = Image.new("L", (size * ss, size * ss), 0)
         draw = ImageDraw.Draw(img)
         for tri in uv[np.asarray(mesh.faces)].tolist():
@@ -182,18 +182,17 @@ def hull_volume(alpha, cams, n: int = 160, half: float = 0.8) -> float:
     """Volume of the visual hull of the masks ``alpha >= 0.5`` (``[V, H, W]``, seen by ``cams``): the
     points of an ``n``³ lattice over ``[-half, half]³`` that every view shows covered (bilinear)."""
     import torch
-    import torch.nn.functional as F
+
+    from text3d.cameras import project_to_pixels
+    from text3d.export.gaussian_views import sample_pixels
 
     xs = torch.linspace(-half, half, n)
     points = torch.stack(torch.meshgrid(xs, xs, xs, indexing="ij"), -1).reshape(-1, 3)
     inside = torch.ones(len(points), dtype=torch.bool)
-    viewmats, Ks, size = cams.viewmats(), cams.intrinsics(), alpha.shape[-1]
+    viewmats, Ks = cams.viewmats(), cams.intrinsics()
     for v in range(len(viewmats)):
-        pc = points @ viewmats[v, :3, :3].T + viewmats[v, :3, 3]
-        uv = torch.stack([Ks[v, 0, 0] * pc[:, 0] / pc[:, 2] + Ks[v, 0, 2],
-                          Ks[v, 1, 1] * pc[:, 1] / pc[:, 2] + Ks[v, 1, 2]], -1) / size * 2 - 1
-        a = F.grid_sample(alpha[v][None, None].float(), uv[None, :, None], align_corners=False)[0, 0, :, 0]
-        inside &= a >= 0.5
+        uv, _ = project_to_pixels(points, viewmats[v], Ks[v])
+        inside &= sample_pixels(alpha[v][None].float(), uv)[:, 0] >= 0.5
     return float(inside.sum()) * (2 * half / (n - 1)) ** 3
 
 

@@ -77,3 +77,21 @@ def test_linear_schedule():
     jump = LinearSchedule(start=1.0, end=2.0, start_step=5, end_step=5)
     assert (jump.value(4), jump.value(5)) == (1.0, 2.0)
     assert LinearSchedule.constant(0.5).value(123) == 0.5
+
+
+def test_project_to_pixels_puts_the_look_at_point_at_the_image_centre_and_agrees_with_the_rays():
+    """A camera's own ray through pixel (x + 0.5, y + 0.5), followed to any depth, projects back onto
+    that pixel position; the point it looks at lands at the image centre; behind it, z < 0."""
+    from text3d.cameras import project_to_pixels, turntable
+
+    cams = turntable(3, 20.0, 3.0, 40.0, 48, 32)
+    origins, dirs = cams.rays()
+    for v in range(3):
+        uv, z = project_to_pixels(torch.zeros(1, 3), cams.viewmats()[v], cams.intrinsics()[v])
+        assert torch.allclose(uv, torch.tensor([[24.0, 16.0]]), atol=1e-4) and z.item() == pytest.approx(3.0, abs=1e-5)
+        y, x = 5, 37
+        points = origins[v, y, x] + torch.tensor([[1.0], [2.5]]) * dirs[v, y, x]
+        uv, z = project_to_pixels(points, cams.viewmats()[v], cams.intrinsics()[v])
+        assert torch.allclose(uv, torch.tensor([[x + 0.5, y + 0.5]] * 2), atol=1e-3) and (z > 0).all()
+        behind = origins[v, y, x] - dirs[v, y, x]
+        assert project_to_pixels(behind[None], cams.viewmats()[v], cams.intrinsics()[v])[1].item() < 0

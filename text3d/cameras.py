@@ -93,6 +93,20 @@ class Cameras:
         return K
 
 
+def project_to_pixels(points: Tensor, viewmat: Tensor, K: Tensor) -> Tuple[Tensor, Tensor]:
+    """World ``points [P, 3]`` seen by one camera (``viewmat [4, 4]``: world to camera, OpenCV, as
+    :meth:`Cameras.viewmats`; ``K [3, 3]``: :meth:`Cameras.intrinsics`).
+
+    Returns:
+        Continuous pixel positions ``[P, 2]`` (x, y; pixel ``i`` spans ``[i, i + 1)``) and the camera-space
+        depth ``z [P]`` (<= 0 behind the camera, where the positions mean nothing).
+    """
+    pc = points @ viewmat[:3, :3].T + viewmat[:3, 3]
+    z = pc[:, 2]
+    safe = z.clamp(min=1e-6)
+    return torch.stack([K[0, 0] * pc[:, 0] / safe + K[0, 2], K[1, 1] * pc[:, 1] / safe + K[1, 2]], -1), z
+
+
 def spherical_to_position(azimuth_deg: Tensor, elevation_deg: Tensor, distance: Tensor) -> Tensor:
     """``[B, 3]`` z-up world positions of cameras on a sphere around the origin."""
     az, el = torch.deg2rad(azimuth_deg), torch.deg2rad(elevation_deg)

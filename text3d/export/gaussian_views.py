@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..cameras import project_to_pixels
 from .grid import DensityGrid
 
 if TYPE_CHECKING:
@@ -125,18 +126,13 @@ class ViewColors:
         wsum = torch.zeros(len(p))
         V, _, H, W = self._stack.shape
         for v in range(V):
-            R, t = self.views.viewmats[v, :3, :3], self.views.viewmats[v, :3, 3]
-            pc = p @ R.T + t
-            z = pc[:, 2].clamp(min=1e-6)
-            K = self.views.Ks[v]
-            u = (K[0, 0] * pc[:, 0] / z + K[0, 2]) / W * 2 - 1  # grid_sample's [-1, 1], pixel centres at +0.5
-            w = (K[1, 1] * pc[:, 1] / z + K[1, 2]) / H * 2 - 1
-            grid = torch.stack([u, w], -1)[None, :, None, :]
-            s = F.grid_sample(self._stack[v:v + 1], grid, mode="bilinear", align_corners=False)[0, :, :, 0].T  # [P,5]
+            uv, z = project_to_pixels(p, self.views.viewmats[v], self.views.Ks[v])
+            s = sample_pixels(self._stack[v], uv)  # [P, 5]
             alpha = s[:, 3].clamp(min=1e-8)
             cos = (nrm * F.normalize(self.views.campos[v] - p, dim=-1)).sum(-1)
-            seen = ((u.abs() < 1) & (w.abs() < 1) & (pc[:, 2] > 0) & (s[:, 3] > MIN_VIEW_ALPHA)
-                    & (cos > MIN_VIEW_COS) & (pc[:, 2] - s[:, 4] / alpha < self.tolerance))  # not behind what the view shows
+            inside = (uv[:, 0] > 0) & (uv[:, 0] < W) & (uv[:, 1] > 0) & (uv[:, 1] < H)
+            seen = (inside & (z > 0) & (s[:, 3] > MIN_VIEW_ALPHA) & (cos > MIN_VIEW_COS)
+                    & (z - s[:, 4] / alpha < self.tolerance))  # not behind what the view shows
             weight = torch.where(seen, cos * cos, 0.0)
             acc += weight[:, None] * (s[:, :3] / alpha[:, None]).clamp(0, 1)
             wsum += weight
@@ -219,13 +215,14 @@ def _upsampled(coarse: np.ndarray, stride: int) -> np.ndarray:
 def view_alpha(views: Views, v: int, points: Tensor) -> Tensor:
     """``[P]``: the alpha of view ``v`` (bilinear) where the points project; 0 behind the camera or
     outside the image."""
-    R, t = views.viewmats[v, :3, :3], views.viewmats[v, :3, 3]
-    pc = points @ R.T + t
-    z = pc[:, 2].clamp(min=1e-6)
-    K = views.Ks[v]
-    _, H, W, _ = views.alpha.shape
-    u = (K[0, 0] * pc[:, 0] / z + K[0, 2]) / W * 2 - 1
-    w = (K[1, 1] * pc[:, 1] / z + K[1, 2]) / H * 2 - 1
-    grid = torch.stack([u, w], -1)[None, :, None, :]
-    alpha = F.grid_sample(views.alpha[v:v + 1].permute(0, 3, 1, 2), grid, mode="bilinear", align_corners=False)
-    return torch.where(pc[:, 2] > 0, alpha[0, 0, :, 0], torch.zeros_like(z))
+    uv, z = project_to_pixels(points, views.viewmats[v], views.Ks[v])
+    alpha = sample_pixels(views.alpha[v].permute(2, 0, 1), uv)[:, 0]
+    return torch.where(z > 0, alpha, torch.zeros_like(z))
+
+
+def sample_pixels(image: Tensor, uv: Tensor) -> Tensor:
+    """``[P, C]`` bilinear samples of ``image [C, H, W]`` at continuous pixel positions ``uv [P, 2]``
+    (as :func:`text3d.cameras.project_to_pixels` gives them); 0 outside the image."""
+    _, H, W = image.shape
+    grid = torch.stack([uv[:, 0] / W * 2 - 1, uv[:, 1] / H * 2 - 1], -1)[None, :, None, :]
+    return F.grid_sample(image[None], grid, mode="bilinear", align_corners=False)[0, :, :, 0].T

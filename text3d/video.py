@@ -265,8 +265,13 @@ def restyle(prior, clip: Clip, cfg: VideoConfig, kind: str, progress: Optional[C
 
 def reference_frame(cfg: VideoConfig, n_frames: int) -> int:
     """The frame whose camera ``reference_camera`` conditions on: the keyframe (frame 0, or the middle
-    frame for ``attention: keyframe`` with ``keyframe: middle``, as the keyframe attention's)."""
-    return n_frames // 2 if cfg.attention == "keyframe" and cfg.keyframe == "middle" else 0
+    frame for ``attention: keyframe`` with ``keyframe: middle``): frame 0's first keyframe in
+    :func:`text3d.guidance.attention.keyframe_indices`."""
+    if cfg.attention != "keyframe":
+        return 0
+    from text3d.guidance.attention import keyframe_indices
+
+    return int(keyframe_indices(n_frames, cfg.keyframe)[0, 0])
 
 
 def output_dir_for(cfg: VideoConfig, prompt: str) -> Path:

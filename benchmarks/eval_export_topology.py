@@ -30,6 +30,7 @@ contended: compare rows of one invocation only.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import subprocess
@@ -154,13 +155,25 @@ def outline_figures(run: Path, shape: str, glb: Optional[Path] = None, n_views: 
     over the analytic volume, the most a solid drawing them can hold. With ``glb`` (a written mesh),
     ``mesh_run_iou`` / ``mesh_run_ratio``: the mesh's own silhouettes against the run's, from the same
     views (the export's fidelity to what the run draws)."""
+    cams, drawn, out = _run_outline(str(run), shape, n_views, size)
+    out = dict(out)
+    if glb is not None:
+        mesh_vs_run = _iou_ratio(mesh_outline(glb, cams), drawn)
+        out.update(mesh_run_iou=mesh_vs_run["iou"], mesh_run_ratio=mesh_vs_run["ratio"])
+    return out
+
+
+@functools.lru_cache(maxsize=4)
+def _run_outline(run: str, shape: str, n_views: int, size: int):
+    """The cameras, the run's silhouettes and its figures of :func:`outline_figures` (once per run: each
+    run is exported at several settings)."""
     import torch
 
     from text3d.export.gaussians import load_gaussian_ply
     from text3d.renderers.gaussians import rasterize_gaussians
     from text3d.shapes import MEASURES, render_shading
 
-    cloud, _ = load_gaussian_ply(run / "gaussians.ply")
+    cloud, _ = load_gaussian_ply(Path(run) / "gaussians.ply")
     cams = outline_cameras(n_views, size)
     ok = cloud.usable()
     with torch.no_grad():
@@ -170,12 +183,8 @@ def outline_figures(run: Path, shape: str, glb: Optional[Path] = None, n_views: 
         _, coverage = render_shading([shape] * n_views, cams, supersample=4)
     drawn, truth = alpha[..., 0] >= 0.5, coverage.reshape(alpha.shape[:3]) > 0.5
     run_vs_truth = _iou_ratio(drawn, truth)
-    out = {"outline_iou": run_vs_truth["iou"], "outline_ratio": run_vs_truth["ratio"],
-           "hull_volume_ratio": round(hull_volume(alpha[..., 0], cams) / MEASURES[shape][0], 4)}
-    if glb is not None:
-        mesh_vs_run = _iou_ratio(mesh_outline(glb, cams), drawn)
-        out.update(mesh_run_iou=mesh_vs_run["iou"], mesh_run_ratio=mesh_vs_run["ratio"])
-    return out
+    return cams, drawn, {"outline_iou": run_vs_truth["iou"], "outline_ratio": run_vs_truth["ratio"],
+                         "hull_volume_ratio": round(hull_volume(alpha[..., 0], cams) / MEASURES[shape][0], 4)}
 
 
 def hull_volume(alpha, cams, n: int = 160, half: float = 0.8) -> float:

@@ -65,11 +65,19 @@ def freeze(*modules: Optional[nn.Module]) -> None:
 
 
 def resize_square(images: Tensor, size: int) -> Tensor:
-    """``[B, 3, H, W]`` renders resized (bilinear, anti-aliased when shrinking) to ``size`` x ``size``."""
+    """``[B, 3, H, W]`` renders resized to ``size`` x ``size``.
+
+    A square render ``k`` times the size is averaged over ``k x k`` pixel blocks, the box filter of a
+    supersampled render (how the shapes prior's training images are made); other sizes are resized
+    bilinearly, anti-aliased when shrinking.
+    """
     if images.ndim != 4 or images.shape[1] != 3:
         raise ValueError(f"encode_images: expected [B, 3, H, W] images, got shape {tuple(images.shape)}")
     if tuple(images.shape[-2:]) == (size, size):
         return images
+    H, W = images.shape[-2:]
+    if H == W and H > size and H % size == 0:  # whole-pixel shrink: the box filter of a supersampled render
+        return F.avg_pool2d(images, H // size)
     shrink = images.shape[-2] > size or images.shape[-1] > size
     return F.interpolate(images, (size, size), mode="bilinear", align_corners=False, antialias=shrink)
 

@@ -121,6 +121,19 @@ def test_missing_prior_says_how_to_train(tmp_path):
         load_prior(tmp_path)
 
 
+def test_pixel_prior_sees_a_larger_render_as_its_training_images(tiny_prior_dir):
+    """A 64-px render reaches the 32-px prior box-filtered: exactly the prior's training images, which
+    average 2x2 rays per pixel (``supersample: 2``); a bilinear shrink would blur edges and corners."""
+    from text3d.guidance.pixel_prior import PixelPrior, PixelPriorConfig
+
+    prior = PixelPrior(PixelPriorConfig(model=str(tiny_prior_dir)), torch.device("cpu"))
+    shapes, colours = ["pyramid", "torus"], ["orange", "green"]
+    render, _ = render_shapes(shapes, colours, _cams([30.0, 200.0], [-10.0, 45.0], res=64), supersample=1)
+    training, _ = render_shapes(shapes, colours, _cams([30.0, 200.0], [-10.0, 45.0], res=32), supersample=2)
+    seen = prior.decode(prior.encode_images(render.permute(0, 3, 1, 2)))
+    torch.testing.assert_close(seen, training.permute(0, 3, 1, 2), atol=1e-5, rtol=0)
+
+
 def test_pixel_prior_interface(tiny_prior_dir):
     from text3d.guidance.pixel_prior import PixelPrior, PixelPriorConfig
     from text3d.guidance.prompts import PromptProcessor

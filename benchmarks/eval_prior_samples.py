@@ -57,6 +57,8 @@ def main(argv=None) -> int:
         if r:
             print(f"{name:15s} n={r['n']:4d}  colour {r['colour']:6.1%}  shape {r['shape']:6.1%}  "
                   f"clean background {r['background']:6.1%}  mean IoU {r['mean_iou']:.3f}")
+    print("silhouette area / prompted shape's (object masks of sample and true render): " + ", ".join(
+        f"{shape} {r['mean_area']:.3f}" for shape, r in report["per_shape"].items()))
     worst = sorted(report["per_pair"].items(), key=lambda kv: kv[1]["shape"] + kv[1]["colour"])[:5]
     print("weakest pairs:", ", ".join(f"{k} (shape {v['shape']:.0%}, colour {v['colour']:.0%})" for k, v in worst))
     print(f"sampler: DDIM {args.steps} steps, CFG {args.cfg}, eta {args.eta}; {report['seconds']} s")

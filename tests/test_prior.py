@@ -2,6 +2,7 @@
 load, sample, resume), the pixel prior behind the guidance interface, and the sample judge."""
 
 import json
+import math
 from types import SimpleNamespace
 
 import pytest
@@ -171,6 +172,12 @@ def test_judge_accepts_true_renders_and_rejects_wrong_ones():
                   ["red", "blue", "cyan", "green"])
     assert not wrong["colour_ok"].any() and not wrong["shape_ok"].any()
     assert wrong["pred_colour"][3] == -1 and wrong["pred_shape"][3] == -1
+    torch.testing.assert_close(both["area"][:3], torch.ones(3))  # the true render is the prompted size
+    # The same shapes seen through a narrower lens are (tan 16 / tan 14)^2 = 1.32x larger in area.
+    zoomed = orbit_cameras(cams.azimuth, cams.elevation, torch.full((3,), 3.0), torch.full((3,), 28.0), 32, 32)
+    closer, _ = render_shapes(shapes, colours, zoomed)
+    ratio = judge(closer.permute(0, 3, 1, 2), cams, shapes, colours)["area"]
+    assert ((ratio - (math.tan(math.radians(16)) / math.tan(math.radians(14))) ** 2).abs() < 0.06).all(), ratio
 
 
 def test_unknown_words_warn_once_and_still_run(tiny_prior_dir, caplog):

@@ -26,7 +26,7 @@ from torch import Tensor
 
 from .cameras import Cameras, orbit_cameras
 from .prior_model import DEFAULT_SAMPLER
-from .shapes import COLOUR_NAMES, COLOURS, SHAPES, prompt_for, render_shading
+from .shapes import COLOUR_NAMES, COLOURS, SHAPES, prompt_for, render_shading, render_shapes
 
 
 @dataclass
@@ -145,6 +145,15 @@ def background_clean(images: Tensor, mask: Tensor, settings: JudgeSettings = Jud
     return white & (specks.float().mean(dim=(1, 2)) < settings.max_speck_fraction)
 
 
+def area_ratio(mask: Tensor, cameras: Cameras, shapes: Sequence[str], colours: Sequence[str],
+               settings: JudgeSettings = JudgeSettings()) -> Tensor:
+    """``[B]`` object-mask area of each sample over that of the true render of its prompt at its camera
+    (the same mask rule on both, so the rule's own bias cancels; 1 = the prompted size)."""
+    truth, _ = render_shapes(list(shapes), list(colours), cameras.to("cpu"))
+    reference = object_mask(truth.permute(0, 3, 1, 2), settings)
+    return mask.sum(dim=(1, 2)).float() / reference.sum(dim=(1, 2)).clamp(min=1).float()
+
+
 def judge(images: Tensor, cameras: Cameras, shapes: Sequence[str], colours: Sequence[str],
           settings: JudgeSettings = JudgeSettings()) -> Dict[str, Tensor]:
     """Judge ``[B, 3, H, W]`` samples (in [0, 1]) of ``"a <colour> <shape>"`` taken at ``cameras``.
@@ -152,7 +161,7 @@ def judge(images: Tensor, cameras: Cameras, shapes: Sequence[str], colours: Sequ
     Returns:
         ``colour_ok``, ``shape_ok``, ``background_ok`` ``[B]`` bool; ``pred_colour``, ``pred_shape``
         ``[B]`` indices (-1: no object or no colour found); ``iou`` ``[B]`` with the prompted shape's
-        silhouette.
+        silhouette; ``area`` ``[B]`` (:func:`area_ratio`).
     """
     images = images.float().cpu()
     mask = object_mask(images, settings)
@@ -168,6 +177,7 @@ def judge(images: Tensor, cameras: Cameras, shapes: Sequence[str], colours: Sequ
         "pred_colour": pred_colour,
         "pred_shape": pred_shape,
         "iou": ious.gather(1, shape_ids[:, None])[:, 0],
+        "area": area_ratio(mask, cameras, shapes, colours, settings),
     }
 
 
@@ -191,14 +201,16 @@ def summarize(results: Dict[str, Tensor], shapes: Sequence[str], colours: Sequen
         return {"n": int(sel.sum()),
                 **{k.replace("_ok", ""): round(float(results[k][sel].float().mean()), 4)
                    for k in ("colour_ok", "shape_ok", "background_ok")},
-                "mean_iou": round(float(results["iou"][sel].mean()), 4)}
+                "mean_iou": round(float(results["iou"][sel].mean()), 4),
+                "mean_area": round(float(results["area"][sel].mean()), 4)}
 
     per_pair = {}
     for s, c in dict.fromkeys(zip(shapes, colours)):
         sel = torch.tensor([(a, b) == (s, c) for a, b in zip(shapes, colours)])
         per_pair[prompt_for(s, c)] = rates(sel)
+    per_shape = {s: rates(torch.tensor([a == s for a in shapes])) for s in dict.fromkeys(shapes)}
     return {"all": rates(torch.ones_like(held)), "trained_pairs": rates(~held), "held_out_pairs": rates(held),
-            "per_pair": per_pair}
+            "per_pair": per_pair, "per_shape": per_shape}
 
 
 def evaluate_prior(prior, samples_per_pair: int = 8, steps: int = DEFAULT_SAMPLER["steps"],

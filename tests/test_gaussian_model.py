@@ -87,8 +87,9 @@ def test_densify_clones_small_splits_large_prunes_faint_and_carries_adam_state()
     old_avg = opt.state[model.means]["exp_avg"].clone()
     old_means, old_scales = model.means.detach().clone(), model.scales().detach().clone()
     stats = model.densify_and_prune(opt, torch.Generator().manual_seed(0))
-    # 0: cloned; 2: split into two (original removed); 4: faint -> pruned (its clone too)
-    assert stats == {"cloned": 2, "split": 1, "pruned": 1, "total": 6 - 1 - 1 + 1 + 2}
+    # 0: cloned; 2: split into two (original removed); 4: faint -> pruned, and its clone too
+    assert stats == {"cloned": 2, "split": 1, "pruned": 2, "total": 6 - 1 - 1 + 1 + 2}
+    assert stats["total"] == 6 + stats["cloned"] + stats["split"] - stats["pruned"]
     means = model.means.detach()
     kept = [0, 1, 3, 5]
     torch.testing.assert_close(means[:4], old_means[kept])

@@ -242,9 +242,11 @@ class GaussianModel(nn.Module):
             logger.warning("densification would remove every Gaussian; keeping them")
             keep[:] = True
         new_values = {name: torch.cat(v)[keep_new] for name, v in extra.items()}
+        before = self.num_gaussians
         self._replace(keep, new_values, optimizer)
-        stats = {"cloned": len(clone), "split": len(split), "pruned": int((~keep).sum()) - len(split),
-                 "total": self.num_gaussians}
+        # total = before + cloned + split - pruned: a clone or split child too faint to keep counts as pruned
+        stats = {"cloned": len(clone), "split": len(split),
+                 "pruned": before + len(clone) + len(split) - self.num_gaussians, "total": self.num_gaussians}
         logger.info("densify: %(cloned)d cloned, %(split)d split, %(pruned)d pruned -> %(total)d Gaussians", stats)
         return stats
 

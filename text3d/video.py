@@ -45,7 +45,6 @@ from .video_source import Clip, check_source, open_clip
 logger = logging.getLogger(__name__)
 
 ATTENTION_MODES = ("none", "keyframe")
-KEYFRAME_MODES = ("first", "first_previous", "middle")
 
 
 @dataclass
@@ -154,6 +153,8 @@ def check_video_config(cfg: VideoConfig) -> None:
         raise ConfigError(f"background: unknown mode {cfg.background!r}; valid: {', '.join(BACKGROUND_MODES)}")
     if cfg.attention not in ATTENTION_MODES:
         raise ConfigError(f"attention: unknown mode {cfg.attention!r}; valid: {', '.join(ATTENTION_MODES)}")
+    from text3d.guidance.attention import KEYFRAME_MODES  # the processor's own list (lazy: diffusers)
+
     if cfg.attention == "keyframe" and cfg.keyframe not in KEYFRAME_MODES:
         raise ConfigError(f"keyframe: unknown mode {cfg.keyframe!r}; valid: {', '.join(KEYFRAME_MODES)}")
     if cfg.attention == "keyframe" and cfg.batch_size < cfg.frames:

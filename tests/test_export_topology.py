@@ -4,6 +4,7 @@ outside narrower than a pixel, a sponge of small voids) and floaters. Checked ag
 closed-form volume, area and genus of :data:`text3d.shapes.MEASURES`, with trimesh re-reading the
 written file as the independent judge."""
 
+import functools
 import json
 import math
 from pathlib import Path
@@ -479,19 +480,27 @@ def test_each_gaussian_is_splatted_smoothed_to_half_a_training_pixel_its_integra
     assert variance == pytest.approx(spread * (s ** 2 + sigma ** 2), rel=0.03)
 
 
+@functools.lru_cache(maxsize=1)
+def _topology_eval():
+    """``benchmarks/eval_export_topology.py`` as a module (loaded once, ``sys.path`` untouched)."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "eval_export_topology.py"
+    spec = importlib.util.spec_from_file_location("eval_export_topology", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def test_the_eval_draws_a_written_mesh_back_in_the_world_frame(tmp_path):
     """``eval_export_topology.mesh_outline`` (the mesh / run outline column) undoes the export frame
     (Y up, centred, scaled to 1 m): an exported torus shell's outline from views all around matches
     the analytic torus's (measured IoU 0.887: the shell's hull holds part of the saddle), where the
     same mesh read as if it were in the world frame does not (0.42: its axis lies along y)."""
-    import importlib
-    import sys
-
     from text3d.export.gaussians import export_gaussians
     from text3d.shapes import render_shading
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-    ev = importlib.import_module("eval_export_topology")
+    ev = _topology_eval()
     settings = ExportConfig(formats=["glb"], resolution=64, faces=3000, texture_size=64, size=1.0,
                             pore_size=TRAIN_PIXEL)
     export_gaussians(torus_shell_cloud(), settings, tmp_path, n_views=2)
@@ -509,13 +518,9 @@ def test_the_evals_visual_hull_of_an_analytic_spheres_renders_holds_the_sphere()
     """``eval_export_topology.hull_volume`` (the run's-hull column): the hull of 16 renders of the
     analytic sphere from all around holds the sphere's closed-form volume, within a few percent
     (the hull of a convex shape from many views is the shape, give or take a lattice cell)."""
-    import importlib
-    import sys
-
     from text3d.shapes import render_shading
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-    ev = importlib.import_module("eval_export_topology")
+    ev = _topology_eval()
     cams = ev.outline_cameras(16, 64)
     _, coverage = render_shading(["sphere"] * 16, cams, supersample=4)
     volume = ev.hull_volume(coverage.reshape(16, 64, 64), cams, n=96)

@@ -73,13 +73,12 @@ def resize_square(images: Tensor, size: int) -> Tensor:
     """
     if images.ndim != 4 or images.shape[1] != 3:
         raise ValueError(f"encode_images: expected [B, 3, H, W] images, got shape {tuple(images.shape)}")
-    if tuple(images.shape[-2:]) == (size, size):
-        return images
     H, W = images.shape[-2:]
+    if (H, W) == (size, size):
+        return images
     if H == W and H > size and H % size == 0:  # whole-pixel shrink: the box filter of a supersampled render
         return F.avg_pool2d(images, H // size)
-    shrink = images.shape[-2] > size or images.shape[-1] > size
-    return F.interpolate(images, (size, size), mode="bilinear", align_corners=False, antialias=shrink)
+    return F.interpolate(images, (size, size), mode="bilinear", align_corners=False, antialias=max(H, W) > size)
 
 
 class DiffusionPrior(abc.ABC):

@@ -17,6 +17,7 @@ characteristic, no non-manifold edge, watertight, area and volume within 15 %.
     python benchmarks/eval_export_topology.py --train          # the PLAN's runs, trained once, reused after
     python benchmarks/eval_export_topology.py --runs outputs/runs/quickstart*/*@* [--baseline]
     python benchmarks/eval_export_topology.py --analytic       # the 7 primitives with pores and floaters
+    python benchmarks/eval_export_topology.py --tolerances     # how close each shape's faces must sit (volume goal)
 
 Without ``--runs``, the runs of :data:`PLAN` (all 7 shapes on the NeRF quickstart, 5 prompts on the
 Gaussian one) are looked up under ``--root`` (``<root>/<config name>/<prompt slug>@<time>/`` with a
@@ -32,6 +33,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import math
 import os
 import subprocess
 import sys
@@ -352,6 +354,30 @@ def markdown_table(rows: List[Dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def volume_tolerances(tolerance: float = TOLERANCE) -> List[Dict[str, Any]]:
+    """How far each primitive's surface may move outward before its volume is off by ``tolerance``:
+    to first order a uniform offset ``d`` adds ``area * d``, so ``d = tolerance * volume / area``. Also
+    in the built-in prior's pixels at the object (its recipe's camera distance, fovy and resolution):
+    the volume goal asks a run to place every face that close to where the prior's 32-px images put it."""
+    from text3d.guidance.pixel_prior import BUILTIN, prior_folder
+    from text3d.shapes import MEASURES
+
+    recipe = json.loads((prior_folder(BUILTIN) / "text3d_prior.json").read_text())["recipe"]
+    data, res = recipe["data"], recipe["model"]["resolution"]
+    pixel = 2 * data["distance"] * math.tan(math.radians(data["fovy"]) / 2) / res
+    rows = []
+    for shape, (volume, area, _genus) in MEASURES.items():
+        offset = tolerance * volume / area
+        rows.append({"shape": shape, "area_per_volume": area / volume, "offset": offset, "prior_pixels": offset / pixel})
+    return sorted(rows, key=lambda r: r["offset"])
+
+
+def print_tolerances(rows: List[Dict[str, Any]]) -> None:
+    print(f"{'shape':<9} {'area/volume':>11} {'offset for ' + format(TOLERANCE, '.0%') + ' volume':>22} {'prior px':>8}")
+    for r in rows:
+        print(f"{r['shape']:<9} {r['area_per_volume']:>11.2f} {r['offset']:>22.4f} {r['prior_pixels']:>8.2f}")
+
+
 def _agree(flag: Optional[bool]) -> str:
     return "-" if flag is None else ("agrees" if flag else "DIFFERS")
 
@@ -369,6 +395,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--keep", default=None, help="copy every exported GLB into this folder")
     parser.add_argument("--json", default=str(DEFAULT_JSON), help="results file (merged); '' = none")
     parser.add_argument("--markdown", action="store_true", help="only print the rows of --json as the README's table")
+    parser.add_argument("--tolerances", action="store_true",
+                        help="only print how far each shape's surface may move before its volume misses the goal")
     args = parser.parse_args(argv)
 
     import torch
@@ -376,6 +404,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     from text3d.shapes import SHAPES
 
     torch.set_num_threads(args.threads)
+    if args.tolerances:
+        print_tolerances(volume_tolerances())
+        return 0
     if args.markdown:
         print(markdown_table(json.loads(Path(args.json).read_text())))
         return 0

@@ -525,3 +525,17 @@ def test_the_evals_visual_hull_of_an_analytic_spheres_renders_holds_the_sphere()
     _, coverage = render_shading(["sphere"] * 16, cams, supersample=4)
     volume = ev.hull_volume(coverage.reshape(16, 64, 64), cams, n=96)
     assert volume == pytest.approx(4 / 3 * math.pi * 0.45 ** 3, rel=0.04)
+
+
+def test_volume_tolerances_match_the_sphere_in_closed_form():
+    """A sphere of radius r has volume / area = r / 3, so the offset that adds 15 % of its volume (to
+    first order) is 0.15 r / 3; the prior's pixel at the object is 2 * 3 * tan(16 deg) / 32 (distance 3,
+    fovy 32, 32 px: the built-in prior's recipe). Rows are sorted from the tightest shape."""
+    rows = _topology_eval().volume_tolerances(0.15)
+    by_shape = {r["shape"]: r for r in rows}
+    assert set(by_shape) == {"cube", "sphere", "cone", "cylinder", "torus", "pyramid", "capsule"}
+    sphere = by_shape["sphere"]
+    assert sphere["offset"] == pytest.approx(0.15 * 0.45 / 3, rel=1e-3)
+    assert sphere["prior_pixels"] == pytest.approx(sphere["offset"] / (6 * math.tan(math.radians(16)) / 32), rel=1e-6)
+    offsets = [r["offset"] for r in rows]
+    assert offsets == sorted(offsets) and rows[-1]["shape"] == "sphere"

@@ -180,6 +180,27 @@ def test_judge_accepts_true_renders_and_rejects_wrong_ones():
     assert ((ratio - (math.tan(math.radians(16)) / math.tan(math.radians(14))) ** 2).abs() < 0.06).all(), ratio
 
 
+def test_nearest_pose_finds_the_camera_a_true_render_was_taken_from():
+    """A true pyramid rendered 10 degrees further round and 5 degrees higher than asked is the right shape
+    in the wrong pose: the probe finds exactly that offset, with IoU 1 there and less at the asked camera."""
+    from text3d.prior_eval import nearest_pose, object_mask
+
+    cams = _cams([20.0, -100.0], [10.0, 30.0])
+    turned = orbit_cameras(cams.azimuth + 10.0, cams.elevation + 5.0, cams.distance, torch.rad2deg(cams.fovy), 32, 32)
+    rgb, _ = render_shapes(["pyramid"] * 2, ["orange"] * 2, turned)
+    mask = object_mask(rgb.permute(0, 3, 1, 2))
+    r = nearest_pose(mask, cams, "pyramid", "orange", azimuth_offsets=[-10, 0, 10, 20], elevation_offsets=[-5, 0, 5])
+    torch.testing.assert_close(r["azimuth_offset"], torch.full((2,), 10.0))
+    torch.testing.assert_close(r["elevation_offset"], torch.full((2,), 5.0))
+    torch.testing.assert_close(r["best_iou"], torch.ones(2))
+    assert (r["iou"] < 0.95).all(), r["iou"]
+    torus, _ = render_shapes(["torus"] * 2, ["green"] * 2, turned)  # the same at every azimuth: no turn found
+    r = nearest_pose(object_mask(torus.permute(0, 3, 1, 2)), cams, "torus", "green", azimuth_offsets=[-20, 0, 20],
+                     elevation_offsets=[0, 5])
+    torch.testing.assert_close(r["azimuth_offset"], torch.zeros(2))
+    torch.testing.assert_close(r["elevation_offset"], torch.full((2,), 5.0))
+
+
 def test_unknown_words_warn_once_and_still_run(tiny_prior_dir, caplog):
     from text3d.guidance.pixel_prior import PixelPrior, PixelPriorConfig
 

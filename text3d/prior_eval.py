@@ -154,6 +154,39 @@ def area_ratio(mask: Tensor, cameras: Cameras, shapes: Sequence[str], colours: S
     return mask.sum(dim=(1, 2)).float() / reference.sum(dim=(1, 2)).clamp(min=1).float()
 
 
+def nearest_pose(mask: Tensor, cameras: Cameras, shape: str, colour: str,
+                 azimuth_offsets: Sequence[float] = tuple(range(-30, 31, 5)),
+                 elevation_offsets: Sequence[float] = tuple(range(-20, 21, 5)),
+                 settings: JudgeSettings = JudgeSettings()) -> Dict[str, Tensor]:
+    """Is a sample's shape wrong, or only its pose? Compares each ``[B, H, W]`` object mask with the
+    true render of ``shape`` at its own camera and at cameras turned by every azimuth / elevation
+    offset (degrees), the same mask rule on both.
+
+    Returns ``[B]`` tensors: ``iou`` at the asked camera, ``best_iou`` over all offsets, and the best
+    offsets ``azimuth_offset`` / ``elevation_offset`` (of equally good ones, the smallest turn: a
+    torus seen from any azimuth is found at azimuth offset 0).
+    """
+    cams = cameras.to("cpu")
+    n, res = mask.shape[0], mask.shape[-1]
+    fovy = torch.rad2deg(cams.fovy)
+    best = torch.full((n,), -1.0)
+    best_az, best_el, at_camera = torch.zeros(n), torch.zeros(n), torch.zeros(n)
+    offsets = sorted(((float(a), float(e)) for a in azimuth_offsets for e in elevation_offsets),
+                     key=lambda o: (abs(o[0]) + abs(o[1]), o))  # ties go to the smallest turn
+    for da, de in offsets:
+        turned = orbit_cameras(cams.azimuth + da, cams.elevation + de, cams.distance, fovy, res, res)
+        truth, _ = render_shapes([shape] * n, [colour] * n, turned)
+        ref = object_mask(truth.permute(0, 3, 1, 2), settings)
+        iou = (mask & ref).sum(dim=(1, 2)).float() / (mask | ref).sum(dim=(1, 2)).clamp(min=1).float()
+        if da == 0 and de == 0:
+            at_camera = iou
+        better = iou > best
+        best = torch.where(better, iou, best)
+        best_az = torch.where(better, torch.tensor(da), best_az)
+        best_el = torch.where(better, torch.tensor(de), best_el)
+    return {"iou": at_camera, "best_iou": best, "azimuth_offset": best_az, "elevation_offset": best_el}
+
+
 def judge(images: Tensor, cameras: Cameras, shapes: Sequence[str], colours: Sequence[str],
           settings: JudgeSettings = JudgeSettings()) -> Dict[str, Tensor]:
     """Judge ``[B, 3, H, W]`` samples (in [0, 1]) of ``"a <colour> <shape>"`` taken at ``cameras``.

@@ -32,7 +32,8 @@ from pathlib import Path
 
 import torch
 
-from text3d.prior_eval import area_ratio, evaluate_prior, evaluation_cameras, image_grid, nearest_pose, object_mask
+from text3d.prior_eval import (area_ratio, evaluate_prior, evaluation_cameras, image_grid, nearest_pose, object_mask,
+                               prior_camera_model)
 from text3d.prior_model import DEFAULT_SAMPLER, load_prior, sample
 
 
@@ -40,11 +41,8 @@ def pose_probe(prior, pair: str, n: int, seed: int, steps: int, cfg: float, eta:
     """Print, for ``n`` samples of ``"<colour> <shape>"``, the area ratio, the IoU at the asked camera and
     at the best nearby one, and how far that camera is (see the module docstring)."""
     colour, shape = pair.split()
-    data = prior.meta.get("recipe", {}).get("data", {})
-    res = int(prior.unet.config.sample_size)
     gen = torch.Generator().manual_seed(seed)
-    cams = evaluation_cameras(n, gen, (data.get("elevation_range", [-10.0])[0], 60.0), data.get("distance", 3.0),
-                              data.get("fovy", 32.0), res)
+    cams = evaluation_cameras(n, gen, **prior_camera_model(prior))
     x = sample(prior, [f"a {colour} {shape}"] * n, cams, steps=steps, cfg_scale=cfg, generator=gen, eta=eta).cpu()
     mask = object_mask(x)
     r = nearest_pose(mask, cams, shape, colour)

@@ -176,8 +176,7 @@ def nearest_pose(mask: Tensor, cameras: Cameras, shape: str, colour: str,
     for da, de in offsets:
         turned = orbit_cameras(cams.azimuth + da, cams.elevation + de, cams.distance, fovy, res, res)
         truth, _ = render_shapes([shape] * n, [colour] * n, turned)
-        ref = object_mask(truth.permute(0, 3, 1, 2), settings)
-        iou = (mask & ref).sum(dim=(1, 2)).float() / (mask | ref).sum(dim=(1, 2)).clamp(min=1).float()
+        iou = mask_iou(mask, object_mask(truth.permute(0, 3, 1, 2), settings)[:, None])[:, 0]
         if da == 0 and de == 0:
             at_camera = iou
         better = iou > best
@@ -221,6 +220,18 @@ def evaluation_cameras(n: int, generator: torch.Generator, elevation_range: Sequ
     lo, hi = elevation_range
     el = lo + (hi - lo) * torch.rand(n, generator=generator)
     return orbit_cameras(az, el, torch.full((n,), distance), torch.full((n,), fovy), resolution, resolution)
+
+
+def prior_camera_model(prior, elevation_range: Optional[Sequence[float]] = None) -> Dict[str, object]:
+    """The keyword arguments of :func:`evaluation_cameras` for ``prior`` (a loaded
+    :class:`text3d.prior_model.PriorModules`): its recipe's camera distance, fovy and resolution, and
+    ``elevation_range`` or by default the training range capped at 60 degrees."""
+    data = prior.meta.get("recipe", {}).get("data", {})
+    if elevation_range is None:
+        lo, hi = data.get("elevation_range", [-10.0, 60.0])
+        elevation_range = (lo, min(hi, 60.0))
+    return {"elevation_range": tuple(elevation_range), "distance": data.get("distance", 3.0),
+            "fovy": data.get("fovy", 32.0), "resolution": int(prior.unet.config.sample_size)}
 
 
 def summarize(results: Dict[str, Tensor], shapes: Sequence[str], colours: Sequence[str],
@@ -270,15 +281,12 @@ def evaluate_prior(prior, samples_per_pair: int = 8, steps: int = DEFAULT_SAMPLE
     data = prior.meta.get("recipe", {}).get("data", {})
     if pairs is None:
         pairs = [(s, c) for s in data.get("shapes", SHAPES) for c in data.get("colours", COLOUR_NAMES)]
-    if elevation_range is None:
-        lo, hi = data.get("elevation_range", [-10.0, 60.0])
-        elevation_range = (lo, min(hi, 60.0))
+    camera_model = prior_camera_model(prior, elevation_range)
     held = [tuple(reversed(p.split())) for p in prior.meta.get("held_out", [])]
-    res = int(prior.unet.config.sample_size)
     shapes = [s for s, _ in pairs for _ in range(samples_per_pair)]
     colours = [c for _, c in pairs for _ in range(samples_per_pair)]
     gen = torch.Generator().manual_seed(seed)
-    cams = evaluation_cameras(len(shapes), gen, elevation_range, data.get("distance", 3.0), data.get("fovy", 32.0), res)
+    cams = evaluation_cameras(len(shapes), gen, **camera_model)
     images, results = [], []
     for start in range(0, len(shapes), batch_size):
         idx = slice(start, start + batch_size)
@@ -290,7 +298,8 @@ def evaluate_prior(prior, samples_per_pair: int = 8, steps: int = DEFAULT_SAMPLE
     merged = {k: torch.cat([r[k] for r in results]) for k in results[0]}
     report = summarize(merged, shapes, colours, held)
     report["sampler"] = {"type": "ddim", "steps": steps, "cfg_scale": cfg_scale, "eta": eta, "seed": seed,
-                         "samples_per_pair": samples_per_pair, "elevation_range": list(elevation_range)}
+                         "samples_per_pair": samples_per_pair,
+                         "elevation_range": list(camera_model["elevation_range"])}
     return report, torch.cat(images)
 
 

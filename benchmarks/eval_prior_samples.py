@@ -13,11 +13,20 @@ drifts off the data on this small model: speckled backgrounds and bloated shapes
     python benchmarks/eval_prior_samples.py [--prior FOLDER] [--per-pair 4] [--steps 50] [--cfg 2]
         [--eta 1] [--seed 0] [--json report.json] [--grid samples.png]
     python benchmarks/eval_prior_samples.py --pose-probe "orange pyramid" "red cube" "green torus"
+    python benchmarks/eval_prior_samples.py --outline-profile "orange pyramid" [--run RUN_DIR ...]
+        [--elevations 0 15 30] [--offsets 0 15 30 45] [--copies 8]
 
 ``--pose-probe`` asks instead whether the samples of a pair have the wrong shape or only the wrong
 pose: 32 samples (``--probe-samples``) at random cameras, each compared with the true render at its
 own camera and at cameras turned up to 30 degrees in azimuth and 20 in elevation
 (:func:`text3d.prior_eval.nearest_pose`); ~1 min per pair on 2 cores.
+
+``--outline-profile`` asks whether a run draws what the prior draws (:mod:`text3d.outline_profile`): at
+the prior's resolution, from azimuths 0-45 degrees off face-on (every quarter turn, ``--copies`` times
+each) at a few elevations, it prints for the true shape, the prior's samples and each ``--run`` (its
+renders at its finest training resolution, box-filtered to the prior's as in training) the outline's
+area over the true one's at the same cameras, its first and last row, and its widest row. ~1 min per
+elevation on 2 cores.
 
 Takes ~4 min on the 2-core CPU at 4 samples per pair (224 samples), ~2 min at --per-pair 2.
 """
@@ -32,9 +41,13 @@ from pathlib import Path
 
 import torch
 
+from text3d.errors import Text3DError
+from text3d.outline_profile import (outline_stats, prior_outlines, run_outlines, symmetric_cameras,
+                                    true_outlines)
 from text3d.prior_eval import (area_ratio, evaluate_prior, evaluation_cameras, image_grid, nearest_pose, object_mask,
                                prior_camera_model)
 from text3d.prior_model import DEFAULT_SAMPLER, load_prior, sample
+from text3d.run import open_run
 
 
 def pose_probe(prior, pair: str, n: int, seed: int, steps: int, cfg: float, eta: float) -> None:
@@ -50,6 +63,34 @@ def pose_probe(prior, pair: str, n: int, seed: int, steps: int, cfg: float, eta:
     print(f"{pair:16s} area {area.mean():.3f}  IoU at the asked camera {r['iou'].mean():.3f}  at the best nearby "
           f"{r['best_iou'].mean():.3f}  |azimuth off| {r['azimuth_offset'].abs().mean():.1f} deg  "
           f"|elevation off| {r['elevation_offset'].abs().mean():.1f} deg")
+
+
+def outline_profile(prior, pair: str, runs: list, elevations: list, offsets: list, copies: int, seed: int,
+                    sampler: dict) -> None:
+    """Print the outline figures of the true shape, the prior's samples and each run (module docstring)."""
+    colour, shape = pair.split()
+    model = prior_camera_model(prior)
+    sources = {"true": None, "prior": None, **{f"run {i + 1}": run for i, run in enumerate(runs)}}
+    for i, run in enumerate(runs):
+        print(f"run {i + 1}: {run.run_dir} ({run.cfg.geometry.type})")
+    header = "".join(f"{f'{o:g} deg off face-on':>24s}" for o in offsets)
+    for elevation in elevations:
+        print(f"{pair}, elevation {elevation:g}: outline area / true, first-last row, widest row "
+              f"({model['resolution']} px)\n{'':8s}{header}")
+        stats = {name: [] for name in sources}
+        for k, offset in enumerate(offsets):
+            cams = symmetric_cameras(offset, elevation, copies, model["resolution"], distance=model["distance"],
+                                     fovy=model["fovy"])
+            gen = torch.Generator().manual_seed(seed + k)
+            for name, run in sources.items():
+                masks = (true_outlines(shape, colour, cams) if name == "true" else
+                         prior_outlines(prior, f"a {colour} {shape}", cams, gen, **sampler) if name == "prior" else
+                         run_outlines(run, cams))
+                stats[name].append(outline_stats(masks))
+        for name, per_offset in stats.items():
+            cells = [f"{s['area'].mean() / t['area'].mean():.3f} {s['top'].mean():4.1f}-{s['bottom'].mean():4.1f} "
+                     f"{s['widest'].mean():4.1f}" for s, t in zip(per_offset, stats["true"])]
+            print(f"{name:8s}" + "".join(f"{c:>24s}" for c in cells), flush=True)
 
 
 def main(argv=None) -> int:
@@ -68,12 +109,29 @@ def main(argv=None) -> int:
     parser.add_argument("--pose-probe", nargs="+", default=None, metavar="PAIR",
                         help='only probe shape against pose for these "<colour> <shape>" pairs')
     parser.add_argument("--probe-samples", type=int, default=32)
+    parser.add_argument("--outline-profile", default=None, metavar="PAIR",
+                        help='only compare outlines of the true "<colour> <shape>", the prior and --run folders')
+    parser.add_argument("--run", nargs="+", default=[], metavar="RUN_DIR", help="run folders (--outline-profile)")
+    parser.add_argument("--elevations", nargs="+", type=float, default=[0.0, 15.0, 30.0])
+    parser.add_argument("--offsets", nargs="+", type=float, default=[0.0, 15.0, 30.0, 45.0],
+                        help="azimuths off face-on, degrees")
+    parser.add_argument("--copies", type=int, default=8, help="views per quarter turn and offset")
     args = parser.parse_args(argv)
 
     prior = load_prior(args.prior, "cuda" if torch.cuda.is_available() else "cpu")
     if args.pose_probe:
         for pair in args.pose_probe:
             pose_probe(prior, pair, args.probe_samples, args.seed, args.steps, args.cfg, args.eta)
+        return 0
+    if args.outline_profile:
+        try:
+            runs = [open_run(None, [f"resume={d}"], prior=None) for d in args.run]
+        except Text3DError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        sampler = {"steps": args.steps, "cfg_scale": args.cfg, "eta": args.eta}
+        outline_profile(prior, args.outline_profile, runs, args.elevations, args.offsets, args.copies, args.seed,
+                        sampler)
         return 0
     t0 = time.perf_counter()
     report, images = evaluate_prior(prior, samples_per_pair=args.per_pair, steps=args.steps, cfg_scale=args.cfg,

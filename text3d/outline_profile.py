@@ -1,0 +1,99 @@
+"""Outlines at the prior's resolution: does a run draw what its prior draws, and where do both miss?
+
+Score distillation judges a scene only through the prior's eyes: renders box-filtered to the prior's
+resolution (32 px for the shapes prior). Whatever is finer than that pixel no prior judgement
+constrains. This module measures outlines at that resolution, for three sources alike, at the same
+cameras:
+
+- the prior's own samples (:func:`prior_outlines`),
+- a trained run's renders (:func:`run_outlines`): rendered at the run's finest training resolution and
+  box-filtered to the prior's, as training does (:func:`text3d.guidance.priors.resize_square`),
+- the true shape (:func:`true_outlines`, the exact renderer of :mod:`text3d.shapes`).
+
+All three go through the same mask rule (:func:`text3d.prior_eval.object_mask` on the colour image),
+so the rule's own bias cancels in a ratio. Cameras sit at fixed azimuth offsets from a symmetry of
+the shape (every quarter turn for a square pyramid or a cube, :func:`symmetric_cameras`): offset 0 is
+face-on, 45 corner-on, and every copy of a view looks at an identical true outline.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Optional, Sequence
+
+import torch
+from torch import Tensor
+
+from .cameras import Cameras, orbit_cameras
+from .prior_eval import object_mask
+from .shapes import render_shapes
+
+QUARTER_TURNS = (0.0, 90.0, 180.0, 270.0)
+"""Azimuths at which a shape with four-fold symmetry (cube, square pyramid) looks the same."""
+
+
+def symmetric_cameras(offset: float, elevation: float, copies: int, resolution: int,
+                      turns: Sequence[float] = QUARTER_TURNS, distance: float = 3.0,
+                      fovy: float = 32.0) -> Cameras:
+    """``copies * len(turns)`` cameras at azimuth ``offset + turn`` (degrees), all at ``elevation``."""
+    az = torch.tensor([offset + t for t in turns] * copies, dtype=torch.float32)
+    n = len(az)
+    return orbit_cameras(az, torch.full((n,), float(elevation)), torch.full((n,), float(distance)),
+                         torch.full((n,), float(fovy)), resolution, resolution)
+
+
+def outline_stats(mask: Tensor) -> Dict[str, Tensor]:
+    """Figures of ``[B, H, W]`` bool outlines: ``area`` (pixels), ``widest`` (the widest row, pixels),
+    ``top`` / ``bottom`` (first and last covered row; NaN for an empty mask), all ``[B]``, and
+    ``row_widths`` ``[H]`` (the mean width of each row)."""
+    m = mask.bool()
+    covered = m.any(dim=2)
+    rows = torch.arange(m.shape[1], dtype=torch.float32).expand_as(covered)
+    nan = torch.tensor(float("nan"))
+    empty = ~covered.any(dim=1)
+    top = torch.where(covered, rows, torch.tensor(float("inf"))).amin(dim=1)
+    bottom = torch.where(covered, rows, torch.tensor(float("-inf"))).amax(dim=1)
+    widths = m.float().sum(dim=2)
+    return {"area": widths.sum(dim=1), "widest": widths.amax(dim=1),
+            "top": torch.where(empty, nan, top), "bottom": torch.where(empty, nan, bottom),
+            "row_widths": widths.mean(dim=0)}
+
+
+def true_outlines(shape: str, colour: str, cameras: Cameras) -> Tensor:
+    """``[B, H, W]`` object masks of the true ``shape`` rendered at ``cameras``."""
+    rgb, _ = render_shapes([shape] * len(cameras), [colour] * len(cameras), cameras.to("cpu"), supersample=4)
+    return object_mask(rgb.permute(0, 3, 1, 2))
+
+
+def prior_outlines(prior: Any, prompt: str, cameras: Cameras, generator: torch.Generator,
+                   **sampler: Any) -> Tensor:
+    """``[B, H, W]`` object masks of the prior's samples of ``prompt`` at ``cameras`` (DDIM,
+    :func:`text3d.prior_model.sample`; ``sampler``: its steps / cfg_scale / eta)."""
+    from .prior_model import sample
+
+    images = sample(prior, [prompt] * len(cameras), cameras, generator=generator, **sampler)
+    return object_mask(images.float().cpu())
+
+
+def finest_resolution(cameras_cfg: Any) -> int:
+    """The largest render side a run trained at: its ``height`` or any of its ``resolutions``."""
+    return max([int(cameras_cfg.height), *[int(r) for r in (getattr(cameras_cfg, "resolutions", None) or [])]])
+
+
+@torch.no_grad()
+def run_outlines(run: Any, cameras: Cameras, render_resolution: Optional[int] = None) -> Tensor:
+    """``[B, H, W]`` object masks of ``run``'s renders as the prior saw them: rendered at
+    ``render_resolution`` (by default the run's finest training resolution) from the same poses as
+    ``cameras`` and resized to their resolution the way training resizes renders.
+
+    ``run``: anything with a ``render_views(cameras, mode)`` of :class:`text3d.run.Run` (its views'
+    ``rgb`` are composited on the run's background) and, without ``render_resolution``, a ``cfg``.
+    """
+    from text3d.guidance.priors import resize_square
+
+    size = cameras.height
+    res = render_resolution or finest_resolution(run.cfg.cameras)
+    fine = Cameras(cameras.c2w, cameras.fovy, res, res, cameras.azimuth, cameras.elevation, cameras.distance,
+                   cameras.light_positions)
+    views = run.render_views(fine, mode="albedo")
+    images = torch.stack([v["rgb"] for v in views]).permute(0, 3, 1, 2).float().clamp(0, 1)
+    return object_mask(resize_square(images, size))

@@ -25,8 +25,9 @@ own camera and at cameras turned up to 30 degrees in azimuth and 20 in elevation
 the prior's resolution, from azimuths 0-45 degrees off face-on (every quarter turn, ``--copies`` times
 each) at a few elevations, it prints for the true shape, the prior's samples and each ``--run`` (its
 renders at its finest training resolution, box-filtered to the prior's as in training) the outline's
-area over the true one's at the same cameras, its first and last row, and its widest row. ~1 min per
-elevation on 2 cores.
+area over the true one's at the same cameras, its first and last row, and its widest row; ``--grid``
+writes one view of each (a row per elevation and source, a column per offset, 4x enlarged). ~1 min
+per elevation on 2 cores.
 
 Takes ~4 min on the 2-core CPU at 4 samples per pair (224 samples), ~2 min at --per-pair 2.
 """
@@ -42,8 +43,7 @@ from pathlib import Path
 import torch
 
 from text3d.errors import Text3DError
-from text3d.outline_profile import (outline_stats, prior_outlines, run_outlines, symmetric_cameras,
-                                    true_outlines)
+from text3d.outline_profile import outline_stats, outlines, prior_views, run_views, symmetric_cameras, true_views
 from text3d.prior_eval import (area_ratio, evaluate_prior, evaluation_cameras, image_grid, nearest_pose, object_mask,
                                prior_camera_model)
 from text3d.prior_model import DEFAULT_SAMPLER, load_prior, sample
@@ -66,31 +66,36 @@ def pose_probe(prior, pair: str, n: int, seed: int, steps: int, cfg: float, eta:
 
 
 def outline_profile(prior, pair: str, runs: list, elevations: list, offsets: list, copies: int, seed: int,
-                    sampler: dict) -> None:
-    """Print the outline figures of the true shape, the prior's samples and each run (module docstring)."""
+                    sampler: dict) -> torch.Tensor:
+    """Print the outline figures of the true shape, the prior's samples and each run (module docstring);
+    returns one view of each (source, elevation, offset), ``[elevations * sources * offsets, 3, H, W]``."""
     colour, shape = pair.split()
     model = prior_camera_model(prior)
     sources = {"true": None, "prior": None, **{f"run {i + 1}": run for i, run in enumerate(runs)}}
     for i, run in enumerate(runs):
         print(f"run {i + 1}: {run.run_dir} ({run.cfg.geometry.type})")
     header = "".join(f"{f'{o:g} deg off face-on':>24s}" for o in offsets)
+    shown = []
     for elevation in elevations:
         print(f"{pair}, elevation {elevation:g}: outline area / true, first-last row, widest row "
               f"({model['resolution']} px)\n{'':8s}{header}")
-        stats = {name: [] for name in sources}
+        stats, views = {name: [] for name in sources}, {name: [] for name in sources}
         for k, offset in enumerate(offsets):
             cams = symmetric_cameras(offset, elevation, copies, model["resolution"], distance=model["distance"],
                                      fovy=model["fovy"])
             gen = torch.Generator().manual_seed(seed + k)
             for name, run in sources.items():
-                masks = (true_outlines(shape, colour, cams) if name == "true" else
-                         prior_outlines(prior, f"a {colour} {shape}", cams, gen, **sampler) if name == "prior" else
-                         run_outlines(run, cams))
-                stats[name].append(outline_stats(masks))
+                images = (true_views(shape, colour, cams) if name == "true" else
+                          prior_views(prior, f"a {colour} {shape}", cams, gen, **sampler) if name == "prior" else
+                          run_views(run, cams))
+                stats[name].append(outline_stats(outlines(images)))
+                views[name].append(images[0])
         for name, per_offset in stats.items():
             cells = [f"{s['area'].mean() / t['area'].mean():.3f} {s['top'].mean():4.1f}-{s['bottom'].mean():4.1f} "
                      f"{s['widest'].mean():4.1f}" for s, t in zip(per_offset, stats["true"])]
             print(f"{name:8s}" + "".join(f"{c:>24s}" for c in cells), flush=True)
+            shown.extend(views[name])
+    return torch.stack(shown)
 
 
 def main(argv=None) -> int:
@@ -105,7 +110,9 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--json", type=Path, default=None, help="write the full report here")
-    parser.add_argument("--grid", type=Path, default=None, help="write all samples as one PNG (a row per pair)")
+    parser.add_argument("--grid", type=Path, default=None,
+                        help="write all samples as one PNG (a row per pair; with --outline-profile, one view per "
+                             "elevation, source and offset)")
     parser.add_argument("--pose-probe", nargs="+", default=None, metavar="PAIR",
                         help='only probe shape against pose for these "<colour> <shape>" pairs')
     parser.add_argument("--probe-samples", type=int, default=32)
@@ -130,8 +137,10 @@ def main(argv=None) -> int:
             print(f"error: {err}", file=sys.stderr)
             return 2
         sampler = {"steps": args.steps, "cfg_scale": args.cfg, "eta": args.eta}
-        outline_profile(prior, args.outline_profile, runs, args.elevations, args.offsets, args.copies, args.seed,
-                        sampler)
+        shown = outline_profile(prior, args.outline_profile, runs, args.elevations, args.offsets, args.copies,
+                                args.seed, sampler)
+        if args.grid:  # a row per (elevation, source), a column per offset; 4x nearest-neighbour
+            write_grid(args.grid, shown.repeat_interleave(4, dim=2).repeat_interleave(4, dim=3), len(args.offsets))
         return 0
     t0 = time.perf_counter()
     report, images = evaluate_prior(prior, samples_per_pair=args.per_pair, steps=args.steps, cfg_scale=args.cfg,
@@ -152,11 +161,16 @@ def main(argv=None) -> int:
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
     if args.grid:
-        import imageio.v2 as imageio
-
-        grid = image_grid(images, args.per_pair)
-        imageio.imwrite(args.grid, (grid.numpy() * 255).round().astype("uint8"))
+        write_grid(args.grid, images, args.per_pair)
     return 0
+
+
+def write_grid(path: Path, images: torch.Tensor, columns: int) -> None:
+    """Tile ``[N, 3, H, W]`` images in [0, 1] into one PNG at ``path``."""
+    import imageio.v2 as imageio
+
+    grid = image_grid(images, columns)
+    imageio.imwrite(path, (grid.numpy() * 255).round().astype("uint8"))
 
 
 if __name__ == "__main__":

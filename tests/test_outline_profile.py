@@ -9,8 +9,7 @@ from types import SimpleNamespace
 
 import torch
 
-from text3d.outline_profile import (finest_resolution, outline_stats, run_outlines, symmetric_cameras,
-                                    true_outlines)
+from text3d.outline_profile import finest_resolution, outline_stats, outlines, run_views, symmetric_cameras, true_views
 from text3d.shapes import render_shapes
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
@@ -45,7 +44,7 @@ def test_quarter_turns_look_alike_and_match_the_projected_pyramid():
     for offset in (0.0, 45.0):
         cams = symmetric_cameras(offset, 0.0, copies=1, resolution=32)
         assert len(cams) == 4
-        masks = true_outlines("pyramid", "orange", cams)
+        masks = outlines(true_views("pyramid", "orange", cams))
         for k in range(1, 4):
             assert torch.equal(masks[k], masks[0]), (offset, k)
         widest = float(outline_stats(masks)["widest"][0])
@@ -74,25 +73,29 @@ def test_run_outlines_render_at_the_finest_training_resolution_and_box_filter_to
     run = _TrueRun(32, [64])
     assert finest_resolution(run.cfg.cameras) == 64
     cams = symmetric_cameras(30.0, 10.0, copies=1, resolution=32)
-    masks = run_outlines(run, cams)
+    images = run_views(run, cams)
     assert run.asked == [(64, "albedo")]
-    assert masks.shape == (4, 32, 32)
-    assert torch.equal(masks, true_outlines("pyramid", "orange", cams))
-    coarse = run_outlines(run, cams, render_resolution=32)  # no resize; 2x2 sub-pixels instead of 4x4
+    assert images.shape == (4, 3, 32, 32)
+    masks = outlines(images)
+    assert torch.equal(masks, outlines(true_views("pyramid", "orange", cams)))
+    coarse = outlines(run_views(run, cams, render_resolution=32))  # no resize; 2x2 sub-pixels instead of 4x4
     assert (coarse != masks).float().mean() < 0.05
 
 
-def test_outline_profile_command_prints_true_prior_and_run_rows(tiny_gaussian_run, capsys):
+def test_outline_profile_command_prints_true_prior_and_run_rows(tiny_gaussian_run, tmp_path, capsys):
+    import imageio.v2 as imageio
     from eval_prior_samples import main
 
     code = main(["--outline-profile", "red cube", "--run", str(tiny_gaussian_run), "--elevations", "0",
-                 "--offsets", "0", "45", "--copies", "1", "--steps", "2"])
+                 "--offsets", "0", "45", "--copies", "1", "--steps", "2", "--grid", str(tmp_path / "g.png")])
     out = capsys.readouterr().out
     assert code == 0, out
     assert f"run 1: {tiny_gaussian_run} (gaussians)" in out
     rows = {line.split()[0]: line.split()[1:] for line in out.splitlines() if line.startswith(("true", "prior", "run"))}
     assert rows["true"][0] == "1.000" and rows["true"][3] == "1.000"  # area / true (then rows, widest), both offsets
     assert {"prior", "run"} <= set(rows)
+    grid = imageio.imread(tmp_path / "g.png")  # 3 sources x 2 offsets, 32 px views enlarged 4x
+    assert grid.shape == (3 * 128, 2 * 128, 3)
 
 
 def test_outline_profile_command_names_a_folder_that_is_not_a_run(tmp_path, capsys):

@@ -5,13 +5,13 @@ resolution (32 px for the shapes prior). Whatever is finer than that pixel no pr
 constrains. This module measures outlines at that resolution, for three sources alike, at the same
 cameras:
 
-- the prior's own samples (:func:`prior_outlines`),
-- a trained run's renders (:func:`run_outlines`): rendered at the run's finest training resolution and
+- the prior's own samples (:func:`prior_views`),
+- a trained run's renders (:func:`run_views`): rendered at the run's finest training resolution and
   box-filtered to the prior's, as training does (:func:`text3d.guidance.priors.resize_square`),
-- the true shape (:func:`true_outlines`, the exact renderer of :mod:`text3d.shapes`).
+- the true shape (:func:`true_views`, the exact renderer of :mod:`text3d.shapes`).
 
-All three go through the same mask rule (:func:`text3d.prior_eval.object_mask` on the colour image),
-so the rule's own bias cancels in a ratio. Cameras sit at fixed azimuth offsets from a symmetry of
+Each gives ``[B, 3, H, W]`` images in [0, 1]; their outlines are one mask rule
+(:func:`text3d.prior_eval.object_mask`) for all three, so the rule's own bias cancels in a ratio. Cameras sit at fixed azimuth offsets from a symmetry of
 the shape (every quarter turn for a square pyramid or a cube, :func:`symmetric_cameras`): offset 0 is
 face-on, 45 corner-on, and every copy of a view looks at an identical true outline.
 """
@@ -58,20 +58,23 @@ def outline_stats(mask: Tensor) -> Dict[str, Tensor]:
             "row_widths": widths.mean(dim=0)}
 
 
-def true_outlines(shape: str, colour: str, cameras: Cameras) -> Tensor:
-    """``[B, H, W]`` object masks of the true ``shape`` rendered at ``cameras``."""
+def outlines(images: Tensor) -> Tensor:
+    """``[B, H, W]`` bool outlines of ``[B, 3, H, W]`` images: the one mask rule for every source."""
+    return object_mask(images)
+
+
+def true_views(shape: str, colour: str, cameras: Cameras) -> Tensor:
+    """The true ``shape`` rendered at ``cameras`` (4 x 4 sub-pixels)."""
     rgb, _ = render_shapes([shape] * len(cameras), [colour] * len(cameras), cameras.to("cpu"), supersample=4)
-    return object_mask(rgb.permute(0, 3, 1, 2))
+    return rgb.permute(0, 3, 1, 2)
 
 
-def prior_outlines(prior: Any, prompt: str, cameras: Cameras, generator: torch.Generator,
-                   **sampler: Any) -> Tensor:
-    """``[B, H, W]`` object masks of the prior's samples of ``prompt`` at ``cameras`` (DDIM,
-    :func:`text3d.prior_model.sample`; ``sampler``: its steps / cfg_scale / eta)."""
+def prior_views(prior: Any, prompt: str, cameras: Cameras, generator: torch.Generator, **sampler: Any) -> Tensor:
+    """The prior's samples of ``prompt`` at ``cameras`` (DDIM, :func:`text3d.prior_model.sample`;
+    ``sampler``: its steps / cfg_scale / eta)."""
     from .prior_model import sample
 
-    images = sample(prior, [prompt] * len(cameras), cameras, generator=generator, **sampler)
-    return object_mask(images.float().cpu())
+    return sample(prior, [prompt] * len(cameras), cameras, generator=generator, **sampler).float().cpu().clamp(0, 1)
 
 
 def finest_resolution(cameras_cfg: Any) -> int:
@@ -80,8 +83,8 @@ def finest_resolution(cameras_cfg: Any) -> int:
 
 
 @torch.no_grad()
-def run_outlines(run: Any, cameras: Cameras, render_resolution: Optional[int] = None) -> Tensor:
-    """``[B, H, W]`` object masks of ``run``'s renders as the prior saw them: rendered at
+def run_views(run: Any, cameras: Cameras, render_resolution: Optional[int] = None) -> Tensor:
+    """``run``'s renders as the prior saw them: rendered at
     ``render_resolution`` (by default the run's finest training resolution) from the same poses as
     ``cameras`` and resized to their resolution the way training resizes renders.
 
@@ -96,4 +99,4 @@ def run_outlines(run: Any, cameras: Cameras, render_resolution: Optional[int] = 
                    cameras.light_positions)
     views = run.render_views(fine, mode="albedo")
     images = torch.stack([v["rgb"] for v in views]).permute(0, 3, 1, 2).float().clamp(0, 1)
-    return object_mask(resize_square(images, size))
+    return resize_square(images, size)

@@ -10,7 +10,9 @@ the process's peak memory. Everything is seeded: the same command prints the sam
 Each finished edit's row is cached in ``--cache`` (default ``<out>/rows``, one JSON per scene, target,
 guidance, steps and overrides; written atomically): a restarted or repeated command skips the rows
 it has and prints the whole table, so heavy sets can run in several background processes
-(``OMP_NUM_THREADS=1 ... --threads 1``) sharing one cache, and a last run prints everything.
+(``OMP_NUM_THREADS=1 ... --threads 1``) sharing one cache. Each edit is claimed by the process that
+runs it (``<row>.json.claim``): the others pass it over, run the rest, then wait for its row (or run it
+if that process died), so every process ends by printing the whole table.
 
     python benchmarks/eval_edit.py --nerf-source outputs/src/quickstart/a_red_cube@... \\
         --gs-source outputs/src/quickstart-gaussians/a_red_cube@... --steps 100 --json edits.json
@@ -23,6 +25,7 @@ Timings are wall-clock on whatever machine runs it: say when cores were shared.
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import os
@@ -31,7 +34,7 @@ import sys
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Callable, Dict, List, Optional
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -109,17 +112,46 @@ def row_path(cache: Path, kind: str, source: str, target: str, guidance: str, st
     return cache / f"{kind}-{'_'.join(target.split())}-{guidance}-{steps}-{digest}.json"
 
 
-def cached_edit(cache: Path, kind, source, target, guidance, steps, out_dir, prior, extra) -> Dict[str, Any]:
-    """The row of one edit, from the cache or by running it (then cached)."""
-    from text3d.io import write_json
+def cached_edit(cache: Path, kind, source, target, guidance, steps, out_dir, prior, extra) -> Optional[Dict[str, Any]]:
+    """The row of one edit: from the cache, or by running it here (then cached); None while another
+    process sharing the cache runs it (it holds the row's claim, :func:`text3d.io.try_claim`)."""
+    from text3d.io import release_claim, try_claim, write_json
 
     path = row_path(cache, kind, source, target, guidance, steps, extra)
     if path.is_file():
         return json.loads(path.read_text())
-    _, metrics, timing = one_edit(kind, source, target, guidance, steps, out_dir, prior, extra)
-    result = {**row(kind, "a red cube", target, guidance, metrics, timing), "steps": steps, "set": list(extra)}
-    write_json(path, result)
-    return result
+    if not try_claim(path):
+        return None
+    try:
+        if path.is_file():  # finished by another process between the two checks
+            return json.loads(path.read_text())
+        _, metrics, timing = one_edit(kind, source, target, guidance, steps, out_dir, prior, extra)
+        result = {**row(kind, "a red cube", target, guidance, metrics, timing), "steps": steps, "set": list(extra)}
+        write_json(path, result)
+        return result
+    finally:
+        release_claim(path)
+
+
+def collect_rows(jobs: List[Callable[[], Optional[Dict[str, Any]]]], report: Callable[[Dict[str, Any]], None],
+                 poll_s: float = 10.0) -> List[Dict[str, Any]]:
+    """Every job's row, in order. A job returns None while another process runs it: those are passed
+    over at first, then polled until their row is cached (or their process died and this one ran
+    them). ``report`` gets each row as it arrives."""
+    rows: List[Optional[Dict[str, Any]]] = []
+    for job in jobs:
+        rows.append(job())
+        if rows[-1] is not None:
+            report(rows[-1])
+    waiting = [i for i, r in enumerate(rows) if r is None]
+    if waiting:
+        print(f"waiting for {len(waiting)} edit(s) that other processes are running", flush=True)
+    for i in waiting:
+        while rows[i] is None:
+            time.sleep(poll_s)
+            rows[i] = jobs[i]()
+        report(rows[i])
+    return rows
 
 
 def row(kind, source_prompt, target, guidance, metrics, timing) -> Dict[str, Any]:
@@ -205,15 +237,21 @@ def main(argv=None) -> int:
     prior = PixelPrior(PixelPriorConfig(), torch.device("cpu"))  # loaded once, shared by every edit
     sources = {k: v for k, v in (("nerf", args.nerf_source), ("gaussians", args.gs_source)) if v}
     cache = Path(args.cache or Path(args.out) / "rows")
-    rows: List[Dict[str, Any]] = []
-    for kind, source in sources.items():
-        for target in [*args.colour, *args.shape]:
-            compare = args.compare_on is None or target in args.compare_on
-            for guidance in (args.guidances if compare else ["pds"]):
-                rows.append(cached_edit(cache, kind, source, target, guidance, args.steps, Path(args.out), prior, args.set))
-                print_table(rows[-1:]) if len(rows) > 1 else print_table(rows)
-                if args.json:
-                    Path(args.json).write_text(json.dumps(rows, indent=1))
+    jobs = [functools.partial(cached_edit, cache, kind, source, target, guidance, args.steps, Path(args.out), prior,
+                              args.set)
+            for kind, source in sources.items() for target in [*args.colour, *args.shape]
+            for guidance in (args.guidances if args.compare_on is None or target in args.compare_on else ["pds"])]
+    done: List[Dict[str, Any]] = []
+
+    def report(r: Dict[str, Any]) -> None:
+        done.append(r)
+        print_table([r]) if len(done) > 1 else print_table(done)
+        if args.json:
+            Path(args.json).write_text(json.dumps(done, indent=1))
+
+    rows = collect_rows(jobs, report)
+    if args.json:  # in the table's order
+        Path(args.json).write_text(json.dumps(rows, indent=1))
     if args.markdown:
         from text3d.io import write_text
 

@@ -92,3 +92,52 @@ def test_bounds_messages_name_the_key_and_the_range():
             check_bounds(obj, "s")
         assert str(e.value) == words
     assert Bounds(0, None, lo_open=True).describe() == "(0, inf)"
+
+
+def _dead_pid():
+    """The id of a process that has exited (and been reaped)."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_a_claim_is_exclusive_until_released(tmp_path):
+    result = tmp_path / "rows" / "edit.json"
+    assert io.try_claim(result)  # creates the folder
+    assert (tmp_path / "rows" / "edit.json.claim").read_text() == str(os.getpid())
+    assert not io.try_claim(result)  # held (by this very process)
+    io.release_claim(result)
+    assert not (tmp_path / "rows" / "edit.json.claim").exists()
+    assert io.try_claim(result)
+
+
+def test_a_running_process_keeps_its_claim_and_a_dead_one_loses_it(tmp_path):
+    import subprocess
+    import sys
+
+    result = tmp_path / "edit.json"
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        (tmp_path / "edit.json.claim").write_text(str(other.pid))
+        assert not io.try_claim(result)
+    finally:
+        other.kill()
+        other.wait()
+    assert io.try_claim(result)  # its process is gone: taken over
+    assert (tmp_path / "edit.json.claim").read_text() == str(os.getpid())
+    io.release_claim(result)
+    (tmp_path / "edit.json.claim").write_text(str(_dead_pid()))
+    assert io.try_claim(result)
+
+
+def test_an_empty_claim_is_held_only_for_its_grace_period(tmp_path):
+    result = tmp_path / "edit.json"
+    lock = tmp_path / "edit.json.claim"
+    lock.write_text("")  # its writer has created it and not yet written its id
+    assert not io.try_claim(result)
+    old = lock.stat().st_mtime - io.CLAIM_GRACE_S - 1
+    os.utime(lock, (old, old))  # ... or was killed before it could
+    assert io.try_claim(result)

@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Dict, Iterator, Type
 
@@ -76,8 +77,11 @@ def _pid_alive(name: str) -> bool:
         pid = int(name.rsplit(".", 1)[-1].split("-")[1])
     except (IndexError, ValueError):
         return False
-    if pid == os.getpid():
-        return False
+    return pid != os.getpid() and pid_running(pid)
+
+
+def pid_running(pid: int) -> bool:
+    """Whether a process with id ``pid`` runs on this machine."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -85,6 +89,52 @@ def _pid_alive(name: str) -> bool:
     except PermissionError:
         return True
     return True
+
+
+CLAIM_GRACE_S = 60.0
+"""A claim file still empty after this long was left by a process killed while creating it."""
+
+
+def try_claim(result: str | Path) -> bool:
+    """Take the work whose result will be written at ``result`` for this process.
+
+    The claim is ``<result>.claim``, created exclusively (``O_EXCL``) and holding this process's id,
+    so of several processes sharing a folder exactly one does each piece of work. Returns True when
+    this process now holds the claim, False while another running process (or this one, already)
+    holds it. A claim whose process no longer runs is taken over. :func:`release_claim` ends it.
+    """
+    lock = Path(f"{result}.claim")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            if _claim_held(lock):
+                return False
+            lock.unlink(missing_ok=True)  # its process died: take the work over
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(str(os.getpid()))
+        return True
+    return False
+
+
+def release_claim(result: str | Path) -> None:
+    """End this process's claim on ``result`` (see :func:`try_claim`)."""
+    Path(f"{result}.claim").unlink(missing_ok=True)
+
+
+def _claim_held(lock: Path) -> bool:
+    try:
+        text, age = lock.read_text().strip(), time.time() - lock.stat().st_mtime
+    except FileNotFoundError:
+        return False
+    if not text:  # being written this instant, or its writer was killed before it wrote
+        return age < CLAIM_GRACE_S
+    try:
+        return pid_running(int(text))
+    except ValueError:
+        return False
 
 
 def _fsync(path: Path) -> None:

@@ -1,0 +1,68 @@
+"""benchmarks/eval_edit.py shared by several processes: each edit runs once, in the process that
+claimed it; the others pass it over and then read its row (or run it when its process died)."""
+
+import json
+import os
+import sys
+import threading
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+import eval_edit  # noqa: E402
+
+
+def _fake_edit(calls):
+    def one_edit(kind, source, target, guidance, steps, out_dir, prior, extra):
+        calls.append((kind, target, guidance))
+        metrics = {"target": {"colour_ok": True, "colour_found": target.split()[1]}, "wall_time_s": 1.0,
+                   "identity": {"silhouette_iou": 0.95, "mean_colour_change": 0.1}}
+        return None, metrics, {"rest": 0.0}
+    return one_edit
+
+
+def _job(cache, target):
+    return lambda: eval_edit.cached_edit(cache, "nerf", "/src", target, "pds", 2, cache, None, [])
+
+
+def test_claimed_edits_are_passed_over_then_read_from_the_other_process(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(eval_edit, "one_edit", _fake_edit(calls))
+    cache = tmp_path / "rows"
+    other = eval_edit.row_path(cache, "nerf", "/src", "a green cube", "pds", 2, [])
+    cache.mkdir()
+    Path(f"{other}.claim").write_text(str(os.getppid()))  # a running process (pytest's parent) holds it
+
+    def the_other_process_finishes():
+        other.write_text(json.dumps({"target": "a green cube", "by": "other"}))
+        Path(f"{other}.claim").unlink()
+
+    timer = threading.Timer(0.3, the_other_process_finishes)
+    timer.start()
+    seen = []
+    rows = eval_edit.collect_rows([_job(cache, "a blue cube"), _job(cache, "a green cube"), _job(cache, "a yellow cube")],
+                                  seen.append, poll_s=0.1)
+    timer.join()
+    assert calls == [("nerf", "a blue cube", "pds"), ("nerf", "a yellow cube", "pds")]  # not the claimed one
+    assert [r["target"] for r in rows] == ["a blue cube", "a green cube", "a yellow cube"]  # the table's order
+    assert rows[1]["by"] == "other"
+    assert [r["target"] for r in seen] == ["a blue cube", "a yellow cube", "a green cube"]  # as they arrived
+    assert not list(cache.glob("*.claim"))
+
+
+def test_an_edit_whose_process_died_is_run_here(tmp_path, monkeypatch):
+    import subprocess
+
+    calls = []
+    monkeypatch.setattr(eval_edit, "one_edit", _fake_edit(calls))
+    cache = tmp_path / "rows"
+    cache.mkdir()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    path = eval_edit.row_path(cache, "nerf", "/src", "a green cube", "pds", 2, [])
+    Path(f"{path}.claim").write_text(str(dead.pid))
+    rows = eval_edit.collect_rows([_job(cache, "a green cube")], lambda r: None, poll_s=0.1)
+    assert calls == [("nerf", "a green cube", "pds")] and rows[0]["target"] == "a green cube"
+    assert json.loads(path.read_text())["target"] == "a green cube"  # cached for the next command
+    assert rows == eval_edit.collect_rows([_job(cache, "a green cube")], lambda r: None)  # read, not rerun
+    assert len(calls) == 1

@@ -43,6 +43,7 @@ from pathlib import Path
 import torch
 
 from text3d.errors import Text3DError
+from text3d.guidance.pixel_prior import BUILTIN
 from text3d.outline_profile import outline_stats, outlines, prior_views, run_views, symmetric_cameras, true_views
 from text3d.prior_eval import (area_ratio, evaluate_prior, evaluation_cameras, image_grid, nearest_pose, object_mask,
                                prior_camera_model)
@@ -100,7 +101,8 @@ def outline_profile(prior, pair: str, runs: list, elevations: list, offsets: lis
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--prior", default=None, help="prior folder (default: the one shipped in the package)")
+    parser.add_argument("--prior", default=None,
+                        help="prior folder (default, or 'builtin': the one shipped in the package)")
     parser.add_argument("--per-pair", type=int, default=4, help="samples per (shape, colour) pair")
     parser.add_argument("--steps", type=int, default=DEFAULT_SAMPLER["steps"], help="DDIM steps")
     parser.add_argument("--cfg", type=float, default=DEFAULT_SAMPLER["cfg_scale"],
@@ -125,7 +127,12 @@ def main(argv=None) -> int:
     parser.add_argument("--copies", type=int, default=8, help="views per quarter turn and offset")
     args = parser.parse_args(argv)
 
-    prior = load_prior(args.prior, "cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        prior = load_prior(None if args.prior in (None, BUILTIN) else args.prior,
+                           "cuda" if torch.cuda.is_available() else "cpu")
+    except Text3DError as err:
+        print(f"error: --prior: {err}", file=sys.stderr)
+        return 2
     if args.pose_probe:
         for pair in args.pose_probe:
             pose_probe(prior, pair, args.probe_samples, args.seed, args.steps, args.cfg, args.eta)

@@ -104,3 +104,11 @@ def test_outline_profile_command_names_a_folder_that_is_not_a_run(tmp_path, caps
     assert main(["--outline-profile", "red cube", "--run", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and str(tmp_path) in err and "config.yaml" in err
+
+
+def test_eval_prior_samples_names_a_missing_prior_in_one_line(tmp_path, capsys):
+    from eval_prior_samples import main
+
+    assert main(["--prior", str(tmp_path / "nowhere"), "--outline-profile", "red cube"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith("error: --prior:") and "train-prior" in err

@@ -290,7 +290,7 @@ def load_prior(folder: Optional[Path | str] = None, device: torch.device | str =
     if not meta_path.is_file():
         raise ModelNotFoundError(
             f"no shapes prior in {folder} (no {META_FILE}); train one with "
-            f"`text3d train-prior configs/train-prior.yaml` (about 1.5 h on 2 CPU cores)")
+            f"`text3d train-prior configs/train-prior.yaml` (about 35 min on 2 CPU cores)")
     meta = read_json_object(meta_path, ModelNotFoundError,
                             "restore the folder, or train a prior with `text3d train-prior configs/train-prior.yaml`")
     if meta.get("format_version") != PRIOR_FORMAT_VERSION:

@@ -39,6 +39,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Optional, Tuple
 
 import torch
 
@@ -49,6 +50,7 @@ from text3d.prior_eval import (area_ratio, evaluate_prior, evaluation_cameras, i
                                prior_camera_model)
 from text3d.prior_model import DEFAULT_SAMPLER, load_prior, sample
 from text3d.run import open_run
+from text3d.shapes import COLOUR_NAMES, SHAPES, parse_prompt
 
 
 def pose_probe(prior, pair: str, n: int, seed: int, steps: int, cfg: float, eta: float) -> None:
@@ -99,6 +101,34 @@ def outline_profile(prior, pair: str, runs: list, elevations: list, offsets: lis
     return torch.stack(shown)
 
 
+def parse_pair(text: str, flag: str) -> Optional[Tuple[str, str]]:
+    """``(shape, colour)`` of a ``"<colour> <shape>"`` argument, or None after a one-line error."""
+    parsed = parse_prompt(text)
+    if parsed is None:
+        print(f"error: {flag}: {text!r} is not '<colour> <shape>', e.g. 'orange pyramid' "
+              f"(shapes: {', '.join(SHAPES)}; colours: {', '.join(COLOUR_NAMES)})", file=sys.stderr)
+    return parsed
+
+
+def outline_profile_command(prior, args) -> int:
+    """``--outline-profile``: check the pair and the run folders (a one-line error, exit 2), then print."""
+    parsed = parse_pair(args.outline_profile, "--outline-profile")
+    if parsed is None:
+        return 2
+    try:
+        runs = [open_run(None, [f"resume={d}"], prior=None) for d in args.run]
+    except Text3DError as err:
+        print(f"error: --run: {err}", file=sys.stderr)
+        return 2
+    shape, colour = parsed
+    sampler = {"steps": args.steps, "cfg_scale": args.cfg, "eta": args.eta}
+    shown = outline_profile(prior, f"{colour} {shape}", runs, args.elevations, args.offsets, args.copies, args.seed,
+                            sampler)
+    if args.grid:  # a row per (elevation, source), a column per offset; 4x nearest-neighbour
+        write_grid(args.grid, shown.repeat_interleave(4, dim=2).repeat_interleave(4, dim=3), len(args.offsets))
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--prior", default=None,
@@ -134,21 +164,14 @@ def main(argv=None) -> int:
         print(f"error: --prior: {err}", file=sys.stderr)
         return 2
     if args.pose_probe:
-        for pair in args.pose_probe:
-            pose_probe(prior, pair, args.probe_samples, args.seed, args.steps, args.cfg, args.eta)
+        pairs = [parse_pair(pair, "--pose-probe") for pair in args.pose_probe]
+        if None in pairs:
+            return 2
+        for shape, colour in pairs:
+            pose_probe(prior, f"{colour} {shape}", args.probe_samples, args.seed, args.steps, args.cfg, args.eta)
         return 0
     if args.outline_profile:
-        try:
-            runs = [open_run(None, [f"resume={d}"], prior=None) for d in args.run]
-        except Text3DError as err:
-            print(f"error: {err}", file=sys.stderr)
-            return 2
-        sampler = {"steps": args.steps, "cfg_scale": args.cfg, "eta": args.eta}
-        shown = outline_profile(prior, args.outline_profile, runs, args.elevations, args.offsets, args.copies,
-                                args.seed, sampler)
-        if args.grid:  # a row per (elevation, source), a column per offset; 4x nearest-neighbour
-            write_grid(args.grid, shown.repeat_interleave(4, dim=2).repeat_interleave(4, dim=3), len(args.offsets))
-        return 0
+        return outline_profile_command(prior, args)
     t0 = time.perf_counter()
     report, images = evaluate_prior(prior, samples_per_pair=args.per_pair, steps=args.steps, cfg_scale=args.cfg,
                                     seed=args.seed, batch_size=args.batch_size, eta=args.eta)

@@ -112,3 +112,14 @@ def test_eval_prior_samples_names_a_missing_prior_in_one_line(tmp_path, capsys):
     assert main(["--prior", str(tmp_path / "nowhere"), "--outline-profile", "red cube"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and err.startswith("error: --prior:") and "train-prior" in err
+
+
+def test_outline_profile_command_names_a_pair_it_cannot_read(capsys):
+    from eval_prior_samples import main
+
+    assert main(["--outline-profile", "pyramid"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "'pyramid'" in err and "<colour> <shape>" in err and "orange" in err
+    assert main(["--pose-probe", "red cube", "a cube"]) == 2  # checked before any pair is sampled
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith("error: --pose-probe: 'a cube'")

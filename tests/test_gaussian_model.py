@@ -180,3 +180,41 @@ def test_init_from_a_nerf_run_samples_where_the_density_is(tmp_path, tiny_sd_dir
         uniform = nerf.density((torch.rand(500, 3, generator=g) * 2 - 1) * nerf.radius).view(-1)
     assert model.num_gaussians == 500
     assert at_points.median() > 2 * uniform.median()  # drawn where the field is dense (the density blob)
+
+
+def test_flatten_shrinks_the_shortest_axis_everywhere_it_is_drawn_or_written(tmp_path):
+    """geometry.flatten: the shortest axis times the factor, in scales(), in the .ply (read back by the
+    reader other tools use) and in renders: a flat disc seen edge-on covers a sliver of what it
+    covers face-on, a round Gaussian the same from both sides."""
+    from text3d.cameras import orbit_cameras
+    from text3d.renderers.gaussians import rasterize_gaussians
+
+    def one(flatten):
+        model = GaussianModel(GaussianGeometryConfig(num_points=1, seed=0, flatten=flatten))
+        with torch.no_grad():
+            model.means.zero_()
+            model.quats.copy_(torch.tensor([[1.0, 0.0, 0.0, 0.0]]))
+            model.log_scales.copy_(torch.log(torch.tensor([[0.2, 0.19, 0.21]])))
+            model.opacity_logits.fill_(5.0)
+        return model
+
+    flat = one(0.1)
+    torch.testing.assert_close(flat.scales(), torch.tensor([[0.2, 0.019, 0.21]]))
+    torch.testing.assert_close(one(1.0).scales(), torch.tensor([[0.2, 0.19, 0.21]]))
+    write_ply(tmp_path / "g.ply", model_params(flat))
+    params, _ = read_ply(tmp_path / "g.ply")
+    torch.testing.assert_close(params["log_scales"].exp(), flat.scales().detach())
+
+    def covered(model, azimuth):  # the disc's normal is y: azimuth 90 looks along it, 0 across it
+        cams = orbit_cameras(torch.tensor([azimuth]), torch.tensor([0.0]), torch.tensor([3.0]), torch.tensor([32.0]),
+                             64, 64)
+        with torch.no_grad():
+            _, alpha, _ = rasterize_gaussians(model.means, model.quats, model.scales(), model.opacities(),
+                                              model.base_colors(), cams.viewmats(), cams.intrinsics(), 64, 64,
+                                              backend="torch")
+        return float((alpha > 0.5).sum())
+
+    assert covered(flat, 0.0) < 0.3 * covered(flat, 90.0)
+    round_ = one(1.0)
+    assert abs(covered(round_, 0.0) - covered(round_, 90.0)) <= 0.1 * covered(round_, 90.0)
+    assert covered(flat, 90.0) == covered(round_, 90.0)  # face-on the disc is the round Gaussian's outline

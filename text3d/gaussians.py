@@ -87,6 +87,10 @@ class GaussianGeometryConfig:
     """Steps between opacity resets to ``2 * prune_opacity`` (3DGS: 3000); 0 = never."""
     max_gaussians: int = bounded(100000, lo=1)
     """Densification stops adding Gaussians beyond this count."""
+    flatten: float = bounded(1.0, lo=0, hi=1, lo_open=True)
+    """Factor on each Gaussian's shortest axis: 1 = off; 0.1 draws flat, 2DGS-like surfels whose
+    shortest axis is a normal. It applies wherever the Gaussians are drawn or exported, and
+    ``gaussians.ply`` holds the flattened scales, so other tools see what was drawn."""
     seed: Optional[int] = bounded(None, lo=0)
     """Seed of the initialisation; ``None`` = drawn from the caller's RNG state (a run seeds it)."""
 
@@ -134,7 +138,12 @@ class GaussianModel(nn.Module):
         return int(self.means.shape[0])
 
     def scales(self) -> Tensor:
-        return torch.exp(self.log_scales)
+        """``[N, 3]`` standard deviations along the axes, the shortest times ``flatten``."""
+        scales = torch.exp(self.log_scales)
+        if self.cfg.flatten == 1.0 or scales.shape[0] == 0:
+            return scales
+        shortest = F.one_hot(scales.argmin(dim=-1), 3).bool()
+        return torch.where(shortest, scales * self.cfg.flatten, scales)
 
     def opacities(self) -> Tensor:
         return torch.sigmoid(self.opacity_logits)
@@ -402,7 +411,12 @@ def _sample_nerf(run_dir: Path, n: int, generator: torch.Generator, resolution: 
 
 
 def model_params(model: GaussianModel) -> Dict[str, Tensor]:
-    return {name: getattr(model, name) for name in PARAM_NAMES}
+    """The parameters as drawn, in 3DGS's unconstrained form: ``log_scales`` are those of
+    :meth:`GaussianModel.scales` (flattened), for a ``.ply`` or an export."""
+    params = {name: getattr(model, name) for name in PARAM_NAMES}
+    if model.cfg.flatten != 1.0:
+        params["log_scales"] = torch.log(model.scales())
+    return params
 
 
 # --------------------------------------------------------------------------------------------

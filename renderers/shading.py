@@ -2,14 +2,16 @@
 
 ``diffuse-with-point-light`` is DreamFusion's shading: Lambertian under one point light plus an
 ambient term, randomly switched between three modes during training so the geometry is judged
-both with and without its texture. ``no-material`` returns the albedo.
+both with and without its texture. ``no-material`` returns the albedo. ``camera-light`` shades 3D
+Gaussians the way the embedded shapes prior's images are lit: a directional light fixed to the
+camera plus an ambient term, on each Gaussian's shortest axis as its normal.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from typing import Optional
+from dataclasses import dataclass, field
+from typing import List, Optional
 
 import torch
 import torch.nn.functional as F
@@ -142,3 +144,52 @@ class NoMaterial(nn.Module):
               mode: str = "albedo") -> Tensor:
         """``albedo [N, 3]`` unchanged, whatever ``mode``."""
         return albedo
+
+
+@dataclass
+class CameraLightConfig:
+    """A directional light fixed to the camera plus ambient light: the embedded shapes prior's world
+    (its defaults are :data:`text3d.shapes.LIGHT_DIR_CAMERA` and :data:`text3d.shapes.AMBIENT`)."""
+
+    type: str = "camera-light"
+    """Material type; ``camera-light`` (3D Gaussians only)."""
+    direction: List[float] = field(default_factory=lambda: [-0.4, 0.6, 1.0])
+    """Direction towards the light in the camera frame (x right, y up, z towards the viewer)."""
+    ambient: float = bounded(0.35, lo=0, hi=1)
+    """Ambient share: colour = albedo * (ambient + (1 - ambient) * max(0, n . l))."""
+
+
+@MATERIALS.register("camera-light", CameraLightConfig)
+class CameraLight(nn.Module):
+    """Lit (``diffuse``) in every training step, unlit (``albedo``) where a caller asks for the albedo
+    (evaluation views, turntables). Draws no random numbers."""
+
+    def __init__(self, cfg: CameraLightConfig):
+        super().__init__()
+        if len(cfg.direction) != 3 or not any(cfg.direction):
+            raise ConfigError(f"material.direction: a non-zero [x, y, z] in the camera frame, got {cfg.direction}")
+        self.cfg = cfg
+
+    def choose_mode(self, step: int, generator: Optional[torch.Generator] = None) -> str:
+        return "diffuse"
+
+    def needs_normal(self, mode: str) -> bool:
+        _check_mode(mode)
+        return mode != "albedo"
+
+    def shade(self, albedo: Tensor, normal: Optional[Tensor], points: Tensor, light_positions: Tensor,
+              mode: str = "albedo") -> Tensor:
+        if mode == "albedo":
+            return albedo
+        raise ConfigError("material.type: camera-light shades 3D Gaussians (renderer.type: gaussian-splatting); "
+                          "a NeRF takes diffuse-with-point-light or no-material")
+
+    def gaussian_colors(self, albedo: Tensor, normals: Tensor, means: Tensor, c2w: Tensor) -> Tensor:
+        """``[C, N, 3]`` colours of ``N`` Gaussians (``albedo``, unit ``normals``, ``means`` ``[N, 3]``)
+        seen by ``C`` cameras (``c2w`` ``[C, 4, 4]``): each normal is turned towards the camera."""
+        light = F.normalize(torch.tensor(self.cfg.direction, dtype=albedo.dtype, device=albedo.device), dim=0)
+        light_world = c2w[:, :3, :3] @ light  # [C, 3]
+        to_camera = c2w[:, None, :3, 3] - means[None]  # [C, N, 3]
+        n = normals[None] * torch.where((normals[None] * to_camera).sum(-1, keepdim=True) < 0, -1.0, 1.0)
+        cos = (n * light_world[:, None, :]).sum(-1, keepdim=True).clamp_min(0.0)
+        return albedo[None] * (self.cfg.ambient + (1 - self.cfg.ambient) * cos)

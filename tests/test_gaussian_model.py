@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -218,3 +219,51 @@ def test_flatten_shrinks_the_shortest_axis_everywhere_it_is_drawn_or_written(tmp
     round_ = one(1.0)
     assert abs(covered(round_, 0.0) - covered(round_, 90.0)) <= 0.1 * covered(round_, 90.0)
     assert covered(flat, 90.0) == covered(round_, 90.0)  # face-on the disc is the round Gaussian's outline
+
+
+def test_camera_light_shades_a_disc_as_the_prior_world_is_lit():
+    """camera-light: a flat Gaussian facing the camera gets albedo * (0.35 + 0.65 l_z), l the prior's
+    camera-frame light (closed form); seen from behind, its normal turns to the camera; its defaults
+    are the shapes prior's own constants; the albedo mode is unlit."""
+    from text3d.cameras import orbit_cameras
+    from text3d.renderers.shading import CameraLight, CameraLightConfig
+    from text3d.shapes import AMBIENT, LIGHT_DIR_CAMERA
+
+    cfg = CameraLightConfig()
+    assert tuple(cfg.direction) == tuple(LIGHT_DIR_CAMERA) and cfg.ambient == AMBIENT
+    model = GaussianModel(GaussianGeometryConfig(num_points=1, seed=0, flatten=0.1))
+    with torch.no_grad():
+        model.means.zero_()
+        model.quats.copy_(torch.tensor([[1.0, 0.0, 0.0, 0.0]]))
+        model.log_scales.copy_(torch.log(torch.tensor([[0.2, 0.1, 0.21]])))  # shortest axis: y
+    torch.testing.assert_close(model.normals().abs(), torch.tensor([[0.0, 1.0, 0.0]]))
+    cams = orbit_cameras(torch.tensor([90.0, -90.0]), torch.zeros(2), torch.full((2,), 3.0), torch.full((2,), 32.0),
+                         8, 8)  # on the +y and -y axes: face-on from both sides
+    albedo = torch.tensor([[0.8, 0.4, 0.2]])
+    colors = CameraLight(cfg).gaussian_colors(albedo, model.normals(), model.means, cams.c2w)
+    l_z = 1.0 / math.sqrt(0.4 ** 2 + 0.6 ** 2 + 1.0)
+    expected = albedo * (AMBIENT + (1 - AMBIENT) * l_z)
+    torch.testing.assert_close(colors, expected.expand(2, 1, 3))
+    light = CameraLight(cfg)
+    assert light.choose_mode(0) == "diffuse"
+    torch.testing.assert_close(light.shade(albedo, None, torch.zeros(1, 3), torch.zeros(1, 3), "albedo"), albedo)
+    with pytest.raises(ConfigError, match="camera-light shades 3D Gaussians"):
+        light.shade(albedo, None, torch.zeros(1, 3), torch.zeros(1, 3), "diffuse")
+
+
+def test_gaussian_renderer_shades_training_views_and_not_albedo_views():
+    from text3d.cameras import orbit_cameras
+    from text3d.gaussians import GaussianRenderer, GaussianRendererConfig
+    from text3d.renderers.shading import CameraLight, CameraLightConfig, NoMaterial, NoMaterialConfig
+
+    model = GaussianModel(GaussianGeometryConfig(num_points=200, seed=0, flatten=0.1))
+    cams = orbit_cameras(torch.tensor([30.0]), torch.tensor([20.0]), torch.tensor([3.0]), torch.tensor([32.0]), 16, 16)
+    bg = lambda dirs, train=True, generator=None: torch.ones_like(dirs)  # noqa: E731
+    render = GaussianRenderer(GaussianRendererConfig(backend="torch"))
+    with torch.no_grad():
+        plain = render(model, NoMaterial(NoMaterialConfig()), bg, cams, mode="albedo")
+        unlit = render(model, CameraLight(CameraLightConfig()), bg, cams, mode="albedo")
+        lit = render(model, CameraLight(CameraLightConfig()), bg, cams, mode="diffuse")
+    torch.testing.assert_close(unlit["rgb"], plain["rgb"])
+    torch.testing.assert_close(lit["opacity"], plain["opacity"])  # shading changes colour, not coverage
+    assert (lit["rgb"] <= plain["rgb"] + 1e-6).all() and (lit["rgb"] < plain["rgb"] - 1e-3).any()

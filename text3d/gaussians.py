@@ -145,6 +145,15 @@ class GaussianModel(nn.Module):
         shortest = F.one_hot(scales.argmin(dim=-1), 3).bool()
         return torch.where(shortest, scales * self.cfg.flatten, scales)
 
+    def normals(self) -> Tensor:
+        """``[N, 3]`` unit world direction of each Gaussian's shortest axis (either sign): a flat
+        Gaussian's normal."""
+        from text3d.renderers.gaussians import quat_to_rotmat
+
+        axes = quat_to_rotmat(self.quats)  # columns are the axes
+        shortest = self.scales().argmin(dim=-1)
+        return axes.gather(2, shortest[:, None, None].expand(-1, 3, 1))[..., 0]
+
     def opacities(self) -> Tensor:
         return torch.sigmoid(self.opacity_logits)
 
@@ -450,6 +459,23 @@ class GaussianRenderer(nn.Module):
     def update_occupancy(self, *args, **kwargs) -> None:
         """Nothing to maintain (the NeRF renderer's occupancy grid has no Gaussian counterpart)."""
 
+    @staticmethod
+    def _colors(field: "GaussianModel", material: nn.Module, cameras: Cameras, mode: str):
+        """The Gaussians' own colours (or SH), or per-camera colours of a material that shades Gaussians."""
+        from text3d.renderers.shading import NoMaterial
+
+        shades = getattr(material, "gaussian_colors", None)
+        if not isinstance(material, NoMaterial) and shades is None:
+            raise ConfigError("material.type: the gaussian-splatting renderer draws the Gaussians' own colours or "
+                              "shades them with camera-light; set material.type: no-material or camera-light")
+        deg = field.cfg.sh_degree
+        if shades is None or mode == "albedo":
+            return (field.base_colors(), None) if deg == 0 else (field.sh(), deg)
+        if deg != 0:
+            raise ConfigError(f"material.type: camera-light shades view-independent colours; set geometry.sh_degree: 0 "
+                              f"(got {deg})")
+        return shades(field.base_colors(), field.normals(), field.means, cameras.c2w), None
+
     def forward(self, field: nn.Module, material: nn.Module, background: nn.Module, cameras: Cameras,
                 mode: str = "albedo", generator: Optional[torch.Generator] = None,
                 train: bool = True) -> Dict[str, Tensor]:
@@ -458,13 +484,8 @@ class GaussianRenderer(nn.Module):
         if not isinstance(field, GaussianModel):
             raise ConfigError(f"renderer.type: gaussian-splatting draws geometry.type gaussians, "
                               f"not {type(field).__name__}")
-        from text3d.renderers.shading import NoMaterial
-
-        if not isinstance(material, NoMaterial):
-            raise ConfigError("material.type: the gaussian-splatting renderer draws the Gaussians' own colours; "
-                              "set material.type: no-material")
-        cfg, deg = self.cfg, field.cfg.sh_degree
-        colors, sh_degree = (field.base_colors(), None) if deg == 0 else (field.sh(), deg)
+        cfg = self.cfg
+        colors, sh_degree = self._colors(field, material, cameras, mode)
         img, alpha, meta = rasterize_gaussians(
             field.means, field.quats, field.scales(), field.opacities(), colors, cameras.viewmats(),
             cameras.intrinsics(), cameras.width, cameras.height, near_plane=cfg.near_plane,

@@ -9,7 +9,8 @@ from types import SimpleNamespace
 
 import torch
 
-from text3d.outline_profile import finest_resolution, outline_stats, outlines, run_views, symmetric_cameras, true_views
+from text3d.cameras import finest_resolution
+from text3d.outline_profile import outline_stats, outlines, run_views, symmetric_cameras, true_views
 from text3d.shapes import render_shapes
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))

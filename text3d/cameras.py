@@ -12,7 +12,7 @@ Conventions (the same as threestudio and DreamFusion, so their presets carry ove
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import List, Optional, Tuple
+from typing import Any, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -196,6 +196,12 @@ class RandomCameraConfig:
     """Field of view (degrees) for validation views and the turntable."""
     eval_elevation: float = bounded(15.0, lo=-90, hi=90)
     """Elevation (degrees) of validation views and the turntable."""
+
+
+def finest_resolution(cameras_cfg: Any) -> int:
+    """The largest render side a run's ``cameras`` config trains at: its ``height`` or any of its
+    ``resolutions`` (raises AttributeError / TypeError / ValueError on a config that does not say)."""
+    return max([int(cameras_cfg.height), *[int(r) for r in (getattr(cameras_cfg, "resolutions", None) or [])]])
 
 
 def _uniform(lo_hi: List[float], n: int, generator: torch.Generator) -> Tensor:

@@ -11,19 +11,21 @@ cameras:
 - the true shape (:func:`true_views`, the exact renderer of :mod:`text3d.shapes`).
 
 Each gives ``[B, 3, H, W]`` images in [0, 1]; their outlines are one mask rule
-(:func:`text3d.prior_eval.object_mask`) for all three, so the rule's own bias cancels in a ratio. Cameras sit at fixed azimuth offsets from a symmetry of
-the shape (every quarter turn for a square pyramid or a cube, :func:`symmetric_cameras`): offset 0 is
-face-on, 45 corner-on, and every copy of a view looks at an identical true outline.
+(:func:`text3d.prior_eval.object_mask`) for all three, so the rule's own bias cancels in a ratio.
+Cameras sit at fixed azimuth offsets from a symmetry of the shape (every quarter turn for a square
+pyramid or a cube, :func:`symmetric_cameras`): offset 0 is face-on, 45 corner-on, and every copy of a
+view looks at an identical true outline.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Dict, Optional, Sequence
 
 import torch
 from torch import Tensor
 
-from .cameras import Cameras, orbit_cameras
+from .cameras import Cameras, finest_resolution, orbit_cameras
 from .prior_eval import object_mask
 from .shapes import render_shapes
 
@@ -77,16 +79,11 @@ def prior_views(prior: Any, prompt: str, cameras: Cameras, generator: torch.Gene
     return sample(prior, [prompt] * len(cameras), cameras, generator=generator, **sampler).float().cpu().clamp(0, 1)
 
 
-def finest_resolution(cameras_cfg: Any) -> int:
-    """The largest render side a run trained at: its ``height`` or any of its ``resolutions``."""
-    return max([int(cameras_cfg.height), *[int(r) for r in (getattr(cameras_cfg, "resolutions", None) or [])]])
-
-
 @torch.no_grad()
 def run_views(run: Any, cameras: Cameras, render_resolution: Optional[int] = None) -> Tensor:
-    """``run``'s renders as the prior saw them: rendered at
-    ``render_resolution`` (by default the run's finest training resolution) from the same poses as
-    ``cameras`` and resized to their resolution the way training resizes renders.
+    """``run``'s renders as the prior saw them: rendered at ``render_resolution`` (by default the run's
+    finest training resolution) from the same poses as ``cameras`` and resized to their resolution the
+    way training resizes renders.
 
     ``run``: anything with a ``render_views(cameras, mode)`` of :class:`text3d.run.Run` (its views'
     ``rgb`` are composited on the run's background) and, without ``render_resolution``, a ``cfg``.
@@ -95,8 +92,7 @@ def run_views(run: Any, cameras: Cameras, render_resolution: Optional[int] = Non
 
     size = cameras.height
     res = render_resolution or finest_resolution(run.cfg.cameras)
-    fine = Cameras(cameras.c2w, cameras.fovy, res, res, cameras.azimuth, cameras.elevation, cameras.distance,
-                   cameras.light_positions)
+    fine = dataclasses.replace(cameras, width=res, height=res)
     views = run.render_views(fine, mode="albedo")
     images = torch.stack([v["rgb"] for v in views]).permute(0, 3, 1, 2).float().clamp(0, 1)
     return resize_square(images, size)

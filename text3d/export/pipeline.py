@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from .. import __version__
+from ..cameras import finest_resolution
 from ..config import EXPORT_FORMATS, ExportConfig, check_export_config
 from ..errors import RunDirError
 from ..io import staged_folder, write_json
@@ -118,14 +119,14 @@ def supervised_pixel(cameras: Any) -> Optional[float]:
     (``2 d tan(fovy / 2) / height``), or None if the cameras config does not say. Detail smaller than
     this never showed in a render, so the field is not constrained there."""
     try:
-        heights = [int(cameras.height), *[int(r) for r in (getattr(cameras, "resolutions", None) or [])]]
+        height = finest_resolution(cameras)
         distance = float(min(cameras.distance_range))
         fovy = math.radians(float(min(cameras.fovy_range)))
     except (AttributeError, TypeError, ValueError):
         return None
-    if distance <= 0 or not 0 < fovy < math.pi or max(heights) <= 0:
+    if distance <= 0 or not 0 < fovy < math.pi or height <= 0:
         return None
-    return 2.0 * distance * math.tan(fovy / 2) / max(heights)
+    return 2.0 * distance * math.tan(fovy / 2) / height
 
 
 def settings_for_run(settings: ExportConfig, cfg: Any) -> ExportConfig:

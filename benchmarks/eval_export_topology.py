@@ -223,14 +223,47 @@ def export_analytic(shape: str, setting: str, pore_size: Optional[float], out: P
     return row_of(name, "analytic", shape, setting, json.loads(result.manifest.read_text()))
 
 
-def find_run(root: Path, config: str, prompt: str) -> Optional[Path]:
-    """The newest trained run of ``prompt`` with ``config`` under ``root`` (a checkpoint in it), or None."""
+RUN_KEYS = ("prompt", "seed", "output_dir", "resume", "export", "device", "trainer")
+"""Config keys a planned run may differ in from its preset: what it is, where it went, and what it
+wrote besides the model (the rest must match, or the run is stale)."""
+
+
+def trained_with(run: Path, config: str, seed: Optional[int] = None) -> bool:
+    """Whether ``run`` was trained with the current ``config`` (every key but :data:`RUN_KEYS` equal)
+    and, if given, ``seed``."""
+    from text3d.config import load_config, to_dict
+
+    saved = run / "config.yaml"
+    if not saved.is_file():
+        return False
+    ours, theirs = to_dict(load_config(REPO / config)), to_dict(load_config(saved))
+    same = all(ours.get(k) == theirs.get(k) for k in set(ours) | set(theirs) if k not in RUN_KEYS)
+    return same and (seed is None or theirs["seed"] == seed)
+
+
+def finished(run: Path) -> bool:
+    """Whether ``run`` holds a checkpoint of its config's last step (trained to the end)."""
+    from text3d.config import load_config
+
+    saved = run / "config.yaml"
+    return saved.is_file() and (run / "ckpts" / f"step-{load_config(saved).steps:06d}").is_dir()
+
+
+def find_run(root: Path, config: str, prompt: str, seed: Optional[int] = None) -> Optional[Path]:
+    """The newest finished run (a checkpoint of its last step) of ``prompt`` under ``root`` trained with
+    the current ``config`` (and ``seed``), or None; other runs are passed over, with a line."""
     from text3d.config import load_config
     from text3d.paths import safe_component
 
     name = safe_component(load_config(REPO / config).name)
     runs = sorted((root / name).glob(safe_component(prompt) + "@*"), reverse=True)
-    return next((r for r in runs if any((r / "ckpts").glob("*")) or any((r / "checkpoints").glob("*"))), None)
+    for run in runs:
+        if not finished(run):
+            continue
+        if trained_with(run, config, seed):
+            return run
+        print(f"passed over: {run} was trained with another {config} or seed", flush=True)
+    return None
 
 
 def train_run(root: Path, config: str, prompt: str, seed: int) -> Path:
@@ -240,7 +273,7 @@ def train_run(root: Path, config: str, prompt: str, seed: int) -> Path:
             f"output_dir={root}", "export.enabled=false"]
     print(f"training {prompt!r} ({config}, seed {seed})", flush=True)
     subprocess.run(argv, check=True, env=env, stdout=subprocess.DEVNULL)
-    found = find_run(root, config, prompt)
+    found = find_run(root, config, prompt, seed)
     if found is None:
         raise RuntimeError(f"no run of {prompt!r} under {root} after training")
     return found
@@ -250,7 +283,7 @@ def planned_runs(root: Path, train: bool) -> List[Path]:
     """The :data:`PLAN`'s run folders (trained when missing and ``train``; skipped, with a line, otherwise)."""
     runs = []
     for config, prompt, seed in PLAN:
-        found = find_run(root, config, prompt)
+        found = find_run(root, config, prompt, seed)
         if found is None and train:
             found = train_run(root, config, prompt, seed)
         if found is None:

@@ -346,9 +346,9 @@ def test_pore_size_of_a_run_is_two_pixels_of_its_finest_training_render_for_a_ne
     nerf = resolve(load_raw(configs / "quickstart.yaml"))
     gauss = resolve(load_raw(configs / "quickstart-gaussians.yaml"))
     assert supervised_pixel(nerf.cameras) == pytest.approx(2 * 3.0 * math.tan(math.radians(16)) / 32)
-    assert supervised_pixel(gauss.cameras) == pytest.approx(2 * 3.0 * math.tan(math.radians(16)) / 64)
+    assert supervised_pixel(gauss.cameras) == pytest.approx(2 * 3.0 * math.tan(math.radians(16)) / 128)
     assert settings_for_run(ExportConfig(), nerf).pore_size == pytest.approx(2 * 0.053765, abs=2e-6)
-    assert settings_for_run(ExportConfig(), gauss).pore_size == pytest.approx(0.053765 / 2, abs=2e-6)
+    assert settings_for_run(ExportConfig(), gauss).pore_size == pytest.approx(0.053765 / 4, abs=2e-6)
     assert settings_for_run(ExportConfig(pore_size=0.0), nerf).pore_size == 0.0  # a given one is kept
 
 
@@ -539,3 +539,33 @@ def test_volume_tolerances_match_the_sphere_in_closed_form():
     assert sphere["prior_pixels"] == pytest.approx(sphere["offset"] / (6 * math.tan(math.radians(16)) / 32), rel=1e-6)
     offsets = [r["offset"] for r in rows]
     assert offsets == sorted(offsets) and rows[-1]["shape"] == "sphere"
+
+
+def _fake_run(root, preset, prompt, seed, *overrides, last_step=True):
+    """A run folder as ``text3d run`` leaves it: its resolved config and the checkpoint folders."""
+    from text3d.config import load_config, to_yaml
+
+    cfg = load_config(preset, [f"prompt={prompt}", f"seed={seed}", *overrides])
+    run = root / "quickstart-gaussians" / f"{prompt.replace(' ', '_')}@2026112{len(list(root.rglob('*@*')))}"
+    (run / "ckpts" / f"step-{cfg.steps - 50:06d}").mkdir(parents=True)
+    if last_step:
+        (run / "ckpts" / f"step-{cfg.steps:06d}").mkdir()
+    (run / "config.yaml").write_text(to_yaml(cfg))
+    return run
+
+
+def test_the_eval_reuses_only_finished_runs_of_the_current_preset_and_seed(tmp_path, capsys):
+    """``eval_export_topology.find_run``: a run of an older preset (another ambient light), of another seed
+    or stopped before its last step is passed over; the newest one that matches is taken, whatever
+    it wrote besides the model (trainer, export keys)."""
+    ev = _topology_eval()
+    preset = Path(__file__).resolve().parents[1] / ev.GAUSSIANS
+    prompt = "a pink capsule"
+    assert ev.find_run(tmp_path, ev.GAUSSIANS, prompt, 0) is None
+    good = _fake_run(tmp_path, preset, prompt, 0, "trainer.turntable_frames=0", "export.enabled=false")
+    _fake_run(tmp_path, preset, prompt, 0, "material.ambient=0.35")
+    _fake_run(tmp_path, preset, prompt, 1)
+    _fake_run(tmp_path, preset, prompt, 0, last_step=False)
+    assert ev.find_run(tmp_path, ev.GAUSSIANS, prompt, 0) == good
+    assert capsys.readouterr().out.count("passed over") == 2  # the unfinished one is skipped silently
+    assert ev.find_run(tmp_path, ev.GAUSSIANS, prompt, 2) is None

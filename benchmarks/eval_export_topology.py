@@ -75,6 +75,7 @@ def row_of(name: str, kind: str, shape: Optional[str], setting: str, manifest: D
 
 
 def export_run(run: Path, setting: str, pore_size: Optional[float], out: Path) -> Dict[str, Any]:
+    from text3d.cameras import finest_resolution
     from text3d.config import ExportConfig
     from text3d.export import export_run_dir
     from text3d.rundir import run_config
@@ -89,7 +90,7 @@ def export_run(run: Path, setting: str, pore_size: Optional[float], out: Path) -
     row = row_of(name, kind, parsed[0] if parsed else None, setting, json.loads(result.manifest.read_text()))
     row["path"], row["seed"] = str(run), cfg.seed
     if kind == "gaussians" and row["shape"] is not None:
-        row.update(outline_figures(run, row["shape"], out / "mesh.glb"))
+        row.update(outline_figures(run, row["shape"], out / "mesh.glb", size=finest_resolution(cfg.cameras)))
     metrics = run / "metrics.json"  # the run's own renders vs the analytic shape's (text3d.scene_eval)
     row["run_iou"] = json.loads(metrics.read_text()).get("silhouette_iou") if metrics.is_file() else None
     return row
@@ -150,7 +151,8 @@ def outline_figures(run: Path, shape: str, glb: Optional[Path] = None, n_views: 
                     size: int = 64) -> Dict[str, Any]:
     """A Gaussian run's own outline against the analytic shape's, from all around (the turntable of
     ``metrics.json`` stays at 15 degrees elevation and never looks through a torus's hole): ``n_views``
-    renders (:func:`outline_cameras`) at ``size`` pixels (its training pixel), silhouettes at alpha >= 0.5
+    renders (:func:`outline_cameras`) at ``size`` pixels (pass its finest training resolution: the
+    rasteriser's 0.3 px² low-pass widens flat Gaussians by a coarser pixel's share), silhouettes at alpha >= 0.5
     vs analytic coverage >= 0.5. ``outline_iou`` (mean) and ``outline_ratio`` (run outline area / analytic
     outline area, summed over the views): the export can only be as close to the analytic shape as what
     the run draws. ``hull_volume_ratio``: the volume of the visual hull of those renders (:func:`hull_volume`)

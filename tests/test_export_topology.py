@@ -338,7 +338,7 @@ def test_a_bad_pore_size_is_one_line_and_writes_nothing(tmp_path, capsys, argv, 
     assert not out.exists()
 
 
-def test_pore_size_of_a_run_is_two_pixels_of_its_finest_training_render_for_a_nerf_one_for_gaussians():
+def test_pore_size_of_a_run_is_two_pixels_of_its_finest_training_render():
     from text3d.config import load_raw, resolve
     from text3d.export.pipeline import settings_for_run, supervised_pixel
 
@@ -348,7 +348,7 @@ def test_pore_size_of_a_run_is_two_pixels_of_its_finest_training_render_for_a_ne
     assert supervised_pixel(nerf.cameras) == pytest.approx(2 * 3.0 * math.tan(math.radians(16)) / 32)
     assert supervised_pixel(gauss.cameras) == pytest.approx(2 * 3.0 * math.tan(math.radians(16)) / 128)
     assert settings_for_run(ExportConfig(), nerf).pore_size == pytest.approx(2 * 0.053765, abs=2e-6)
-    assert settings_for_run(ExportConfig(), gauss).pore_size == pytest.approx(0.053765 / 4, abs=2e-6)
+    assert settings_for_run(ExportConfig(), gauss).pore_size == pytest.approx(2 * 0.053765 / 4, abs=2e-6)
     assert settings_for_run(ExportConfig(pore_size=0.0), nerf).pore_size == 0.0  # a given one is kept
 
 
@@ -392,20 +392,23 @@ def export_cloud(tmp_path, cloud):
     from text3d.export.gaussians import export_gaussians
 
     settings = ExportConfig(formats=["ply"], resolution=RES, faces=4000, texture_size=0, size=0.0,
-                            pore_size=TRAIN_PIXEL)
+                            pore_size=2 * TRAIN_PIXEL)
     result = export_gaussians(cloud, settings, tmp_path, n_views=2)
     return reread(tmp_path), json.loads(result.manifest.read_text())
 
 
 def test_a_gaussian_sphere_shell_exports_as_the_sphere_its_renders_show(tmp_path):
     """Before the footprints were widened as rendered and the silhouettes filled, the carving rays
-    went in through the shell's gaps: the export was the hollow shell, not the ball."""
+    went in through the shell's gaps: the export was the hollow shell, not the ball. The two-pixel
+    probe caps the dimples between the shell's sub-pixel bumps (Gaussians 0.67 pixels apart): measured
+    1.11x the volume and 1.10x the area (a one-pixel probe: 1.09x / 1.06x)."""
     mesh, manifest = export_cloud(tmp_path, sphere_shell_cloud())
     volume, area, _ = MEASURES["sphere"]
     assert len(mesh.split(only_watertight=False)) == 1 and mesh.is_watertight and mesh.euler_number == 2
-    assert mesh.volume == pytest.approx(volume, rel=0.10)
-    assert mesh.area == pytest.approx(area, rel=0.10)
-    assert manifest["source"]["footprint_low_pass"]["pixel"] == TRAIN_PIXEL
+    assert volume <= mesh.volume <= 1.15 * volume
+    assert mesh.area == pytest.approx(area, rel=0.12)
+    assert manifest["source"]["footprint_low_pass"]["pixel"] == TRAIN_PIXEL  # half the pore size:
+    assert manifest["stages"]["carve"]["pore_size"] == 2 * TRAIN_PIXEL  # the probe is two pixels wide
     assert manifest["source"]["silhouette_fill"]["filled_nodes"] > 0
 
 
@@ -433,18 +436,21 @@ def test_a_fog_below_the_level_still_stops_a_ray_once_it_is_half_opaque():
     assert back[8:].all() and not back[:8].any()
 
 
-def test_the_hull_fill_is_continuous_so_a_finer_grid_adds_no_voxel_steps(tmp_path):
+def test_the_hull_fill_is_continuous_so_a_finer_grid_adds_no_voxel_steps(tmp_path, monkeypatch):
     """The silhouette fill raises each node to ``2 x level x`` its least alpha over the views, not to a
     binary inside/outside: the hull's surface falls between the nodes. A binary fill drew it in voxel
     steps, whose area grows as the grid refines (measured on this shell: 1.09x the sphere's area at 96
-    cells, 1.14x at 192); the continuous one gives 1.064x / 1.073x."""
+    cells, 1.14x at 192, with a one-pixel carving probe); the continuous one gives 1.064x / 1.065x.
+    The carving is left out here: its probe, a whole number of cells, is not the same width on both grids."""
+    import text3d.export.pipeline as pipeline
     from text3d.export.gaussians import export_gaussians
 
+    monkeypatch.setattr(pipeline, "carve_grid", lambda grid, pore: (grid, {"pore_size": 0.0}))
     areas = []
     for res in (RES, 2 * RES):
         out = tmp_path / str(res)
         settings = ExportConfig(formats=["ply"], resolution=res, faces=0, texture_size=0, size=0.0,
-                                pore_size=TRAIN_PIXEL)
+                                pore_size=2 * TRAIN_PIXEL)
         export_gaussians(sphere_shell_cloud(), settings, out, n_views=2)
         mesh = reread(out)
         assert mesh.is_watertight and mesh.euler_number == 2
@@ -502,7 +508,7 @@ def test_the_eval_draws_a_written_mesh_back_in_the_world_frame(tmp_path):
 
     ev = _topology_eval()
     settings = ExportConfig(formats=["glb"], resolution=64, faces=3000, texture_size=64, size=1.0,
-                            pore_size=TRAIN_PIXEL)
+                            pore_size=2 * TRAIN_PIXEL)
     export_gaussians(torus_shell_cloud(), settings, tmp_path, n_views=2)
     cams = ev.outline_cameras(8, 48)
     _, coverage = render_shading(["torus"] * 8, cams, supersample=4)

@@ -114,9 +114,6 @@ class GaussianModel(nn.Module):
     """A set of 3D Gaussians whose count changes during training (see the module docstring)."""
 
     check_config = staticmethod(_check_config)
-    export_pore_pixels = 1.0
-    """Default export pore size in training pixels (see :data:`text3d.export.pipeline.PORE_PIXELS`): one,
-    since the export widens the footprints by the rasteriser's low-pass, which closes sub-pixel gaps."""
 
     def __init__(self, cfg: GaussianGeometryConfig):
         super().__init__()

@@ -164,9 +164,11 @@ def silhouette_fill(grid: DensityGrid, cloud: GaussianCloud, pixel: float, bound
     steps: +7 % area on the quickstart's green torus at 256³).
 
     The silhouettes say nothing finer than their pixel, so ``a`` is found on every ``s``-th node of
-    the occupied nodes' box (``s`` the largest power of 2, at most 8, with ``s x spacing`` at most
-    half a pixel) and trilinearly upsampled; each view tests only the nodes no earlier view showed
-    empty (``a`` below :data:`HULL_PRUNE_ALPHA`: the empty outside goes in the first few views).
+    the occupied nodes' box (``s`` the largest power of 2, at most 8, with ``s x spacing`` at most a
+    pixel; the alpha between pixels is bilinear anyway) and trilinearly upsampled. (At most half a
+    pixel, the earlier bound, tested every node of the quickstart's Gaussian sphere at 256³ with its
+    128² renders: 22.6 s, against 3.3 s, for the same area and volume within 0.002.) Each view tests
+    only the nodes no earlier view showed empty (``a`` below :data:`HULL_PRUNE_ALPHA`: the empty outside goes in the first few views).
 
     Returns:
         What it did, for ``export.json``: views, their size, the stride, nodes raised to the level.
@@ -181,7 +183,7 @@ def silhouette_fill(grid: DensityGrid, cloud: GaussianCloud, pixel: float, bound
     size = int(min(512, max(16, math.ceil(2 * distance * math.tan(fovy / 2) / pixel))))
     views = render_views(cloud, centre, radius, n_views, size)
     stride = 1
-    while stride < 8 and 2 * stride * grid.spacing <= 0.5 * pixel:
+    while stride < 8 and 2 * stride * grid.spacing <= pixel:
         stride *= 2
     box = [np.flatnonzero(occupied.any(axis=tuple(b for b in range(3) if b != a))) for a in range(3)]
     lo_i = [max(int(b[0]) - stride, 0) for b in box]

@@ -28,8 +28,8 @@ visible tunnels (the quickstart's Gaussian torus: genus 2-5 instead of 1, volume
 same low-pass in 3D (``eps2d x pixel²`` to every covariance, opacity kept) gives a density whose
 projection is what the training renders drew (the marginal of ``Sigma + s² I`` is the projected
 covariance ``+ s² I``): gaps the renders never showed are closed, visible holes (wider than the
-footprints) stay. The pixel is :attr:`~text3d.config.ExportConfig.pore_size` (a run's finest training
-pixel; 0 = the raw Gaussians).
+footprints) stay. The pixel is half :attr:`~text3d.config.ExportConfig.pore_size` (which is two of a
+run's finest training pixels, the width of the carving probe as for a NeRF; 0 = the raw Gaussians).
 
 Silhouettes (:func:`~text3d.export.gaussian_views.silhouette_fill`): a Gaussian render is unlit (each Gaussian draws its own
 colour, no shading shows depth), so a render cannot tell a pit or tunnel through a gap in the
@@ -76,7 +76,7 @@ from ..config import ExportConfig, check_export_config
 from ..errors import Text3DError
 from text3d.renderers.gaussians import sh_dc_to_rgb
 from .grid import DensityGrid, EmptyDensityError, level_from_opacity
-from .pipeline import STEM, ExportResult, _timed, export_grid
+from .pipeline import PORE_PIXELS, STEM, ExportResult, _timed, export_grid
 # Views, colours and the silhouette fill live in gaussian_views; re-exported here, where callers found them.
 from .gaussian_views import (DEPTH_TOLERANCE, HULL_VIEWS, VIEWS, ViewColors,  # noqa: F401
                              fibonacci_directions, render_views, silhouette_fill, view_size)
@@ -404,8 +404,8 @@ def export_gaussians(cloud: GaussianCloud, settings: ExportConfig, out_dir: Path
     timings: Dict[str, float] = {}
     lo, hi = gaussian_bounds(cloud)
     pixel = footprint_pixel(settings, lo, hi)
-    if settings.pore_size is None:  # carve at the footprints' pixel (not the NeRF default of two)
-        settings = dataclasses.replace(settings, pore_size=pixel)
+    if settings.pore_size is None:  # carve with a probe of two pixels, as for a NeRF
+        settings = dataclasses.replace(settings, pore_size=PORE_PIXELS * pixel)
     grid = gaussian_grid(cloud.as_rendered(pixel), settings.resolution, settings.level, timings, pixel)
     with _timed(timings, "silhouette fill"):
         hull = silhouette_fill(grid, cloud, pixel, (lo, hi)) if pixel > 0 else {"views": 0, "filled_nodes": 0}
@@ -421,12 +421,13 @@ def export_gaussians(cloud: GaussianCloud, settings: ExportConfig, out_dir: Path
 
 
 def footprint_pixel(settings: ExportConfig, lo: np.ndarray, hi: np.ndarray) -> float:
-    """The training pixel the footprints are widened at: the pore size (a run's finest training pixel),
-    or without one :data:`~text3d.export.pipeline.DEFAULT_PORE_FRACTION` of the Gaussians' box side."""
+    """The training pixel the footprints are widened at: the pore size (the carving probe, two of a
+    run's finest training pixels) over :data:`~text3d.export.pipeline.PORE_PIXELS`, or without one
+    :data:`~text3d.export.pipeline.DEFAULT_PORE_FRACTION` of the Gaussians' box side."""
     from .pipeline import DEFAULT_PORE_FRACTION
 
     if settings.pore_size is not None:
-        return float(settings.pore_size)
+        return float(settings.pore_size) / PORE_PIXELS
     return DEFAULT_PORE_FRACTION * float((hi - lo).max())
 
 

@@ -20,11 +20,12 @@ characteristic, no non-manifold edge, watertight, area and volume within 15 %.
     python benchmarks/eval_export_topology.py --tolerances     # how close each shape's faces must sit (volume goal)
 
 Without ``--runs``, the runs of :data:`PLAN` (all 7 shapes on the NeRF quickstart, 5 prompts on the
-Gaussian one) are looked up under ``--root`` (``<root>/<config name>/<prompt slug>@<time>/`` with a
-checkpoint; the newest one) and, with ``--train``, the missing ones are trained there (about 1 min
-each alone on 2 cores, ``export.enabled=false``), so each run is trained once. Rows go to ``--json``
-(default ``benchmarks/results/export_topology.json``), merged with the rows already there (a row is
-replaced by a new one of the same run, settings and pore size). Timings on a shared machine are
+Gaussian one) are looked up under ``--root`` (``<root>/<config name>/<prompt slug>@<time>/``: the
+newest one trained to its last step with the current preset and the plan's seed, :func:`find_run`)
+and, with ``--train``, the missing ones are trained there (1-1.5 min each alone on 2 cores,
+``export.enabled=false``), so each run is trained once. Rows go to ``--json`` (default
+``benchmarks/results/export_topology.json``), merged with the rows already there (a row is replaced
+by a new one of the same kind, prompt, seed and settings). Timings on a shared machine are
 contended: compare rows of one invocation only.
 """
 
@@ -296,12 +297,12 @@ def planned_runs(root: Path, train: bool) -> List[Path]:
 
 
 def merge_rows(path: Path, rows: List[Dict[str, Any]]) -> None:
-    """Write ``rows`` to ``path`` with the rows already there that no new row replaces (same run,
-    settings and pore size)."""
+    """Write ``rows`` to ``path`` with the rows already there that no new row replaces (same kind,
+    prompt, seed, settings and pore size: a newer run of a prompt replaces the older one's rows)."""
     from text3d.io import write_json
 
     def key(r: Dict[str, Any]) -> tuple:
-        return r.get("path", r["run"]), r["settings"], r["run"]
+        return r.get("kind"), r["run"], r.get("seed"), r["settings"]
 
     old = json.loads(path.read_text()) if path.is_file() else []
     new = {key(r) for r in rows}

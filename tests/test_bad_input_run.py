@@ -131,6 +131,26 @@ def test_command_line_errors_are_one_line(tmp_path, expect_bad_input):
     expect_bad_input(["run"], "config file is needed", watch=tmp_path)
 
 
+def test_a_component_section_given_a_value_is_one_line(tmp_path, expect_bad_input):
+    """``material=no-material`` (a value for a section) used to end in a TypeError traceback."""
+    expect_bad_input(["run", REPO / "configs" / "quickstart-gaussians.yaml", "material=no-material",
+                      f"output_dir={tmp_path / 'o'}"], "material: a section of keys", "material.type=no-material",
+                     watch=tmp_path)
+
+
+def test_a_new_component_type_drops_the_old_types_settings():
+    """``material.type=no-material`` on a preset whose material has ``ambient`` (camera-light) starts the
+    section again from the new type's defaults, as ``guidance.type=`` does for edits; the preset's own
+    type keeps its settings, and an override of one of them still applies."""
+    from text3d.config import load_config
+
+    preset = REPO / "configs" / "quickstart-gaussians.yaml"
+    assert load_config(preset).material.ambient == 0.8
+    assert load_config(preset, ["material.type=no-material"]).material.type == "no-material"
+    assert load_config(preset, ["material.type=camera-light"]).material.ambient == 0.8
+    assert load_config(preset, ["material.ambient=0.5"]).material.ambient == 0.5
+
+
 def test_gaussians_from_a_nerf_run_whose_checkpoints_are_all_damaged(tiny_run_dir, tmp_path, expect_bad_input):
     run = shutil.copytree(tiny_run_dir, tmp_path / "run", symlinks=True)
     _damage_all(run)

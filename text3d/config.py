@@ -10,6 +10,7 @@ choices (:class:`text3d.errors.ConfigError`).
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
@@ -252,6 +253,14 @@ def component_type(section: str, raw: Dict[str, Any]) -> str:
     return t
 
 
+def check_is_section(name: str, raw: Any) -> None:
+    """Raise :class:`ConfigError` when component section ``name`` was given a value (``material=no-material``)."""
+    if isinstance(raw, dict):
+        return
+    example = raw if isinstance(raw, str) and re.fullmatch(r"[\w-]+", raw) else "..."
+    raise ConfigError(f"{name}: a section of keys, not a value (got {raw!r}); set its keys, e.g. {name}.type={example}")
+
+
 def resolve(raw: Dict[str, Any]) -> Config:
     """Validate a plain nested dict (YAML + overrides merged) into a :class:`Config`."""
     import text3d.components  # noqa: F401  (fills the registries)
@@ -266,6 +275,7 @@ def resolve(raw: Dict[str, Any]) -> Config:
     sections: Dict[str, Any] = {}
     for name in COMPONENT_SECTIONS:
         sec_raw = raw.get(name) or {}
+        check_is_section(name, sec_raw)
         t = component_type(name, sec_raw)
         reg = COMPONENT_SECTIONS[name][0]
         sections[name] = merge_section(name, reg.config_class(t), {**sec_raw, "type": t})

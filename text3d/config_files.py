@@ -3,9 +3,10 @@ be wrong, ``key.path=value`` items turned into a nested mapping, both merged bef
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import yaml
 from omegaconf import DictConfig, OmegaConf
@@ -13,6 +14,8 @@ from omegaconf.errors import OmegaConfBaseException
 
 from .config_merge import _escape_interpolations
 from .errors import ConfigError
+
+logger = logging.getLogger(__name__)
 
 
 _KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*(\.[A-Za-z_][A-Za-z0-9_-]*)*")
@@ -69,6 +72,27 @@ def read_yaml_file(path: str | Path, what: str = "config file") -> DictConfig:
         raise ConfigError(f"{path}: {str(e).splitlines()[0]}") from None
 
 
+def retyped(base: Dict[str, Any], top: Dict[str, Any]) -> List[str]:
+    """The sections of ``base`` whose ``type`` ``top`` changes (``material.type=no-material`` on a
+    camera-light preset): their other settings in ``base`` belong to the old type."""
+    names = []
+    for name, section in top.items():
+        old = base.get(name)
+        if isinstance(section, dict) and isinstance(old, dict) and "type" in section \
+                and str(section["type"]).strip() != str(old.get("type")):
+            logger.info("%s.type %s replaces the %s section below it (the new type's defaults apply)",
+                        name, section["type"], name)
+            names.append(name)
+    return names
+
+
+def drop_retyped(base: Dict[str, Any], top: Dict[str, Any]) -> Dict[str, Any]:
+    """``base`` without the sections :func:`retyped` by ``top`` (so they start again from ``top``'s
+    keys and the new type's defaults); ``base`` itself is not changed."""
+    gone = set(retyped(base, top))
+    return {k: v for k, v in base.items() if k not in gone}
+
+
 def load_raw(path: str | Path, overrides: Sequence[str] = (), interpolate: bool = True,
              extra: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     """Read a YAML file and apply ``key.path=value`` overrides, then ``extra`` (a nested mapping, e.g.
@@ -79,10 +103,15 @@ def load_raw(path: str | Path, overrides: Sequence[str] = (), interpolate: bool 
     base = read_yaml_file(path)
     if not interpolate:
         base = OmegaConf.create(_escape_interpolations(OmegaConf.to_container(base)))
+    parsed = parse_overrides(overrides)
     try:
-        merged = OmegaConf.merge(base, OmegaConf.create(_escape_interpolations(parse_overrides(overrides))))
+        merged = OmegaConf.merge(base, OmegaConf.create(_escape_interpolations(parsed)))
         if extra:
             merged = OmegaConf.merge(merged, OmegaConf.create(_escape_interpolations(extra)))
-        return OmegaConf.to_container(merged, resolve=True)  # type: ignore[return-value]
+        out = OmegaConf.to_container(merged, resolve=True)  # interpolations see every preset key
+        for top in (parsed, extra or {}):  # a section given a new type keeps only what was given with it
+            for name in retyped(OmegaConf.to_container(base), top):
+                out[name] = {k: v for k, v in out[name].items() if k in top[name] or k in parsed.get(name, {})}
+        return out  # type: ignore[return-value]
     except OmegaConfBaseException as e:
         raise ConfigError(f"{path}: {str(e).splitlines()[0]}") from None

@@ -29,6 +29,7 @@ import yaml
 from .bounds import bounded, check_bounds
 from .checkpoint import Checkpoint, load_checkpoint, load_latest_checkpoint
 from .config import Config, load_raw, merge_section, parse_overrides, resolve, to_dict
+from .config_files import drop_retyped
 from .edit_refine import RefineConfig, Refinement, parse_refine_section
 from .edit_source import SCENE_SECTIONS, EditSource, open_source
 from .errors import ConfigError, RunDirError
@@ -126,7 +127,7 @@ def edit_config(raw: Dict[str, Any]) -> Tuple[Config, EditConfig, RefineConfig, 
     check_editing_guidance(rest)
     source = open_source(edit.source, edit.orbit_distance, edit.orbit_elevations)
     check_scene_types(rest, source)
-    cfg = resolve({**_deep_merge(source.scene, rest), "prompt": edit.target_prompt})
+    cfg = resolve({**_deep_merge(drop_retyped(source.scene, rest), rest), "prompt": edit.target_prompt})
     refine = parse_refine_section(refine_raw, cfg.steps)
     source_prompt = edit.source_prompt or source.prompt
     if not source_prompt:
@@ -333,15 +334,10 @@ def open_edit(config_path: Optional[str | Path], overrides: Sequence[str] = (), 
 
 def _edit_raw(config_path: str | Path, overrides: Sequence[str]) -> Dict[str, Any]:
     """The preset with overrides; ``guidance.type=`` naming another guidance than the preset's drops
-    the preset's guidance settings (they belong to the other type), so ``guidance.type=dds`` works
-    on a PDS preset and starts from the DDS defaults."""
-    base = load_raw(config_path)
+    the preset's guidance settings (they belong to the other type, :func:`drop_retyped`), so
+    ``guidance.type=dds`` works on a PDS preset and starts from the DDS defaults."""
     extra = parse_overrides(overrides)
-    new_type = (extra.get("guidance") or {}).get("type")
-    if new_type is not None and new_type != (base.get("guidance") or {}).get("type"):
-        logger.info("guidance.type %s replaces the preset's guidance section (its defaults apply)", new_type)
-        base.pop("guidance", None)
-    return _deep_merge(base, extra)
+    return _deep_merge(drop_retyped(load_raw(config_path), extra), extra)
 
 
 def _resume_edit(run_dir: Path, overrides: Sequence[str], prior: Any) -> EditRun:

@@ -80,7 +80,7 @@ def retyped(base: Dict[str, Any], top: Dict[str, Any]) -> List[str]:
         old = base.get(name)
         if isinstance(section, dict) and isinstance(old, dict) and "type" in section \
                 and str(section["type"]).strip() != str(old.get("type")):
-            logger.info("%s.type %s replaces the %s section below it (the new type's defaults apply)",
+            logger.debug("%s.type %s replaces the %s section below it (the new type's defaults apply)",
                         name, section["type"], name)
             names.append(name)
     return names

@@ -231,16 +231,13 @@ RUN_KEYS = ("prompt", "seed", "output_dir", "resume", "export", "device", "train
 wrote besides the model (the rest must match, or the run is stale)."""
 
 
-def trained_with(run: Path, config: str, seed: Optional[int] = None) -> bool:
-    """Whether ``run`` was trained with the current ``config`` (every key but :data:`RUN_KEYS` equal)
-    and, if given, ``seed``."""
+def trained_with(run: Path, preset: Dict[str, Any], seed: Optional[int] = None) -> bool:
+    """Whether ``run`` was trained with ``preset`` (the resolved preset: every key but :data:`RUN_KEYS`
+    equal) and, if given, ``seed``."""
     from text3d.config import load_config, to_dict
 
-    saved = run / "config.yaml"
-    if not saved.is_file():
-        return False
-    ours, theirs = to_dict(load_config(REPO / config)), to_dict(load_config(saved))
-    same = all(ours.get(k) == theirs.get(k) for k in set(ours) | set(theirs) if k not in RUN_KEYS)
+    theirs = to_dict(load_config(run / "config.yaml"))
+    same = all(preset.get(k) == theirs.get(k) for k in set(preset) | set(theirs) if k not in RUN_KEYS)
     return same and (seed is None or theirs["seed"] == seed)
 
 
@@ -255,15 +252,15 @@ def finished(run: Path) -> bool:
 def find_run(root: Path, config: str, prompt: str, seed: Optional[int] = None) -> Optional[Path]:
     """The newest finished run (a checkpoint of its last step) of ``prompt`` under ``root`` trained with
     the current ``config`` (and ``seed``), or None; other runs are passed over, with a line."""
-    from text3d.config import load_config
+    from text3d.config import load_config, to_dict
     from text3d.paths import safe_component
 
-    name = safe_component(load_config(REPO / config).name)
-    runs = sorted((root / name).glob(safe_component(prompt) + "@*"), reverse=True)
+    preset = to_dict(load_config(REPO / config))
+    runs = sorted((root / safe_component(preset["name"])).glob(safe_component(prompt) + "@*"), reverse=True)
     for run in runs:
         if not finished(run):
             continue
-        if trained_with(run, config, seed):
+        if trained_with(run, preset, seed):
             return run
         print(f"passed over: {run} was trained with another {config} or seed", flush=True)
     return None

@@ -119,12 +119,12 @@ def _sh1_ply(path: Path, n: int = 200) -> Path:
 def test_an_edit_may_change_the_sources_material_type(tmp_path, tiny_sd_dir, tiny_gaussian_run):
     """The source's scene (camera-light, with its ``ambient``) is refined by the edit's overrides; a new
     ``material.type`` starts that section from the new type's defaults instead of failing on ``ambient``."""
-    from text3d.config import load_config
-    from text3d.edit import _edit_raw, edit_config
+    from text3d.config import load_config, load_raw
+    from text3d.edit import edit_config
 
     assert load_config(tiny_gaussian_run / "config.yaml").material.type == "camera-light"
     for material, expected in (([], "camera-light"), (["material.type=no-material"], "no-material")):
-        raw = _edit_raw(GS_PRESET, edit_args(tmp_path, tiny_sd_dir, tiny_gaussian_run, "target_prompt=a blue cube",
+        raw = load_raw(GS_PRESET, edit_args(tmp_path, tiny_sd_dir, tiny_gaussian_run, "target_prompt=a blue cube",
                                              *material))
         assert edit_config(raw)[0].material.type == expected
 

@@ -109,8 +109,9 @@ def load_raw(path: str | Path, overrides: Sequence[str] = (), interpolate: bool 
         if extra:
             merged = OmegaConf.merge(merged, OmegaConf.create(_escape_interpolations(extra)))
         out = OmegaConf.to_container(merged, resolve=True)  # interpolations see every preset key
+        preset = OmegaConf.to_container(base)
         for top in (parsed, extra or {}):  # a section given a new type keeps only what was given with it
-            for name in retyped(OmegaConf.to_container(base), top):
+            for name in retyped(preset, top):
                 out[name] = {k: v for k, v in out[name].items() if k in top[name] or k in parsed.get(name, {})}
         return out  # type: ignore[return-value]
     except OmegaConfBaseException as e:

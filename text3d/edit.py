@@ -320,7 +320,7 @@ def open_edit(config_path: Optional[str | Path], overrides: Sequence[str] = (), 
     Everything the user gave is checked, and the source's weights read, before the prior loads;
     nothing is written until :meth:`EditRun.fit`.
     """
-    raw = _edit_raw(config_path, overrides) if config_path is not None else parse_overrides(overrides)
+    raw = load_raw(config_path, overrides) if config_path is not None else parse_overrides(overrides)
     if raw.get("resume"):
         return _resume_edit(Path(raw["resume"]), overrides, prior)
     if config_path is None:
@@ -330,14 +330,6 @@ def open_edit(config_path: Optional[str | Path], overrides: Sequence[str] = (), 
     run = EditRun(cfg, edit, new_run_dir(cfg), source.state, source.info, prior=prior, refine=refine)
     run.new_folder = True
     return run
-
-
-def _edit_raw(config_path: str | Path, overrides: Sequence[str]) -> Dict[str, Any]:
-    """The preset with overrides; ``guidance.type=`` naming another guidance than the preset's drops
-    the preset's guidance settings (they belong to the other type, :func:`drop_retyped`), so
-    ``guidance.type=dds`` works on a PDS preset and starts from the DDS defaults."""
-    extra = parse_overrides(overrides)
-    return _deep_merge(drop_retyped(load_raw(config_path), extra), extra)
 
 
 def _resume_edit(run_dir: Path, overrides: Sequence[str], prior: Any) -> EditRun:

@@ -168,7 +168,8 @@ def silhouette_fill(grid: DensityGrid, cloud: GaussianCloud, pixel: float, bound
     pixel; the alpha between pixels is bilinear anyway) and trilinearly upsampled. (At most half a
     pixel, the earlier bound, tested every node of the quickstart's Gaussian sphere at 256³ with its
     128² renders: 22.6 s, against 3.3 s, for the same area and volume within 0.002.) Each view tests
-    only the nodes no earlier view showed empty (``a`` below :data:`HULL_PRUNE_ALPHA`: the empty outside goes in the first few views).
+    only the nodes no earlier view showed empty (``a`` below :data:`HULL_PRUNE_ALPHA`: the empty
+    outside goes in the first few views).
 
     Returns:
         What it did, for ``export.json``: views, their size, the stride, nodes raised to the level.

@@ -76,7 +76,7 @@ from ..config import ExportConfig, check_export_config
 from ..errors import Text3DError
 from text3d.renderers.gaussians import sh_dc_to_rgb
 from .grid import DensityGrid, EmptyDensityError, level_from_opacity
-from .pipeline import PORE_PIXELS, STEM, ExportResult, _timed, export_grid
+from .pipeline import DEFAULT_PORE_FRACTION, PORE_PIXELS, STEM, ExportResult, _timed, export_grid
 # Views, colours and the silhouette fill live in gaussian_views; re-exported here, where callers found them.
 from .gaussian_views import (DEPTH_TOLERANCE, HULL_VIEWS, VIEWS, ViewColors,  # noqa: F401
                              fibonacci_directions, render_views, silhouette_fill, view_size)
@@ -424,8 +424,6 @@ def footprint_pixel(settings: ExportConfig, lo: np.ndarray, hi: np.ndarray) -> f
     """The training pixel the footprints are widened at: the pore size (the carving probe, two of a
     run's finest training pixels) over :data:`~text3d.export.pipeline.PORE_PIXELS`, or without one
     :data:`~text3d.export.pipeline.DEFAULT_PORE_FRACTION` of the Gaussians' box side."""
-    from .pipeline import DEFAULT_PORE_FRACTION
-
     if settings.pore_size is not None:
         return float(settings.pore_size) / PORE_PIXELS
     return DEFAULT_PORE_FRACTION * float((hi - lo).max())

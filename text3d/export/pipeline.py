@@ -96,15 +96,16 @@ DEFAULT_PORE_FRACTION = 1.0 / 40.0
 fraction of the density grid's side (0.05 world units on the NeRF's [-1, 1] box, about a quickstart pixel)."""
 
 PORE_PIXELS = 2.0
-"""Default pore size of a run, in its training pixels. A NeRF render point-samples one ray per pixel: it resolves nothing narrower
-than two pixels (its Nyquist limit), so an opening narrower than that can fall between the rays and is
-not constrained by any training render; it is closed. Measured on the quickstart NeRF runs (256³): at
-one pixel the cube and pyramid keep a tunnel 1-1.7 pixels wide (Euler 0, and the pyramid 1.26x the
-area in sub-pixel dents); at two they have their true genus within 15 % of the area, and the torus
-hole (about 8 pixels) stays open. 3D Gaussians take two as well (their footprints are widened at one
-pixel, half the pore size: :mod:`text3d.export.gaussians`); with one, the quickstart's flat Gaussian
-capsule (128² renders) kept tunnels through its flat discs at 256³ (Euler −34, area 1.25x); with two it
-is whole at both settings and no other Gaussian row moved by more than 0.01."""
+"""Default pore size of a run, in its training pixels. A NeRF render point-samples one ray per pixel: it
+resolves nothing narrower than two pixels (its Nyquist limit), so an opening narrower than that can
+fall between the rays and is not constrained by any training render; it is closed. Measured on the
+quickstart NeRF runs (256³): at one pixel the cube and pyramid keep a tunnel 1-1.7 pixels wide (Euler
+0, and the pyramid 1.26x the area in sub-pixel dents); at two they have their true genus within 15 % of
+the area, and the torus hole (about 8 pixels) stays open. 3D Gaussians take two as well (their
+footprints are widened at one pixel, half the pore size: :mod:`text3d.export.gaussians`); with one, the
+quickstart's flat Gaussian capsule (128² renders) kept tunnels through its flat discs at 256³ (Euler
+−34, area 1.25x); with two it is whole at both settings and no other Gaussian row moved by more than
+0.01."""
 
 
 def pore_size_of(settings: ExportConfig, grid: DensityGrid) -> float:

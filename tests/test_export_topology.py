@@ -248,21 +248,43 @@ def test_a_decimation_that_tears_the_surface_is_retried_then_refused(monkeypatch
     real = surface_mod.decimate
     calls = []
 
-    def tearing(surface, target):  # below 2000 faces, one face goes missing: a hole
-        calls.append(target)
-        out = real(surface, target)
+    def tearing(surface, target, agg):  # below 2000 faces, at any aggressiveness, one face goes missing: a hole
+        calls.append((target, agg))
+        out = real(surface, target, agg)
         return Surface(out.vertices, out.faces[1:]) if target < 2000 else out
 
     monkeypatch.setattr(surface_mod, "decimate", tearing)
     out, info = guarded_decimate(s, 1000)
-    assert calls == [1000, 1500, 2000] and len(out.faces) <= 2000
+    aggs = surface_mod.DECIMATION_AGGRESSIVENESS
+    assert calls == [(t, a) for t in (1000, 1500) for a in aggs] + [(2000, aggs[0])] and len(out.faces) <= 2000
     assert topology(out.faces).closed_manifold and info["result"].startswith("decimated to 2x")
-    assert [t["kept"] for t in info["tries"]] == [False, False, True]
+    assert [t["kept"] for t in info["tries"]] == [False] * 2 * len(aggs) + [True]
     assert info["tries"][0]["boundary_edges"] == 3
 
-    monkeypatch.setattr(surface_mod, "decimate", lambda surface, target: Surface(surface.vertices, surface.faces[1:]))
+    monkeypatch.setattr(surface_mod, "decimate", lambda surface, target, agg: Surface(surface.vertices, surface.faces[1:]))
     out, info = guarded_decimate(s, 1000)  # every try tears: the input is kept
     assert out is s and info["result"].startswith("kept undecimated")
+
+
+def test_a_tear_at_one_aggressiveness_is_retried_at_another_within_the_budget(monkeypatch):
+    """The order of the collapses decides a pinch: the next aggressiveness is tried at the same face
+    count before more faces are allowed, and ``export.json`` lists both tries."""
+    import text3d.export.surface as surface_mod
+
+    s = _sphere_surface()
+    real = surface_mod.decimate
+    first = surface_mod.DECIMATION_AGGRESSIVENESS[0]
+
+    def tears_at_the_default(surface, target, agg):
+        out = real(surface, target, agg)
+        return Surface(out.vertices, out.faces[1:]) if agg == first else out
+
+    monkeypatch.setattr(surface_mod, "decimate", tears_at_the_default)
+    out, info = guarded_decimate(s, 1000)
+    assert info["result"] == "decimated" and len(out.faces) <= 1000 and topology(out.faces).closed_manifold
+    assert [(t["target"], t["aggressiveness"], t["kept"]) for t in info["tries"]] == [
+        (1000, first, False), (1000, surface_mod.DECIMATION_AGGRESSIVENESS[1], True)]
+    assert topology(out.faces).euler == 2
 
 
 def test_decimation_and_smoothing_keep_a_closed_manifold():

@@ -231,36 +231,34 @@ RUN_KEYS = ("prompt", "seed", "output_dir", "resume", "export", "device", "train
 wrote besides the model (the rest must match, or the run is stale)."""
 
 
-def trained_with(run: Path, preset: Dict[str, Any], seed: Optional[int] = None) -> bool:
-    """Whether ``run`` was trained with ``preset`` (the resolved preset: every key but :data:`RUN_KEYS`
-    equal) and, if given, ``seed``."""
-    from text3d.config import load_config, to_dict
-
-    theirs = to_dict(load_config(run / "config.yaml"))
-    same = all(preset.get(k) == theirs.get(k) for k in set(preset) | set(theirs) if k not in RUN_KEYS)
-    return same and (seed is None or theirs["seed"] == seed)
+def trained_with(saved: Dict[str, Any], preset: Dict[str, Any], seed: Optional[int] = None) -> bool:
+    """Whether a run's ``saved`` config was the resolved ``preset`` (every key but :data:`RUN_KEYS`
+    equal) and, if given, had ``seed``."""
+    same = all(preset.get(k) == saved.get(k) for k in set(preset) | set(saved) if k not in RUN_KEYS)
+    return same and (seed is None or saved["seed"] == seed)
 
 
-def finished(run: Path) -> bool:
-    """Whether ``run`` holds a checkpoint of its config's last step (trained to the end)."""
-    from text3d.config import load_config
-
-    saved = run / "config.yaml"
-    return saved.is_file() and (run / "ckpts" / f"step-{load_config(saved).steps:06d}").is_dir()
+def finished(run: Path, saved: Dict[str, Any]) -> bool:
+    """Whether ``run`` holds a checkpoint of its ``saved`` config's last step (trained to the end)."""
+    return (run / "ckpts" / f"step-{saved['steps']:06d}").is_dir()
 
 
 def find_run(root: Path, config: str, prompt: str, seed: Optional[int] = None) -> Optional[Path]:
     """The newest finished run (a checkpoint of its last step) of ``prompt`` under ``root`` trained with
-    the current ``config`` (and ``seed``), or None; other runs are passed over, with a line."""
+    the current ``config`` (and ``seed``), or None; other runs are passed over, with a line. Each
+    run's config is read once."""
     from text3d.config import load_config, to_dict
     from text3d.paths import safe_component
 
     preset = to_dict(load_config(REPO / config))
     runs = sorted((root / safe_component(preset["name"])).glob(safe_component(prompt) + "@*"), reverse=True)
     for run in runs:
-        if not finished(run):
+        if not (run / "config.yaml").is_file():
             continue
-        if trained_with(run, preset, seed):
+        saved = to_dict(load_config(run / "config.yaml"))
+        if not finished(run, saved):
+            continue
+        if trained_with(saved, preset, seed):
             return run
         print(f"passed over: {run} was trained with another {config} or seed", flush=True)
     return None

@@ -28,7 +28,7 @@ import torch
 
 
 def bumpy_field(bumps: float, seed: int = 0):
-    from text3d.geometry import ImplicitVolume, ImplicitVolumeConfig
+    from text3d.scene.geometry import ImplicitVolume, ImplicitVolumeConfig
 
     torch.manual_seed(seed)
     field = ImplicitVolume(ImplicitVolumeConfig.cpu_preset(seed=seed))
@@ -82,7 +82,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    from text3d.config import ExportConfig
+    from text3d.export.config import ExportConfig
     from text3d.export import export_geometry, export_run_dir
     from text3d.export.gaussians import export_gaussians
 

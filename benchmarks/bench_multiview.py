@@ -16,9 +16,9 @@ import time
 
 import torch
 
-from text3d.cameras import turntable
+from text3d.scene.cameras import turntable
 from text3d.guidance.pixel_prior import PixelPrior, PixelPriorConfig
-from text3d.multiview import MultiviewSettings, SamplerConfig, sample_multiview
+from text3d.multiview.modes import MultiviewSettings, SamplerConfig, sample_multiview
 
 
 def main() -> None:
@@ -51,7 +51,7 @@ def main() -> None:
             rows.append({"views": n, "mode": mode, "steps": args.steps, "median_s": med, "ratio": med / base,
                          "times_s": times[mode], "threads": torch.get_num_threads()})
     if args.json:
-        from text3d.io import write_json
+        from text3d.core.io import write_json
 
         write_json(args.json, rows)
 

@@ -2,7 +2,7 @@
 
 Warps (text3d.noise) at 64^2 and 512^2 under a small rotation + zoom, frames per second, against
 bilinear resampling (F.grid_sample, the non-white foil) and against the first (materialising)
-implementations in text3d.noise_reference, all measured in the same run. Goals on 2 cores:
+implementations in tests/reference/noise_warp.py, all measured in the same run. Goals on 2 cores:
 nearest >= 100 fps at 512^2, integral with k = 4 >= 10 fps at 512^2. Then seconds per video frame of
 SDEdit with i.i.d. vs warped noise (initial + per-step) on a 16-frame analytic turntable (DIS flow
 correspondences at 128 px, the shapes prior at 32 px).
@@ -21,11 +21,12 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the reference warps
 
 import torch  # noqa: E402
 
-from text3d.noise import identity_coords, warp_bilinear, warp_integral, warp_nearest  # noqa: E402
-from text3d.noise_reference import warp_integral_subpixel, warp_nearest_pull  # noqa: E402
+from text3d.video.noise import identity_coords, warp_bilinear, warp_integral, warp_nearest  # noqa: E402
+from reference.noise_warp import warp_integral_subpixel, warp_nearest_pull  # noqa: E402
 
 
 def rotation_zoom(res: int, angle_deg: float = 3.0, scale: float = 0.98) -> torch.Tensor:
@@ -74,8 +75,8 @@ def bench_video(frames: int = 16, steps: int = 30, strength: float = 0.8) -> Non
 
     from benchmarks.eval_video_consistency import checker_video
     from text3d.guidance.pixel_prior import PixelPrior, PixelPriorConfig
-    from text3d.video import VideoConfig, restyle
-    from text3d.video_source import video_clip
+    from text3d.video.pipeline import VideoConfig, restyle
+    from text3d.video.source import video_clip
 
     prior = PixelPrior(PixelPriorConfig(), torch.device("cpu"))
     with tempfile.TemporaryDirectory() as tmp:

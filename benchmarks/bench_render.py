@@ -20,9 +20,9 @@ from typing import Callable, Dict, List, Optional
 
 import torch
 
-from text3d.background import NeuralEnvironment, NeuralEnvironmentConfig
-from text3d.cameras import turntable
-from text3d.geometry import ImplicitVolume, ImplicitVolumeConfig
+from text3d.scene.background import NeuralEnvironment, NeuralEnvironmentConfig
+from text3d.scene.cameras import turntable
+from text3d.scene.geometry import ImplicitVolume, ImplicitVolumeConfig
 from text3d.renderers import (
     DiffuseWithPointLight,
     DiffuseWithPointLightConfig,

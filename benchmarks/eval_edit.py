@@ -115,7 +115,7 @@ def row_path(cache: Path, kind: str, source: str, target: str, guidance: str, st
 def cached_edit(cache: Path, kind, source, target, guidance, steps, out_dir, prior, extra) -> Optional[Dict[str, Any]]:
     """The row of one edit: from the cache, or by running it here (then cached); None while another
     process sharing the cache runs it (it holds the row's claim, :func:`text3d.io.try_claim`)."""
-    from text3d.io import release_claim, try_claim, write_json
+    from text3d.core.io import release_claim, try_claim, write_json
 
     path = row_path(cache, kind, source, target, guidance, steps, extra)
     if path.is_file():
@@ -253,7 +253,7 @@ def main(argv=None) -> int:
     if args.json:  # in the table's order
         Path(args.json).write_text(json.dumps(rows, indent=1))
     if args.markdown:
-        from text3d.io import write_text
+        from text3d.core.io import write_text
 
         write_text(Path(args.markdown), markdown_table(rows))
     print("\nall edits:")

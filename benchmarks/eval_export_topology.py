@@ -56,7 +56,7 @@ TOLERANCE = 0.15
 
 
 def row_of(name: str, kind: str, shape: Optional[str], setting: str, manifest: Dict[str, Any]) -> Dict[str, Any]:
-    from text3d.shapes import MEASURES
+    from text3d.prior.shapes import MEASURES
 
     topo, mesh = manifest["topology"], manifest["mesh"]
     volume, area, genus = MEASURES[shape] if shape in MEASURES else (None, None, None)
@@ -76,11 +76,11 @@ def row_of(name: str, kind: str, shape: Optional[str], setting: str, manifest: D
 
 
 def export_run(run: Path, setting: str, pore_size: Optional[float], out: Path) -> Dict[str, Any]:
-    from text3d.cameras import finest_resolution
-    from text3d.config import ExportConfig
+    from text3d.scene.cameras import finest_resolution
+    from text3d.export.config import ExportConfig
     from text3d.export import export_run_dir
-    from text3d.rundir import run_config
-    from text3d.shapes import parse_prompt
+    from text3d.scene.rundir import run_config
+    from text3d.prior.shapes import parse_prompt
 
     cfg = run_config(run)
     settings = ExportConfig(formats=["glb"], pore_size=pore_size, **SETTINGS[setting])
@@ -104,7 +104,7 @@ def outline_cameras(n_views: int = 32, size: int = 64):
 
     import torch
 
-    from text3d.cameras import Cameras, look_at
+    from text3d.scene.cameras import Cameras, look_at
     from text3d.export.gaussians import fibonacci_directions
 
     eye = 3.0 * fibonacci_directions(n_views).float()
@@ -123,7 +123,7 @@ def mesh_outline(glb: Path, cams: Any, supersample: int = 4):
     import trimesh
     from PIL import Image, ImageDraw
 
-    from text3d.cameras import project_to_pixels
+    from text3d.scene.cameras import project_to_pixels
 
     mesh = trimesh.load(glb, force="mesh")
     matrix = np.array(json.loads((glb.parent / "export.json").read_text())["frame"]["world_to_export"])
@@ -176,7 +176,7 @@ def _run_outline(run: str, shape: str, n_views: int, size: int):
 
     from text3d.export.gaussians import load_gaussian_ply
     from text3d.renderers.gaussians import rasterize_gaussians
-    from text3d.shapes import MEASURES, render_shading
+    from text3d.prior.shapes import MEASURES, render_shading
 
     cloud, _ = load_gaussian_ply(Path(run) / "gaussians.ply")
     cams = outline_cameras(n_views, size)
@@ -197,7 +197,7 @@ def hull_volume(alpha, cams, n: int = 160, half: float = 0.8) -> float:
     points of an ``n``³ lattice over ``[-half, half]³`` that every view shows covered (bilinear)."""
     import torch
 
-    from text3d.cameras import project_to_pixels
+    from text3d.scene.cameras import project_to_pixels
     from text3d.export.gaussian_views import sample_pixels
 
     xs = torch.linspace(-half, half, n)
@@ -215,7 +215,7 @@ def export_analytic(shape: str, setting: str, pore_size: Optional[float], out: P
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
     from test_export_topology import D, density_of, white
 
-    from text3d.config import ExportConfig
+    from text3d.export.config import ExportConfig
     from text3d.export import export_fields, sample_grid
 
     s = SETTINGS[setting]
@@ -247,8 +247,8 @@ def find_run(root: Path, config: str, prompt: str, seed: Optional[int] = None) -
     """The newest finished run (a checkpoint of its last step) of ``prompt`` under ``root`` trained with
     the current ``config`` (and ``seed``), or None; other runs are passed over, with a line. Each
     run's config is read once."""
-    from text3d.config import load_config, to_dict
-    from text3d.paths import safe_component
+    from text3d.run.config import load_config, to_dict
+    from text3d.core.paths import safe_component
 
     preset = to_dict(load_config(REPO / config))
     runs = sorted((root / safe_component(preset["name"])).glob(safe_component(prompt) + "@*"), reverse=True)
@@ -294,7 +294,7 @@ def planned_runs(root: Path, train: bool) -> List[Path]:
 def merge_rows(path: Path, rows: List[Dict[str, Any]]) -> None:
     """Write ``rows`` to ``path`` with the rows already there that no new row replaces (same kind,
     prompt, seed, settings and pore size: a newer run of a prompt replaces the older one's rows)."""
-    from text3d.io import write_json
+    from text3d.core.io import write_json
 
     def key(r: Dict[str, Any]) -> tuple:
         return r.get("kind"), r["run"], r.get("seed"), r["settings"]
@@ -391,7 +391,7 @@ def volume_tolerances(tolerance: float = TOLERANCE) -> List[Dict[str, Any]]:
     in the built-in prior's pixels at the object (its recipe's camera distance, fovy and resolution):
     the volume goal asks a run to place every face that close to where the prior's 32-px images put it."""
     from text3d.guidance.pixel_prior import BUILTIN, prior_folder
-    from text3d.shapes import MEASURES
+    from text3d.prior.shapes import MEASURES
 
     recipe = json.loads((prior_folder(BUILTIN) / "text3d_prior.json").read_text())["recipe"]
     data, res = recipe["data"], recipe["model"]["resolution"]
@@ -432,7 +432,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     import torch
 
-    from text3d.shapes import SHAPES
+    from text3d.prior.shapes import SHAPES
 
     torch.set_num_threads(args.threads)
     if args.tolerances:

@@ -34,11 +34,11 @@ from typing import Dict, Iterator, List, Tuple
 
 import torch
 
-from text3d.cameras import turntable
+from text3d.scene.cameras import turntable
 from text3d.guidance.attention import SharedAttentionConfig
-from text3d.multiview import MultiviewSettings, SamplerConfig, sample_multiview
-from text3d.prior_eval import classify_colour, mask_iou, object_mask, silhouettes_all_shapes
-from text3d.shapes import SHAPES, parse_prompt
+from text3d.multiview.modes import MultiviewSettings, SamplerConfig, sample_multiview
+from text3d.prior.evaluation import classify_colour, mask_iou, object_mask, silhouettes_all_shapes
+from text3d.prior.shapes import SHAPES, parse_prompt
 
 UNDER_SPECIFIED = ["a cube", "a torus", "a cone", "a red object", "a blue object", "a green object"]
 SPECIFIED = ["a red cube", "a green torus", "an orange cone", "a red sphere", "a blue cylinder", "a green pyramid"]
@@ -167,7 +167,7 @@ def report(done: Dict[str, dict], steps: int) -> List[dict]:
 def picture(prior, path: str, steps: int, n: int) -> None:
     """``"a cube"``, 3 seeds x ``n`` views per block: independent sampling (top) vs the quickstart preset's
     settings (bottom: shared attention, shared noise, reference camera for the first 40 % of the steps)."""
-    from text3d.media import image_grid, save_image
+    from text3d.core.media import image_grid, save_image
 
     tiles = []
     for mode, noise, variant in (("independent", "independent", "default"), ("shared", "shared", "refcam40")):
@@ -195,7 +195,7 @@ def main() -> None:
     ap.add_argument("--picture", default=None, help="save independent vs shared views of 'a cube' here")
     args = ap.parse_args()
     torch.set_grad_enabled(False)
-    from text3d.io import write_json
+    from text3d.core.io import write_json
 
     cache_path = Path(args.cache)
     if not args.report_only:

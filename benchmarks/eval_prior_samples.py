@@ -43,14 +43,14 @@ from typing import Optional, Tuple
 
 import torch
 
-from text3d.errors import Text3DError
+from text3d.core.errors import Text3DError
 from text3d.guidance.pixel_prior import BUILTIN
-from text3d.outline_profile import outline_stats, outlines, prior_views, run_views, symmetric_cameras, true_views
-from text3d.prior_eval import (area_ratio, evaluate_prior, evaluation_cameras, image_grid, nearest_pose, object_mask,
+from outline_profile import outline_stats, outlines, prior_views, run_views, symmetric_cameras, true_views
+from text3d.prior.evaluation import (area_ratio, evaluate_prior, evaluation_cameras, image_grid, nearest_pose, object_mask,
                                prior_camera_model)
-from text3d.prior_model import DEFAULT_SAMPLER, load_prior, sample
+from text3d.prior.model import DEFAULT_SAMPLER, load_prior, sample
 from text3d.run import open_run
-from text3d.shapes import COLOUR_NAMES, SHAPES, parse_prompt
+from text3d.prior.shapes import COLOUR_NAMES, SHAPES, parse_prompt
 
 
 def pose_probe(prior, pair: str, n: int, seed: int, steps: int, cfg: float, eta: float) -> None:

@@ -38,10 +38,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from text3d.shapes import COLOUR_NAMES, parse_prompt, with_article  # noqa: E402
-from text3d.video import VideoConfig, metrics_for, restyle, warp_error  # noqa: E402
-from text3d.noise import downsample_correspondence  # noqa: E402
-from text3d.video_source import run_clip, video_clip  # noqa: E402
+from text3d.prior.shapes import COLOUR_NAMES, parse_prompt, with_article  # noqa: E402
+from text3d.video.pipeline import VideoConfig, metrics_for, restyle, warp_error  # noqa: E402
+from text3d.video.noise import downsample_correspondence  # noqa: E402
+from text3d.video.source import run_clip, video_clip  # noqa: E402
 
 
 def target_prompts(prompt: str) -> list[str]:
@@ -60,9 +60,9 @@ def target_shape(prompt: str) -> str:
 
 
 def checker_video(folder: Path, frames: int) -> Path:
-    from text3d.cameras import turntable
-    from text3d.media import save_video
-    from text3d.shapes import render_checker
+    from text3d.scene.cameras import turntable
+    from text3d.core.media import save_video
+    from text3d.prior.shapes import render_checker
 
     cams = turntable(frames * 4, 15.0, 3.0, 32.0, 128, 128)  # 3.75 degrees per frame
     rgb, _ = render_checker(["cube"] * frames, cams.index(slice(0, frames)))
@@ -72,8 +72,8 @@ def checker_video(folder: Path, frames: int) -> Path:
 def pose_check(frames, clip, shape: str) -> dict:
     """Per-frame silhouette IoU with the analytic ``shape`` at the frame's own camera, and whether frame 0's
     camera fits better (pose pasted: IoU at frame 0's camera > own + 0.05), as the multi-view eval judges views."""
-    from text3d.prior_eval import mask_iou, object_mask, silhouettes_all_shapes
-    from text3d.shapes import SHAPES
+    from text3d.prior.evaluation import mask_iou, object_mask, silhouettes_all_shapes
+    from text3d.prior.shapes import SHAPES
 
     n, size = frames.shape[0], frames.shape[1]
     cams = dataclasses.replace(clip.cameras, width=size, height=size)

@@ -1,4 +1,14 @@
-"""Diffusion priors and score-distillation guidance (installed as ``text3d.guidance``)."""
+"""Diffusion priors and score-distillation guidance (installed as ``text3d.guidance``).
+
+Priors loaded with diffusers (:mod:`.stable_diffusion`: any SD 1.x/2.x hub id or folder;
+:mod:`.tiny`: the tiny test pipeline; :mod:`.pixel_prior`: the embedded shapes prior), prompts
+(:mod:`.prompts`), SDS (:mod:`.sds`), PDS / DDS / SDS-edit (:mod:`.pds`, :mod:`.dds`), attention
+processors (:mod:`.attention`), SDEdit (:mod:`.sdedit`) and reference-camera conditioning
+(:mod:`.reference_camera`). Importing the package registers the priors and guidances in
+:mod:`.registry`.
+
+May import: ``text3d.core``, ``text3d.renderers``, ``text3d.scene``, ``text3d.prior``.
+"""
 
 from .priors import DTYPE_CHOICES, DiffusionPrior, freeze, no_transformers_progress_bars, resolve_dtype
 from .prompts import VIEWS, PromptingConfig, PromptProcessor, check_prompting_config, wrap_azimuth
@@ -14,6 +24,7 @@ from .stable_diffusion import (
     load_sd_components,
     resolve_model_folder,
 )
+from . import pixel_prior  # noqa: F401  (registers prior.type: pixel)
 from .tiny import TINY_MODEL_NAME, build_tiny_sd_pipeline, ensure_tiny_sd, save_tiny_sd, tiny_sd_cache_dir
 
 __all__ = [

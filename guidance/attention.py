@@ -44,8 +44,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from text3d.bounds import bounded
-from text3d.errors import ConfigError
+from text3d.core.bounds import bounded
+from text3d.core.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 

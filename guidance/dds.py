@@ -15,7 +15,7 @@ from typing import Any, Dict, Optional
 import torch
 from torch import Tensor
 
-from text3d.registry import GUIDANCES
+from .registry import GUIDANCES
 
 from .pds import encode_edit_pair, two_branch_eps
 from .sds import SDSConfig, SDSGuidance, distillation_loss

@@ -32,10 +32,10 @@ from typing import Any, Callable, Dict, Optional
 import torch
 from torch import Tensor
 
-from text3d.bounds import bounded
-from text3d.errors import ConfigError
-from text3d.registry import GUIDANCES
-from text3d.schedules import LinearSchedule
+from text3d.core.bounds import bounded
+from text3d.core.errors import ConfigError
+from .registry import GUIDANCES
+from text3d.core.schedules import LinearSchedule
 
 from .priors import DiffusionPrior
 from .sds import WEIGHTINGS, distillation_loss

@@ -16,15 +16,15 @@ from typing import TYPE_CHECKING, List, Optional
 import torch
 from torch import Tensor
 
-from text3d.errors import ConfigError
-from text3d.prior_model import BUILTIN_PRIOR_DIR, camera_features, load_prior
-from text3d.registry import PRIORS
-from text3d.shapes import COLOUR_SYNONYMS, SHAPE_SYNONYMS, vocabulary
+from text3d.core.errors import ConfigError
+from text3d.prior.model import BUILTIN_PRIOR_DIR, camera_features, load_prior
+from .registry import PRIORS
+from text3d.prior.shapes import COLOUR_SYNONYMS, SHAPE_SYNONYMS, vocabulary
 
 from .priors import DiffusionPrior, resize_square, resolve_dtype
 
 if TYPE_CHECKING:
-    from text3d.cameras import Cameras
+    from text3d.scene.cameras import Cameras
 
 logger = logging.getLogger(__name__)
 

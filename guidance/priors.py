@@ -26,11 +26,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from text3d.errors import ConfigError
-from text3d.quiet import no_transformers_progress_bars  # noqa: F401  (re-exported: guidance's public name)
+from text3d.core.errors import ConfigError
+from text3d.core.quiet import no_transformers_progress_bars  # noqa: F401  (re-exported: guidance's public name)
 
 if TYPE_CHECKING:
-    from text3d.cameras import Cameras
+    from text3d.scene.cameras import Cameras
 
 logger = logging.getLogger(__name__)
 

@@ -15,10 +15,10 @@ from typing import List, Optional, Tuple
 import torch
 from torch import Tensor
 
-from text3d.errors import ConfigError
+from text3d.core.errors import ConfigError
 
 from .priors import DiffusionPrior
-from text3d.bounds import bounded
+from text3d.core.bounds import bounded
 
 logger = logging.getLogger(__name__)
 

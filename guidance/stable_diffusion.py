@@ -26,13 +26,13 @@ from typing import Any, Dict, Optional
 import torch
 from torch import Tensor
 
-from text3d.errors import ConfigError, ModelNotFoundError
-from text3d.io import read_json_object
-from text3d.registry import PRIORS
+from text3d.core.errors import ConfigError, ModelNotFoundError
+from text3d.core.io import read_json_object
+from .registry import PRIORS
 
 from .priors import DiffusionPrior, resize_square, freeze, no_transformers_progress_bars, resolve_dtype
 from .tiny import TINY_MODEL_NAME, ensure_tiny_sd
-from text3d.bounds import bounded
+from text3d.core.bounds import bounded
 
 logger = logging.getLogger(__name__)
 

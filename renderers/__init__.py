@@ -1,4 +1,12 @@
-"""Differentiable renderers (installed as ``text3d.renderers``)."""
+"""Differentiable renderers (installed as ``text3d.renderers``): volume rendering of a NeRF field
+(:mod:`.volume`: pure PyTorch, nerfacc on CUDA), 3D Gaussian splatting (:mod:`.gaussians`: the PyTorch
+tile rasteriser and gsplat; :mod:`.splatting`: the renderer module) and materials (:mod:`.shading`).
+
+Renderers take tensors and the scene's modules as arguments (gsplat / nerfacc style) and know no
+scene class. Importing the package registers the renderers and materials in :mod:`.registry`.
+
+May import: ``text3d.core`` only.
+"""
 
 from .gaussians import (
     eval_sh,
@@ -15,6 +23,7 @@ from .shading import (
     NoMaterialConfig,
     lambertian,
 )
+from .splatting import GaussianRenderer, GaussianRendererConfig
 from .volume import (
     OccupancyGrid,
     VolumeRenderer,
@@ -26,6 +35,8 @@ from .volume import (
 )
 
 __all__ = [
+    "GaussianRenderer",
+    "GaussianRendererConfig",
     "SHADING_MODES",
     "DiffuseWithPointLight",
     "DiffuseWithPointLightConfig",

@@ -17,9 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from text3d.errors import ConfigError
-from text3d.registry import MATERIALS
-from text3d.bounds import bounded
+from text3d.core.errors import ConfigError
+from .registry import MATERIALS
+from text3d.core.bounds import bounded
 
 logger = logging.getLogger(__name__)
 

@@ -25,17 +25,19 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
-from typing import Callable, Dict, Optional, Tuple
+from typing import TYPE_CHECKING, Callable, Dict, Optional, Tuple
 
 import nerfacc
 import torch
 from torch import Tensor, nn
 
-from text3d.cameras import Cameras
-from text3d.errors import ConfigError
-from text3d.geometry import check_choice
-from text3d.registry import RENDERERS
-from text3d.bounds import bounded
+from text3d.core.bounds import bounded, check_choice
+from text3d.core.errors import ConfigError
+
+from .registry import RENDERERS
+
+if TYPE_CHECKING:
+    from text3d.scene.cameras import Cameras
 
 logger = logging.getLogger(__name__)
 

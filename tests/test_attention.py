@@ -6,7 +6,7 @@ import pytest
 import torch
 from diffusers.models.attention_processor import Attention, AttnProcessor2_0
 
-from text3d.errors import ConfigError
+from text3d.core.errors import ConfigError
 from text3d.guidance.attention import (AttentionInstall, FullAttnProcessor, KeyframeAttnProcessor, LayerSelection,
                                        SharedAttentionConfig, SharedAttnProcessor, adain, keyframe_attention,
                                        select_layers, self_attention_layers, shared_attention)

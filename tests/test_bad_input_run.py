@@ -142,7 +142,7 @@ def test_a_new_component_type_drops_the_old_types_settings():
     """``material.type=no-material`` on a preset whose material has ``ambient`` (camera-light) starts the
     section again from the new type's defaults, as ``guidance.type=`` does for edits; the preset's own
     type keeps its settings, and an override of one of them still applies."""
-    from text3d.config import load_config
+    from text3d.run.config import load_config
 
     preset = REPO / "configs" / "quickstart-gaussians.yaml"
     assert load_config(preset).material.ambient == 0.8
@@ -160,7 +160,7 @@ def test_gaussians_from_a_nerf_run_whose_checkpoints_are_all_damaged(tiny_run_di
 
 
 def test_gaussians_from_a_nerf_run_with_a_damaged_newest_checkpoint_fall_back(tiny_run_dir, tmp_path, caplog):
-    from text3d.rundir import load_geometry
+    from text3d.scene.rundir import load_geometry
 
     run = shutil.copytree(tiny_run_dir, tmp_path / "run", symlinks=True)
     newest = (run / "ckpts" / "last").resolve()

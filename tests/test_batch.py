@@ -23,8 +23,8 @@ from text3d.batch.engine import task_options  # noqa: E402
 from text3d.batch.launch import resume_batch, start_batch  # noqa: E402
 from text3d.batch.state import BatchOptions  # noqa: E402
 from text3d.batch.summary import TILE  # noqa: E402
-from text3d.checkpoint import latest_checkpoint, load_checkpoint  # noqa: E402
-from text3d.errors import Text3DError  # noqa: E402
+from text3d.core.checkpoint import latest_checkpoint, load_checkpoint  # noqa: E402
+from text3d.core.errors import Text3DError  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 QUICKSTART = REPO / "configs" / "quickstart.yaml"

@@ -5,9 +5,9 @@ import math
 import pytest
 import torch
 
-from text3d.cameras import RandomCameraConfig, RandomCameraSampler, orbit_cameras, turntable
-from text3d.errors import ConfigError
-from text3d.schedules import LinearSchedule
+from text3d.scene.cameras import RandomCameraConfig, RandomCameraSampler, orbit_cameras, turntable
+from text3d.core.errors import ConfigError
+from text3d.core.schedules import LinearSchedule
 
 
 def test_orbit_pose_convention():
@@ -82,7 +82,7 @@ def test_linear_schedule():
 def test_project_to_pixels_puts_the_look_at_point_at_the_image_centre_and_agrees_with_the_rays():
     """A camera's own ray through pixel (x + 0.5, y + 0.5), followed to any depth, projects back onto
     that pixel position; the point it looks at lands at the image centre; behind it, z < 0."""
-    from text3d.cameras import project_to_pixels, turntable
+    from text3d.scene.cameras import project_to_pixels, turntable
 
     cams = turntable(3, 20.0, 3.0, 40.0, 48, 32)
     origins, dirs = cams.rays()

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-import text3d.checkpoint as checkpoint
-from text3d.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+import text3d.core.checkpoint as checkpoint
+from text3d.core.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 
 
 class Killed(BaseException):

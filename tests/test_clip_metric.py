@@ -4,8 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from text3d.clip_metric import CLIP_MEAN, CLIP_STD, ClipScorer
-from text3d.errors import ModelNotFoundError
+from text3d.edit.clip_metric import CLIP_MEAN, CLIP_STD, ClipScorer
+from text3d.core.errors import ModelNotFoundError
 
 
 @pytest.fixture(scope="module")

@@ -7,9 +7,9 @@ import pytest
 import yaml
 
 from text3d.cli import main
-from text3d.config import load_config, resolve, to_yaml
-from text3d.errors import ConfigError
-from text3d.schedules import LinearSchedule
+from text3d.run.config import load_config, resolve, to_yaml
+from text3d.core.errors import ConfigError
+from text3d.core.schedules import LinearSchedule
 
 QUICKSTART_PATH = Path(__file__).resolve().parents[1] / "configs" / "quickstart.yaml"
 
@@ -137,14 +137,14 @@ VERBATIM_PROMPTS = ["yes", "no", "null", "1e3", "a red cube #1", "'red' cube", "
 
 @pytest.mark.parametrize("text", VERBATIM_PROMPTS)
 def test_a_string_field_takes_the_text_after_the_first_equals_verbatim(text):
-    from text3d.config import load_config
+    from text3d.run.config import load_config
 
     cfg = load_config(QUICKSTART_PATH, [f"prompt={text}", f"negative_prompt={text}", f"tag={text}"])
     assert cfg.prompt == text and cfg.negative_prompt == text and cfg.tag == text
 
 
 def test_other_fields_parse_by_their_declared_type():
-    from text3d.config import load_config
+    from text3d.run.config import load_config
 
     cfg = load_config(QUICKSTART_PATH, ["steps=12", "seed=0x10", "guidance.guidance_scale=7", "export.enabled=no",
                                         "cameras.elevation_range=[0, 30]", "guidance.t_max={start: 0.9, end: 0.5}",
@@ -156,7 +156,7 @@ def test_other_fields_parse_by_their_declared_type():
 
 
 def test_a_saved_config_keeps_interpolation_text_literal(tmp_path):
-    from text3d.config import load_raw, resolve, to_yaml, load_config
+    from text3d.run.config import load_raw, resolve, to_yaml, load_config
 
     cfg = load_config(QUICKSTART_PATH, ["prompt=a ${geometry.radius} cube"])
     saved = tmp_path / "config.yaml"
@@ -165,8 +165,8 @@ def test_a_saved_config_keeps_interpolation_text_literal(tmp_path):
 
 
 def test_empty_prompt_warns(tmp_path, caplog):
-    from text3d.run import _warn_empty_prompt
-    from text3d.config import load_config
+    from text3d.run.trainer import _warn_empty_prompt
+    from text3d.run.config import load_config
 
     with caplog.at_level("WARNING"):
         _warn_empty_prompt(load_config(QUICKSTART_PATH, ["prompt= "]))

@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from text3d.cameras import orbit_cameras
-from text3d.correspondence import depth_correspondence, flow_correspondence, forward_backward_valid
-from text3d.errors import Text3DError
-from text3d.media import save_video
-from text3d.noise import identity_coords
-from text3d.shapes import PRIMITIVES, render_checker, render_depth, sphere_trace
+from text3d.scene.cameras import orbit_cameras
+from text3d.video.correspondence import depth_correspondence, flow_correspondence, forward_backward_valid
+from text3d.core.errors import Text3DError
+from text3d.core.media import save_video
+from text3d.video.noise import identity_coords
+from text3d.prior.shapes import PRIMITIVES, render_checker, render_depth, sphere_trace
 
 RES = 64
 
@@ -174,7 +174,7 @@ def test_static_background_maps_the_backdrop_to_itself_where_both_frames_see_it(
 
 
 def test_flow_with_nan_is_refused(monkeypatch):
-    import text3d.correspondence as corr_mod
+    import text3d.video.correspondence as corr_mod
 
     class FakeDIS:
         def calc(self, a, b, _):

@@ -8,10 +8,10 @@ import torch
 import yaml
 
 from conftest import EDIT_FAST
-from text3d.checkpoint import latest_checkpoint, load_checkpoint
+from text3d.core.checkpoint import latest_checkpoint, load_checkpoint
 from text3d.cli import main
 from text3d.edit import open_edit
-from text3d.gaussians import read_ply, write_ply
+from text3d.scene.gaussians import read_ply, write_ply
 
 REPO = Path(__file__).resolve().parents[1]
 NERF_PRESET = REPO / "configs" / "edit-quickstart.yaml"
@@ -119,14 +119,13 @@ def _sh1_ply(path: Path, n: int = 200) -> Path:
 def test_an_edit_may_change_the_sources_material_type(tmp_path, tiny_sd_dir, tiny_gaussian_run):
     """The source's scene (camera-light, with its ``ambient``) is refined by the edit's overrides; a new
     ``material.type`` starts that section from the new type's defaults instead of failing on ``ambient``."""
-    from text3d.config import load_config, load_raw
-    from text3d.edit import edit_config
+    from text3d.edit import load_edit_config
+    from text3d.run.config import load_config
 
     assert load_config(tiny_gaussian_run / "config.yaml").material.type == "camera-light"
     for material, expected in (([], "camera-light"), (["material.type=no-material"], "no-material")):
-        raw = load_raw(GS_PRESET, edit_args(tmp_path, tiny_sd_dir, tiny_gaussian_run, "target_prompt=a blue cube",
-                                             *material))
-        assert edit_config(raw)[0].material.type == expected
+        args = edit_args(tmp_path, tiny_sd_dir, tiny_gaussian_run, "target_prompt=a blue cube", *material)
+        assert load_edit_config(GS_PRESET, args)[0].material.type == expected
 
 
 @pytest.mark.parametrize("which", ["project", "sh1"])

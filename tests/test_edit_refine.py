@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from conftest import EDIT_FAST
-from text3d.checkpoint import latest_checkpoint, load_checkpoint
+from text3d.core.checkpoint import latest_checkpoint, load_checkpoint
 from text3d.edit import open_edit
 
 REPO = Path(__file__).resolve().parents[1]

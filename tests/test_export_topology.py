@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 import torch
 
-from text3d.config import ExportConfig
+from text3d.export.config import ExportConfig
 from text3d.export import export_fields, sample_grid
 from text3d.export.carve import dilate, fibonacci_sphere, probe_cells, sweep, visible_solid
 from text3d.export.surface import Surface, drop_double_faces, guarded_decimate, guarded_smooth
 from text3d.export.topology import topology
-from text3d.shapes import MEASURES, PRIMITIVES, SHAPES
+from text3d.prior.shapes import MEASURES, PRIMITIVES, SHAPES
 
 D = 100.0  # inside density
 SOFT = 0.008  # sigmoid width of the density's edge, world units
@@ -361,8 +361,8 @@ def test_a_bad_pore_size_is_one_line_and_writes_nothing(tmp_path, capsys, argv, 
 
 
 def test_pore_size_of_a_run_is_two_pixels_of_its_finest_training_render():
-    from text3d.config import load_raw, resolve
-    from text3d.export.pipeline import settings_for_run, supervised_pixel
+    from text3d.run.config import load_raw, resolve
+    from text3d.export.mesh import settings_for_run, supervised_pixel
 
     configs = Path(__file__).resolve().parents[1] / "configs"
     nerf = resolve(load_raw(configs / "quickstart.yaml"))
@@ -464,10 +464,10 @@ def test_the_hull_fill_is_continuous_so_a_finer_grid_adds_no_voxel_steps(tmp_pat
     steps, whose area grows as the grid refines (measured on this shell: 1.09x the sphere's area at 96
     cells, 1.14x at 192, with a one-pixel carving probe); the continuous one gives 1.064x / 1.065x.
     The carving is left out here: its probe, a whole number of cells, is not the same width on both grids."""
-    import text3d.export.pipeline as pipeline
+    import text3d.export.mesh as mesh
     from text3d.export.gaussians import export_gaussians
 
-    monkeypatch.setattr(pipeline, "carve_grid", lambda grid, pore: (grid, {"pore_size": 0.0}))
+    monkeypatch.setattr(mesh, "carve_grid", lambda grid, pore: (grid, {"pore_size": 0.0}))
     areas = []
     for res in (RES, 2 * RES):
         out = tmp_path / str(res)
@@ -526,7 +526,7 @@ def test_the_eval_draws_a_written_mesh_back_in_the_world_frame(tmp_path):
     the analytic torus's (measured IoU 0.887: the shell's hull holds part of the saddle), where the
     same mesh read as if it were in the world frame does not (0.42: its axis lies along y)."""
     from text3d.export.gaussians import export_gaussians
-    from text3d.shapes import render_shading
+    from text3d.prior.shapes import render_shading
 
     ev = _topology_eval()
     settings = ExportConfig(formats=["glb"], resolution=64, faces=3000, texture_size=64, size=1.0,
@@ -546,7 +546,7 @@ def test_the_evals_visual_hull_of_an_analytic_spheres_renders_holds_the_sphere()
     """``eval_export_topology.hull_volume`` (the run's-hull column): the hull of 16 renders of the
     analytic sphere from all around holds the sphere's closed-form volume, within a few percent
     (the hull of a convex shape from many views is the shape, give or take a lattice cell)."""
-    from text3d.shapes import render_shading
+    from text3d.prior.shapes import render_shading
 
     ev = _topology_eval()
     cams = ev.outline_cameras(16, 64)
@@ -571,7 +571,7 @@ def test_volume_tolerances_match_the_sphere_in_closed_form():
 
 def _fake_run(root, preset, prompt, seed, *overrides, last_step=True):
     """A run folder as ``text3d run`` leaves it: its resolved config and the checkpoint folders."""
-    from text3d.config import load_config, to_yaml
+    from text3d.run.config import load_config, to_yaml
 
     cfg = load_config(preset, [f"prompt={prompt}", f"seed={seed}", *overrides])
     run = root / "quickstart-gaussians" / f"{prompt.replace(' ', '_')}@2026112{len(list(root.rglob('*@*')))}"

@@ -15,11 +15,11 @@ import pytest
 import torch
 
 from text3d.cli import main
-from text3d.config import ExportConfig
+from text3d.export.config import ExportConfig
 from text3d.export import EmptyDensityError, extract_surface
 from text3d.export.gaussians import GaussianCloud, export_gaussians, gaussian_grid, splat_density
-from text3d.export.pipeline import _is_watertight
-from text3d.gaussians import GaussianGeometryConfig, GaussianModel, model_params, write_ply
+from text3d.export.mesh import _is_watertight
+from text3d.scene.gaussians import GaussianGeometryConfig, GaussianModel, model_params, write_ply
 
 REPO = Path(__file__).resolve().parents[1]
 TOOLS = Path(__file__).resolve().parent / "tools"

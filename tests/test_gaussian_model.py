@@ -12,8 +12,8 @@ import torch
 from plyfile import PlyData
 
 from text3d.cli import main
-from text3d.errors import ConfigError
-from text3d.gaussians import (GaussianGeometryConfig, GaussianModel, PlyError, model_params, ply_properties, read_ply,
+from text3d.core.errors import ConfigError
+from text3d.scene.gaussians import (GaussianGeometryConfig, GaussianModel, PlyError, model_params, ply_properties, read_ply,
                               write_ply)
 from text3d.run import open_run
 
@@ -172,7 +172,7 @@ def test_init_from_a_nerf_run_samples_where_the_density_is(tmp_path, tiny_sd_dir
     assert code == 0
     run_dir = Path(capsys.readouterr().out.strip().splitlines()[-1])
     model = GaussianModel(GaussianGeometryConfig(init="nerf", init_path=str(run_dir), num_points=500, seed=0))
-    from text3d.rundir import load_geometry
+    from text3d.scene.rundir import load_geometry
 
     nerf, _ = load_geometry(run_dir)
     with torch.no_grad():
@@ -187,7 +187,7 @@ def test_flatten_shrinks_the_shortest_axis_everywhere_it_is_drawn_or_written(tmp
     """geometry.flatten: the shortest axis times the factor, in scales(), in the .ply (read back by the
     reader other tools use) and in renders: a flat disc seen edge-on covers a sliver of what it
     covers face-on, a round Gaussian the same from both sides."""
-    from text3d.cameras import orbit_cameras
+    from text3d.scene.cameras import orbit_cameras
     from text3d.renderers.gaussians import rasterize_gaussians
 
     def one(flatten):
@@ -225,9 +225,9 @@ def test_camera_light_shades_a_disc_as_the_prior_world_is_lit():
     """camera-light: a flat Gaussian facing the camera gets albedo * (0.35 + 0.65 l_z), l the prior's
     camera-frame light (closed form); seen from behind, its normal turns to the camera; its defaults
     are the shapes prior's own constants; the albedo mode is unlit."""
-    from text3d.cameras import orbit_cameras
+    from text3d.scene.cameras import orbit_cameras
     from text3d.renderers.shading import CameraLight, CameraLightConfig
-    from text3d.shapes import AMBIENT, LIGHT_DIR_CAMERA
+    from text3d.prior.shapes import AMBIENT, LIGHT_DIR_CAMERA
 
     cfg = CameraLightConfig()
     assert tuple(cfg.direction) == tuple(LIGHT_DIR_CAMERA) and cfg.ambient == AMBIENT
@@ -252,8 +252,8 @@ def test_camera_light_shades_a_disc_as_the_prior_world_is_lit():
 
 
 def test_gaussian_renderer_shades_training_views_and_not_albedo_views():
-    from text3d.cameras import orbit_cameras
-    from text3d.gaussians import GaussianRenderer, GaussianRendererConfig
+    from text3d.scene.cameras import orbit_cameras
+    from text3d.renderers.splatting import GaussianRenderer, GaussianRendererConfig
     from text3d.renderers.shading import CameraLight, CameraLightConfig, NoMaterial, NoMaterialConfig
 
     model = GaussianModel(GaussianGeometryConfig(num_points=200, seed=0, flatten=0.1))

@@ -6,9 +6,9 @@ import math
 import pytest
 import torch
 
-from text3d.errors import ConfigError
-from text3d.geometry import HashGridEncoding, ImplicitVolume, ImplicitVolumeConfig, trunc_exp
-from text3d.registry import GEOMETRIES
+from text3d.core.errors import ConfigError
+from text3d.scene.geometry import HashGridEncoding, ImplicitVolume, ImplicitVolumeConfig, trunc_exp
+from text3d.scene.registry import GEOMETRIES
 
 
 def reference_encoding(enc: HashGridEncoding, x: torch.Tensor) -> torch.Tensor:

@@ -4,10 +4,10 @@ import os
 
 import pytest
 
-import text3d.io as io
-from text3d.bounds import Bounds, bounded, check_bounds
-from text3d.errors import ConfigError
-from text3d.io import recover_folder, staged_folder
+import text3d.core.io as io
+from text3d.core.bounds import Bounds, bounded, check_bounds
+from text3d.core.errors import ConfigError
+from text3d.core.io import recover_folder, staged_folder
 
 
 class Killed(BaseException):

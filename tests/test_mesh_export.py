@@ -13,11 +13,11 @@ import pytest
 import torch
 
 from text3d.cli import main
-from text3d.config import ExportConfig
-from text3d.errors import ConfigError, RunDirError
+from text3d.export.config import ExportConfig
+from text3d.core.errors import ConfigError, RunDirError
 from text3d.export import EmptyDensityError, export_fields, extract_surface, sample_grid
 from text3d.export.grid import _half_opacity_density, level_from_opacity
-from text3d.export.pipeline import _is_watertight
+from text3d.export.mesh import _is_watertight
 from text3d.export.texture import rasterize
 from text3d.export.writers import srgb_to_linear
 
@@ -388,7 +388,8 @@ def test_empty_field_is_reported_not_exported(trained_run, tmp_path, capsys):
 
 
 def test_config_section_is_validated():
-    from text3d.config import EXPORT_FORMATS, load_config
+    from text3d.export.config import EXPORT_FORMATS
+    from text3d.run.config import load_config
     from text3d.export.writers import WRITERS
 
     assert sorted(WRITERS) == sorted(EXPORT_FORMATS)  # every format the config accepts has a writer
@@ -400,5 +401,5 @@ def test_config_section_is_validated():
     with pytest.raises(ConfigError, match="export.texture_size"):
         load_config(SMOKE, ["export.texture_size=3"])
     with pytest.raises(RunDirError):
-        from text3d.rundir import load_geometry
+        from text3d.scene.rundir import load_geometry
         load_geometry(REPO / "configs")

@@ -6,12 +6,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from text3d.cameras import turntable
+from text3d.scene.cameras import turntable
 from text3d.cli import main
 from text3d.guidance.pixel_prior import PixelPrior, PixelPriorConfig
-from text3d.multiview import MultiviewSettings, SamplerConfig, parse_grid, sample_multiview, tile, untile, view_prompts
-from text3d.multiview_run import cameras_from_json
-from text3d.prior_model import sample
+from text3d.multiview.modes import MultiviewSettings, SamplerConfig, parse_grid, sample_multiview, tile, untile, view_prompts
+from text3d.scene.cameras import cameras_from_json
+from text3d.prior.model import sample
 from text3d.guidance.prompts import PromptingConfig
 
 REPO = Path(__file__).resolve().parents[1]
@@ -32,7 +32,7 @@ def test_independent_mode_is_the_priors_own_sampler(prior):
     prompts = ["a red cube", "a blue sphere", "a green cone"]
     got = sample_multiview(prior, prompts, cams, 3, settings("independent"), torch.Generator().manual_seed(4))
     parts = prior.unet, prior.text_encoder, prior.tokenizer, prior.scheduler
-    from text3d.prior_model import PriorModules
+    from text3d.prior.model import PriorModules
 
     want = sample(PriorModules(*parts), prompts, cams, steps=3, generator=torch.Generator().manual_seed(4))
     torch.testing.assert_close(got, want, rtol=0, atol=1e-5)

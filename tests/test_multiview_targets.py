@@ -6,12 +6,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from text3d.cameras import turntable
+from text3d.scene.cameras import turntable
 from text3d.cli import main
-from text3d.multiview_run import load_multiview_config, write_outputs
-from text3d.multiview_targets import ViewTargets
+from text3d.multiview.pipeline import load_multiview_config, write_outputs
+from text3d.run.targets import ViewTargets
 from text3d.run import open_run
-from text3d.shapes import render_shapes
+from text3d.prior.shapes import render_shapes
 
 REPO = Path(__file__).resolve().parents[1]
 FROM_VIEWS = REPO / "configs" / "quickstart-from-views.yaml"

@@ -6,9 +6,9 @@ import pytest
 import torch
 from scipy import stats
 
-from text3d.noise import (NOISES, Correspondence, NoiseSettings, coherent_step, downsample_correspondence,
+from text3d.video.noise import (NOISES, Correspondence, NoiseSettings, coherent_step, downsample_correspondence,
                           identity_coords, sum_pool_noise, warp_bilinear, warp_integral, warp_nearest)
-from text3d.noise_reference import upsample_conditional, warp_nearest_pull
+from reference.noise_warp import upsample_conditional, warp_nearest_pull
 
 
 def gen(seed=0):
@@ -199,7 +199,7 @@ def test_warped_noise_is_deterministic_for_a_seed():
 @pytest.mark.parametrize("transform", [dict(scale=0.7, angle_deg=30.0), dict(scale=1.6, angle_deg=-20.0),
                                        dict(shift=(0.25, 0.5))], ids=["zoom-in+rotate", "zoom-out+rotate", "subpixel"])
 def test_vectorised_warps_match_the_reference_and_the_footprint_overlap(transform):
-    """Nearest copies what the first implementation (text3d.noise_reference) copies where a source value
+    """Nearest copies what the first implementation (tests/reference/noise_warp.py) copies where a source value
     is read once; integral correlates with the source pixel under each target's centre by the share of
     the target's footprint in that pixel times sqrt(footprint area) (the white-noise integral), computed
     here from 16x16 analytic points per target."""

@@ -1,4 +1,4 @@
-"""Outlines at the prior's resolution (text3d.outline_profile): the figures of a mask, cameras around a
+"""Outlines at the prior's resolution (benchmarks/outline_profile.py): the figures of a mask, cameras around a
 shape's quarter-turn symmetry checked against the projected shape, a run's renders resized the way
 training resizes them, and the benchmark's --outline-profile end to end."""
 
@@ -9,11 +9,11 @@ from types import SimpleNamespace
 
 import torch
 
-from text3d.cameras import finest_resolution
-from text3d.outline_profile import outline_stats, outlines, run_views, symmetric_cameras, true_views
-from text3d.shapes import render_shapes
+from text3d.prior.shapes import render_shapes
+from text3d.scene.cameras import finest_resolution
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from outline_profile import outline_stats, outlines, run_views, symmetric_cameras, true_views  # noqa: E402
 
 
 def test_outline_stats_reads_area_rows_and_widest_row():

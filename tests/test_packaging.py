@@ -13,7 +13,7 @@ def test_wheel_installs_the_three_import_roots(tmp_path):
                    check=True, capture_output=True)
     wheel = next(tmp_path.glob("text3d-*.whl"))
     names = set(zipfile.ZipFile(wheel).namelist())
-    for path in ("text3d/run.py", "text3d/export/pipeline.py", "text3d/renderers/volume.py", "text3d/guidance/sds.py",
+    for path in ("text3d/run/trainer.py", "text3d/core/schema.py", "text3d/export/pipeline.py", "text3d/renderers/volume.py", "text3d/guidance/sds.py",
                  "text3d/guidance/stable_diffusion.py"):
         assert path in names, path
     assert not any(n.startswith(("renderers/", "guidance/", "tests/")) for n in names)

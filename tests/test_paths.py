@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from text3d.config import load_config
-from text3d.errors import ConfigError
-from text3d.paths import inside, safe_component
-from text3d.run import new_run_dir
+from text3d.run.config import load_config
+from text3d.core.errors import ConfigError
+from text3d.core.paths import inside, safe_component
+from text3d.run.trainer import new_run_dir
 
 QUICKSTART = Path(__file__).resolve().parents[1] / "configs" / "quickstart.yaml"
 
@@ -61,7 +61,7 @@ def test_a_symlink_inside_output_dir_cannot_lead_out(tmp_path):
 
 
 def test_two_runs_started_in_the_same_second_get_two_folders(tmp_path):
-    from text3d.paths import claim_new_dir
+    from text3d.core.paths import claim_new_dir
 
     base = tmp_path / "outputs" / "n" / "a_red_cube@20260101-000000"
     first, second = claim_new_dir(base), claim_new_dir(base)

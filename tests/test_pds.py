@@ -3,11 +3,11 @@
 import pytest
 import torch
 
-from text3d.errors import ConfigError
+from text3d.core.errors import ConfigError
 from text3d.guidance import (DDSConfig, DDSGuidance, PDSConfig, PDSGuidance, PromptProcessor, SDSEditConfig,
                              SDSEditGuidance, timestep_grid)
-from text3d.registry import GUIDANCES
-from text3d.schedules import LinearSchedule
+from text3d.guidance.registry import GUIDANCES
+from text3d.core.schedules import LinearSchedule
 
 B = 2
 

@@ -8,13 +8,13 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from text3d.cameras import orbit_cameras
-from text3d.errors import ConfigError, ModelNotFoundError
-from text3d.prior_eval import judge
-from text3d.prior_model import CAMERA_FEATURES, PRIOR_FORMAT_VERSION, camera_features, load_prior, sample
-from text3d.prior_training import (ShapesDataConfig, ShapesDataset, load_train_config, loss_weights, train_prior,
+from text3d.scene.cameras import orbit_cameras
+from text3d.core.errors import ConfigError, ModelNotFoundError
+from text3d.prior.evaluation import judge
+from text3d.prior.model import CAMERA_FEATURES, PRIOR_FORMAT_VERSION, camera_features, load_prior, sample
+from text3d.prior.training import (ShapesDataConfig, ShapesDataset, load_train_config, loss_weights, train_prior,
                                    view_label)
-from text3d.shapes import COLOUR_NAMES, SHAPES, parse_prompt, render_shapes
+from text3d.prior.shapes import COLOUR_NAMES, SHAPES, parse_prompt, render_shapes
 
 TINY = ["iterations=2", "batch_size=4", "log_every=1", "checkpoint_every=1", "snapshot_every=0",
         "data.bank_views_per_shape=2", "data.bank_refresh_per_step=1", "data.held_out=[red cube]",
@@ -183,7 +183,7 @@ def test_judge_accepts_true_renders_and_rejects_wrong_ones():
 def test_nearest_pose_finds_the_camera_a_true_render_was_taken_from():
     """A true pyramid rendered 10 degrees further round and 5 degrees higher than asked is the right shape
     in the wrong pose: the probe finds exactly that offset, with IoU 1 there and less at the asked camera."""
-    from text3d.prior_eval import nearest_pose, object_mask
+    from text3d.prior.evaluation import nearest_pose, object_mask
 
     cams = _cams([20.0, -100.0], [10.0, 30.0])
     turned = orbit_cameras(cams.azimuth + 10.0, cams.elevation + 5.0, cams.distance, torch.rad2deg(cams.fovy), 32, 32)

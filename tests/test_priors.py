@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 
-from text3d.errors import ConfigError, ModelNotFoundError
+from text3d.core.errors import ConfigError, ModelNotFoundError
 from text3d.guidance import (
     DiffusionPrior,
     StableDiffusionPrior,
@@ -20,7 +20,7 @@ from text3d.guidance import (
     resolve_dtype,
 )
 from text3d.guidance import tiny as tiny_module
-from text3d.registry import PRIORS
+from text3d.guidance.registry import PRIORS
 
 CPU = torch.device("cpu")
 
@@ -257,7 +257,7 @@ class _PixelCameraPrior(DiffusionPrior):
 
 
 def test_interface_supports_a_camera_conditioned_pixel_prior(tiny_prior):
-    from text3d.cameras import orbit_cameras
+    from text3d.scene.cameras import orbit_cameras
 
     prior = _PixelCameraPrior(tiny_prior.text_encoder, tiny_prior.tokenizer, tiny_prior.scheduler)
     cams = orbit_cameras(torch.tensor([0.0, 90.0]), torch.tensor([10.0, 10.0]), torch.full((2,), 2.0),

@@ -4,7 +4,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from text3d.errors import ConfigError
+from text3d.core.errors import ConfigError
 from text3d.guidance import PromptingConfig, PromptProcessor, wrap_azimuth
 
 

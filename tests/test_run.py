@@ -12,9 +12,9 @@ import pytest
 import torch
 import yaml
 
-from text3d.checkpoint import latest_checkpoint, load_checkpoint
+from text3d.core.checkpoint import latest_checkpoint, load_checkpoint
 from text3d.cli import main
-from text3d.errors import RunDirError
+from text3d.core.errors import RunDirError
 from text3d.run import open_run
 
 REPO = Path(__file__).resolve().parents[1]

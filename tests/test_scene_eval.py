@@ -4,9 +4,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from text3d.cameras import RandomCameraConfig
-from text3d.scene_eval import analytic_scores
-from text3d.shapes import render_shapes
+from text3d.scene.cameras import RandomCameraConfig
+from text3d.prior.scene_eval import analytic_scores
+from text3d.prior.shapes import render_shapes
 
 
 class FakeRun:

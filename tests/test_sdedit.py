@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-from text3d.cameras import turntable
+from text3d.scene.cameras import turntable
 from text3d.guidance.pixel_prior import PixelPrior, PixelPriorConfig
-from text3d.prior_model import sample
-from text3d.sdedit import sdedit, sdedit_timesteps
+from text3d.prior.model import sample
+from text3d.guidance.sdedit import sdedit, sdedit_timesteps
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +33,7 @@ def test_strength_one_with_the_samplers_noise_reproduces_the_prior_sampler(pixel
 
 
 def pixel_prior_modules(prior):
-    from text3d.prior_model import PriorModules
+    from text3d.prior.model import PriorModules
 
     return PriorModules(prior.unet, prior.text_encoder, prior.tokenizer, prior.scheduler)
 

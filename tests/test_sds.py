@@ -4,10 +4,10 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from text3d.errors import ConfigError
+from text3d.core.errors import ConfigError
 from text3d.guidance import PromptProcessor, SDSConfig, SDSGuidance
-from text3d.registry import GUIDANCES
-from text3d.schedules import LinearSchedule
+from text3d.guidance.registry import GUIDANCES
+from text3d.core.schedules import LinearSchedule
 
 B = 2
 

@@ -3,9 +3,10 @@
 import pytest
 import torch
 
-from text3d.background import NeuralEnvironment, NeuralEnvironmentConfig, SolidBackground, SolidBackgroundConfig
-from text3d.errors import ConfigError
-from text3d.registry import BACKGROUNDS, MATERIALS
+from text3d.scene.background import NeuralEnvironment, NeuralEnvironmentConfig, SolidBackground, SolidBackgroundConfig
+from text3d.core.errors import ConfigError
+from text3d.scene.registry import BACKGROUNDS
+from text3d.renderers.registry import MATERIALS
 from text3d.renderers import DiffuseWithPointLightConfig, NoMaterialConfig
 
 

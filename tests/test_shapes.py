@@ -6,8 +6,8 @@ import math
 import pytest
 import torch
 
-from text3d.cameras import orbit_cameras
-from text3d.shapes import (AMBIENT, COLOUR_NAMES, COLOURS, LIGHT_DIR_CAMERA, PRIMITIVES, SHAPES, parse_prompt,
+from text3d.scene.cameras import orbit_cameras
+from text3d.prior.shapes import (AMBIENT, COLOUR_NAMES, COLOURS, LIGHT_DIR_CAMERA, PRIMITIVES, SHAPES, parse_prompt,
                            render_shapes, vocabulary)
 
 
@@ -127,7 +127,7 @@ def test_unknown_names_are_reported():
 
 
 def test_clip_tokenizer_ids_are_openai_clip_ids():
-    from text3d.prior_model import load_clip_tokenizer
+    from text3d.prior.model import load_clip_tokenizer
 
     tok = load_clip_tokenizer()
     assert len(tok) == 49408 and tok.model_max_length == 77

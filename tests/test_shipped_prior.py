@@ -11,15 +11,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from text3d.cameras import orbit_cameras, turntable
-from text3d.config import load_raw, resolve
+from text3d.scene.cameras import orbit_cameras, turntable
+from text3d.run.config import load_raw, resolve
 from text3d.guidance.pixel_prior import PixelPrior, prior_folder
-from text3d.prior_eval import classify_colour, judge
-from text3d.prior_model import DEFAULT_SAMPLER, PRIOR_FORMAT_VERSION, PriorModules, sample
-from text3d.prior_training import load_train_config
-from text3d.registry import PRIORS
+from text3d.prior.evaluation import classify_colour, judge
+from text3d.prior.model import DEFAULT_SAMPLER, PRIOR_FORMAT_VERSION, PriorModules, sample
+from text3d.prior.training import load_train_config
+from text3d.guidance.registry import PRIORS
 from text3d.run import open_run
-from text3d.shapes import COLOUR_NAMES, COLOURS
+from text3d.prior.shapes import COLOUR_NAMES, COLOURS
 
 REPO = Path(__file__).resolve().parents[1]
 QUICKSTART = REPO / "configs" / "quickstart.yaml"

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from text3d.cli import main
-from text3d.noise import Correspondence, identity_coords
-from text3d.video import colour_flip_rate, noise_schedule, noise_settings, VideoConfig, warp_error
-from text3d.video_source import Clip
+from text3d.video.noise import Correspondence, identity_coords
+from text3d.video.pipeline import colour_flip_rate, noise_schedule, noise_settings, VideoConfig, warp_error
+from text3d.video.source import Clip
 
 QUICKSTART = str(Path(__file__).parent.parent / "configs" / "video-quickstart.yaml")
 RUN_CONFIG = str(Path(__file__).parent.parent / "configs" / "quickstart.yaml")
@@ -97,9 +97,9 @@ def test_video_of_a_run_writes_every_output_and_is_reproducible(quick_run_dir, t
 
 
 def test_video_file_source_with_flow(tmp_path, capsys):
-    from text3d.cameras import turntable
-    from text3d.media import save_video
-    from text3d.shapes import render_checker
+    from text3d.scene.cameras import turntable
+    from text3d.core.media import save_video
+    from text3d.prior.shapes import render_checker
 
     cams = turntable(24, 15.0, 3.0, 32.0, 64, 64)
     rgb, _ = render_checker(["cube"] * 4, cams.index(slice(0, 4)))
@@ -113,9 +113,9 @@ def test_video_file_source_with_flow(tmp_path, capsys):
 
 def test_video_with_a_latent_prior_brings_the_noise_to_the_latent_grid(tiny_sd_dir, tmp_path, capsys):
     """The tiny Stable Diffusion (VAE latents, 4 channels): correspondences at 64 px, noise area-summed to its grid."""
-    from text3d.cameras import turntable
-    from text3d.media import save_video
-    from text3d.shapes import render_checker
+    from text3d.scene.cameras import turntable
+    from text3d.core.media import save_video
+    from text3d.prior.shapes import render_checker
 
     cams = turntable(24, 15.0, 3.0, 32.0, 64, 64)
     rgb, _ = render_checker(["cube"] * 3, cams.index(slice(0, 3)))
@@ -130,9 +130,9 @@ def test_video_with_a_latent_prior_brings_the_noise_to_the_latent_grid(tiny_sd_d
 
 def test_keyframe_attention_keeps_frame_0_and_changes_the_later_frames(tmp_path, capsys):
     """attention=keyframe: frame 0 is its own keyframe (unchanged); later frames attend to frame 0."""
-    from text3d.cameras import turntable
-    from text3d.media import save_video
-    from text3d.shapes import render_checker
+    from text3d.scene.cameras import turntable
+    from text3d.core.media import save_video
+    from text3d.prior.shapes import render_checker
 
     cams = turntable(24, 15.0, 3.0, 32.0, 64, 64)
     rgb, _ = render_checker(["cube"] * 4, cams.index(slice(0, 4)))
@@ -155,7 +155,7 @@ def test_keyframe_attention_keeps_frame_0_and_changes_the_later_frames(tmp_path,
 # --------------------------------------------------------------------------------------------
 # degrees_per_frame and reference_camera
 def test_turntable_step_defaults_to_a_full_turn_and_follows_degrees_per_frame():
-    from text3d.cameras import turntable
+    from text3d.scene.cameras import turntable
 
     full, ref = turntable(16, 15.0, 3.0, 40.0, 32, 32), turntable(16, 15.0, 3.0, 40.0, 32, 32, degrees_per_view=22.5)
     assert torch.equal(full.c2w, ref.c2w) and torch.equal(full.azimuth, ref.azimuth)
@@ -177,8 +177,8 @@ def shapes_prior():
 
 def turntable_clip(n=4, same_frames=False):
     """A shapes-prior-sized (32 px) clip of an analytic cube turntable, 30 degrees per frame."""
-    from text3d.cameras import turntable
-    from text3d.shapes import render_shapes
+    from text3d.scene.cameras import turntable
+    from text3d.prior.shapes import render_shapes
 
     cams = turntable(n, 15.0, 3.0, 40.0, 32, 32, degrees_per_view=30.0)
     rgb = render_shapes(["cube"] * n, ["red"] * n, cams)[0]
@@ -190,8 +190,8 @@ def test_reference_camera_0_is_the_plain_sdedit_and_frame_0_never_changes(shapes
     """reference_camera=0 gives exactly the frames of SDEdit with each frame's own camera (the call
     without reference cameras); a fraction > 0 keeps frame 0 (its own camera is the reference) and
     changes the later frames (the camera-conditioned prior sees frame 0's camera first)."""
-    from text3d.sdedit import sdedit, sdedit_timesteps
-    from text3d.video import restyle
+    from text3d.guidance.sdedit import sdedit, sdedit_timesteps
+    from text3d.video.pipeline import restyle
 
     clip = turntable_clip()
     cfg = VideoConfig(steps=6, strength=0.8, noise="iid", prompt="a cube", batch_size=4)
@@ -210,7 +210,7 @@ def test_reference_camera_0_is_the_plain_sdedit_and_frame_0_never_changes(shapes
 def test_reference_camera_1_with_shared_noise_makes_identical_inputs_identical_frames(shapes_prior):
     """Identical source frames with one noise: conditioned on frame 0's camera throughout, every frame is
     frame 0; on their own cameras they differ (what the schedule changes is only the camera)."""
-    from text3d.video import restyle
+    from text3d.video.pipeline import restyle
 
     clip = turntable_clip(same_frames=True)
     cfg = VideoConfig(steps=6, strength=0.8, noise="shared", prompt="a cube", batch_size=4)
@@ -223,7 +223,7 @@ def test_reference_camera_1_with_shared_noise_makes_identical_inputs_identical_f
 
 
 def test_reference_frame_is_the_keyframe():
-    from text3d.video import reference_frame
+    from text3d.video.pipeline import reference_frame
 
     assert reference_frame(VideoConfig(), 8) == 0
     assert reference_frame(VideoConfig(attention="keyframe", keyframe="middle"), 8) == 4

@@ -7,11 +7,11 @@ import pytest
 import torch
 from torch import nn
 
-from text3d.background import SolidBackground, SolidBackgroundConfig
-from text3d.cameras import turntable
-from text3d.errors import ConfigError
-from text3d.geometry import ImplicitVolume, ImplicitVolumeConfig
-from text3d.registry import RENDERERS
+from text3d.scene.background import SolidBackground, SolidBackgroundConfig
+from text3d.scene.cameras import turntable
+from text3d.core.errors import ConfigError
+from text3d.scene.geometry import ImplicitVolume, ImplicitVolumeConfig
+from text3d.renderers.registry import RENDERERS
 from text3d.renderers import (
     DiffuseWithPointLight,
     DiffuseWithPointLightConfig,

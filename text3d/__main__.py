@@ -2,6 +2,6 @@
 
 import sys
 
-from .cli import main
+from text3d.cli import main
 
 sys.exit(main())

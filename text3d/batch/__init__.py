@@ -8,4 +8,6 @@ Modules: :mod:`.items` (the PROMPTS file), :mod:`.state` (the batch directory), 
 (summary files), :mod:`.engine` (Ray), :mod:`.worker` (one run in a worker), :mod:`.progress`
 (progress reports), :mod:`.driver` (scheduling, retries, Ctrl-C), :mod:`.launch` (start / resume),
 :mod:`.command` (the CLI verb). Submodules are imported where used, so ``text3d --help`` stays quick.
+
+May import: everything below the CLI (``core`` ... ``run``); ``ray`` only inside :mod:`.engine`.
 """

@@ -11,8 +11,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional
 
-from ..errors import Text3DError
-from ..interrupt import StepBoundaryStop
+from text3d.core.errors import Text3DError
+from text3d.core.interrupt import StepBoundaryStop
 from .state import BatchState, ItemState, refresh_item
 from .summary import write_summary
 

@@ -13,7 +13,7 @@ import os
 import socket
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from ..errors import Text3DError
+from text3d.core.errors import Text3DError
 from .state import BatchOptions
 
 logger = logging.getLogger(__name__)

@@ -21,8 +21,8 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import yaml
 
-from ..errors import ConfigError
-from ..paths import safe_component
+from text3d.core.errors import ConfigError
+from text3d.core.paths import safe_component
 
 RESERVED_NAMES = ("batch.json", "batch.csv", "contact_sheet.png")
 """Files of the batch directory beside the item folders."""

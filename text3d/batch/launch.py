@@ -6,8 +6,8 @@ import dataclasses
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
-from ..config import Config, load_raw, resolve
-from ..errors import ConfigError
+from text3d.core.errors import ConfigError
+from text3d.run.config import RUN_SCHEMA, Config
 
 from .driver import BatchDriver, ProgressCallback
 from .engine import RayEngine, import_ray
@@ -62,7 +62,7 @@ def unfinished_configs(state: BatchState, overrides: Sequence[str]) -> Dict[str,
         saved = state.batch_dir / item.item / "config.yaml"
         if item.status != "done" and saved.is_file():
             try:
-                out[item.item] = resolve(load_raw(saved, overrides))
+                out[item.item] = RUN_SCHEMA.load(saved, overrides, saved=True)
             except ConfigError as e:
                 raise ConfigError(f"item {item.item!r}: {e}") from None
             item.total_steps = out[item.item].steps

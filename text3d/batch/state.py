@@ -19,10 +19,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
-from ..config import Config, load_raw, resolve, to_yaml
-from ..errors import RunDirError, Text3DError
-from ..io import write_text
-from ..paths import inside, stamped_dir
+from text3d.core.config_files import literal_layer
+from text3d.core.errors import RunDirError, Text3DError
+from text3d.core.io import write_text
+from text3d.core.paths import inside, stamped_dir
+from text3d.run.config import RUN_SCHEMA, Config, to_yaml
+
 from .items import BatchItem, read_items
 
 FORMAT_VERSION = 1
@@ -112,7 +114,7 @@ def plan_batch(config_path: str | Path, prompts_path: str | Path, overrides: Lis
         the batch state (failed items marked) and the resolved config of each valid item, by name.
     """
     items = read_items(prompts_path)
-    base = resolve(load_raw(config_path, overrides))
+    base = RUN_SCHEMA.load(config_path, overrides)
     state = BatchState(batch_dir=new_batch_dir(base).absolute(), config=str(Path(config_path).absolute()),
                        overrides=list(overrides), prompts=str(Path(prompts_path).absolute()), options=options, items=[])
     configs: Dict[str, Config] = {}
@@ -129,7 +131,7 @@ def _plan_item(item: BatchItem, config_path: str | Path, overrides: List[str]) -
     record = ItemState(item=item.name, line=item.line, prompt=item.prompt or "", overrides=item.overrides,
                        config=str(Path(preset).absolute()))
     try:
-        cfg = resolve(load_raw(preset, overrides, extra=item.nested_overrides()))
+        cfg = RUN_SCHEMA.load(preset, overrides, above=[literal_layer(item.nested_overrides(), f"item {item.name!r}")])
     except Text3DError as e:
         record.status, record.error = "failed", f"item {item.name!r} (line {item.line}): {e}"
         return record, None

@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
-from ..io import atomic_path, write_json, write_text
+from text3d.core.io import atomic_path, write_json, write_text
 from .state import BatchState, ItemState
 
 CSV_COLUMNS = ["item", "status", "run_dir", "prompt", "overrides", "steps", "total_steps", "wall_time_s",

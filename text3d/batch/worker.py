@@ -15,14 +15,14 @@ import time
 from pathlib import Path
 from typing import Any, Dict
 
-from ..errors import RunDirError
+from text3d.core.errors import RunDirError
 from .progress import Reporter
 
 
 def open_item_run(run_dir: Path):
     """The run of a batch item: resumed from its newest checkpoint, or new in ``run_dir``."""
-    from ..checkpoint import latest_checkpoint
-    from ..run import open_run
+    from text3d.core.checkpoint import latest_checkpoint
+    from text3d.run.trainer import open_run
 
     if not (run_dir / "config.yaml").is_file():
         raise RunDirError(f"{str(run_dir)!r} has no config.yaml on node {socket.gethostname()}: the batch directory "

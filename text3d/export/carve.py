@@ -8,7 +8,7 @@ cavities does not close them. What a viewer can tell apart is what rays from out
 
 :func:`visible_solid` therefore carves: a cell is empty if a probe (a cube :math:`2r + 1` cells
 wide, as wide as the narrowest opening a supervised render can show: for a NeRF two pixels,
-:data:`~text3d.export.pipeline.PORE_PIXELS`) can travel to it along a straight line from
+:data:`~text3d.export.mesh.PORE_PIXELS`) can travel to it along a straight line from
 outside the grid, in any of ``directions``, without touching the occupied cells (density at or
 above the level). The solid is what no probe reaches. So
 

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..cameras import project_to_pixels
+from text3d.scene.cameras import project_to_pixels
 from .grid import DensityGrid
 
 if TYPE_CHECKING:
@@ -63,7 +63,7 @@ class Views:
 
 def render_views(cloud: GaussianCloud, centre: np.ndarray, radius: float, n_views: int, size: int) -> Views:
     """``n_views`` square renders of ``size`` pixels from all around, framing the sphere (``centre``, ``radius``)."""
-    from ..cameras import Cameras, look_at
+    from text3d.scene.cameras import Cameras, look_at
     from text3d.renderers.gaussians import rasterize_gaussians
 
     fovy = math.radians(VIEW_FOVY_DEG)

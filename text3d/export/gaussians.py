@@ -72,11 +72,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..config import ExportConfig, check_export_config
-from ..errors import Text3DError
+from text3d.core.errors import Text3DError
 from text3d.renderers.gaussians import sh_dc_to_rgb
 from .grid import DensityGrid, EmptyDensityError, level_from_opacity
-from .pipeline import DEFAULT_PORE_FRACTION, PORE_PIXELS, STEM, ExportResult, _timed, export_grid
+from .config import ExportConfig, check_export_config
+from .mesh import DEFAULT_PORE_FRACTION, PORE_PIXELS, STEM, ExportResult, StageFn, StageTimings, export_grid, timed
 # Views, colours and the silhouette fill live in gaussian_views; re-exported here, where callers found them.
 from .gaussian_views import (DEPTH_TOLERANCE, HULL_VIEWS, VIEWS, ViewColors,  # noqa: F401
                              fibonacci_directions, render_views, silhouette_fill, view_size)
@@ -140,7 +140,7 @@ class GaussianCloud:
 
     @classmethod
     def from_model(cls, model: torch.nn.Module) -> "GaussianCloud":
-        from ..gaussians import model_params
+        from text3d.scene.gaussians import model_params
 
         return cls.from_params(model_params(model), model.cfg.sh_degree)
 
@@ -367,12 +367,12 @@ def gaussian_grid(cloud: GaussianCloud, resolution: int, level: Optional[float] 
     spacing = side / (resolution - 2)  # one empty cell around the object on each side
     origin = ((lo + hi) / 2 - spacing * resolution / 2).astype(np.float32)
     smooth = cloud.smoothed(max(GRID_FILTER_CELLS * spacing, PIXEL_FILTER * pixel))
-    with _timed(timings, "density splat"):
+    with timed(timings, "density splat"):
         values, pairs = splat_density(smooth, origin, spacing, resolution + 1)
     peak = float(values.max())
     k = 1.0 / (math.sqrt(2 * math.pi) * line_thickness(smooth))
     if level is None:
-        with _timed(timings, "iso level"):
+        with timed(timings, "iso level"):
             stride = 4 if resolution >= 128 else 1
             found = level_from_opacity(values * k, spacing, stride)
         if found is None:
@@ -385,7 +385,7 @@ def gaussian_grid(cloud: GaussianCloud, resolution: int, level: Optional[float] 
             raise EmptyDensityError(f"no surface at level {level:g}: the Gaussians' density on the grid peaks at "
                                     f"{peak:.3g}; pass a --level below that (lower keeps more), or train more steps")
         source = "given"
-    with _timed(timings, "cavity fill"):
+    with timed(timings, "cavity fill"):
         filled = fill_cavities(values, level)
     logger.info("Gaussian density: %d Gaussian-node pairs, level %.4g (%s), %d cavity nodes filled",
                 pairs, level, source, filled)
@@ -394,23 +394,25 @@ def gaussian_grid(cloud: GaussianCloud, resolution: int, level: Optional[float] 
 
 # ------------------------------------------------------------------------------------------ export
 def export_gaussians(cloud: GaussianCloud, settings: ExportConfig, out_dir: Path, name: str = STEM,
-                     source: Optional[Dict[str, Any]] = None, n_views: int = VIEWS) -> ExportResult:
-    """Extract, texture and write a mesh of 3D Gaussians into ``out_dir`` (see the module docstring).
+                     source: Optional[Dict[str, Any]] = None, n_views: int = VIEWS,
+                     progress: Optional[StageFn] = None) -> ExportResult:
+    """Extract, texture and write a mesh of 3D Gaussians into ``out_dir`` (see the module docstring);
+    ``progress`` is told the name of each stage as it starts.
 
     Raises:
         EmptyDensityError: no surface (nothing is written then).
     """
     check_export_config(settings)
-    timings: Dict[str, float] = {}
+    timings = StageTimings(progress)
     lo, hi = gaussian_bounds(cloud)
     pixel = footprint_pixel(settings, lo, hi)
     if settings.pore_size is None:  # carve with a probe of two pixels, as for a NeRF
         settings = dataclasses.replace(settings, pore_size=PORE_PIXELS * pixel)
     grid = gaussian_grid(cloud.as_rendered(pixel), settings.resolution, settings.level, timings, pixel)
-    with _timed(timings, "silhouette fill"):
+    with timed(timings, "silhouette fill"):
         hull = silhouette_fill(grid, cloud, pixel, (lo, hi)) if pixel > 0 else {"views": 0, "filled_nodes": 0}
     centre, radius = (lo + hi) / 2, 0.5 * float(np.linalg.norm(hi - lo))
-    with _timed(timings, "render views"):
+    with timed(timings, "render views"):
         views = render_views(cloud, centre, radius, n_views, view_size(settings.texture_size))
     tolerance = DEPTH_TOLERANCE * float((hi - lo).max()) + 2 * grid.spacing
     colors = ViewColors(cloud, views, tolerance)
@@ -422,8 +424,8 @@ def export_gaussians(cloud: GaussianCloud, settings: ExportConfig, out_dir: Path
 
 def footprint_pixel(settings: ExportConfig, lo: np.ndarray, hi: np.ndarray) -> float:
     """The training pixel the footprints are widened at: the pore size (the carving probe, two of a
-    run's finest training pixels) over :data:`~text3d.export.pipeline.PORE_PIXELS`, or without one
-    :data:`~text3d.export.pipeline.DEFAULT_PORE_FRACTION` of the Gaussians' box side."""
+    run's finest training pixels) over :data:`~text3d.export.mesh.PORE_PIXELS`, or without one
+    :data:`~text3d.export.mesh.DEFAULT_PORE_FRACTION` of the Gaussians' box side."""
     if settings.pore_size is not None:
         return float(settings.pore_size) / PORE_PIXELS
     return DEFAULT_PORE_FRACTION * float((hi - lo).max())
@@ -431,7 +433,7 @@ def footprint_pixel(settings: ExportConfig, lo: np.ndarray, hi: np.ndarray) -> f
 
 def load_gaussian_ply(path: Path) -> Tuple[GaussianCloud, Dict[str, Any]]:
     """A 3DGS ``.ply`` as a :class:`GaussianCloud`, with a description for ``export.json``."""
-    from ..gaussians import read_ply
+    from text3d.scene.gaussians import read_ply
 
     params, degree = read_ply(path)
     return GaussianCloud.from_params(params, degree), {"ply": str(path)}

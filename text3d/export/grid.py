@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..errors import Text3DError
+from text3d.core.errors import Text3DError
 
 logger = logging.getLogger(__name__)
 

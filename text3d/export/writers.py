@@ -21,8 +21,8 @@ from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
-from .. import __version__
-from ..io import atomic_path
+from text3d import __version__
+from text3d.core.io import atomic_path
 from .texture import UVLayout
 
 WORLD_TO_EXPORT = np.array([[0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [1.0, 0.0, 0.0]])

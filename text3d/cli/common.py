@@ -1,0 +1,116 @@
+"""What every verb shares: the parser with the one-line error convention, the common flags, the
+``CONFIG [key=value ...]`` items, progress bars, and printing a config.
+
+The conventions, the same for every verb:
+
+- ``text3d VERB CONFIG [key.path=value ...]`` (``export`` takes a run folder instead of a config);
+- common flags: ``-h``, ``--no-progress``, ``--print-config`` (validate, print the resolved config,
+  load no model, write nothing);
+- a user mistake is one ``error:`` line on stderr and exit status 2, with nothing written;
+- on success the output directory (or file) is the last line printed; Ctrl-C exits 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from contextlib import ExitStack, contextmanager
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+
+COMMON_FLAGS = ("-h", "--no-progress", "--print-config")
+"""Flags every verb (and ``text3d`` itself) accepts."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with the project's error convention: one ``error:`` line (no usage block), exit 2."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"error: {self.prog}: {message} (see '{self.prog} --help')\n")
+
+
+def add_common_flags(parser: argparse.ArgumentParser, top: bool = False) -> None:
+    """``--no-progress`` and ``--print-config`` (``-h`` is argparse's). On a verb's parser the flags
+    default to "not given" so that they may also come before the verb (``text3d --no-progress run``)."""
+    default = {} if top else {"default": argparse.SUPPRESS}
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars", **default)
+    parser.add_argument("--print-config", action="store_true",
+                        help="validate the config (no model loads, nothing is written), print it resolved, and exit",
+                        **default)
+
+
+def split_items(items: Sequence[str]) -> Tuple[Optional[str], List[str]]:
+    """``CONFIG key=value ...`` -> (the config path or None, the overrides)."""
+    if items and "=" not in items[0]:
+        return items[0], list(items[1:])
+    return None, list(items)
+
+
+class Bars:
+    """Progress bars made on first use (so a refused input leaves no empty bar), one per label, all
+    closed on exit; while a bar is shown, log lines print above it. With ``enabled=False``
+    (``--no-progress``) every report is ignored; when stderr is not a terminal no bar is drawn."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+        self._bars: Dict[str, Any] = {}
+        self._logging = ExitStack()
+
+    def update(self, label: str, step: int, total: Optional[int], unit: str = "step", **postfix: Any) -> None:
+        """Move bar ``label`` to ``step`` of ``total`` (None: unknown total), showing ``postfix``."""
+        if not self.enabled:
+            return
+        bar = self._bars.get(label)
+        if bar is None:
+            from tqdm.auto import tqdm
+            from tqdm.contrib.logging import logging_redirect_tqdm
+
+            # disable=None: no bar when stderr is not a terminal (a log file, a pipe), as tqdm does
+            bar = self._bars[label] = tqdm(total=total, desc=label, unit=unit, dynamic_ncols=True, disable=None)
+            if not bar.disable and len(self._bars) == 1:
+                self._logging.enter_context(logging_redirect_tqdm())
+        bar.update(step - bar.n)
+        if postfix:
+            bar.set_postfix(refresh=False, **postfix)
+
+    def close(self) -> None:
+        for bar in self._bars.values():
+            bar.close()
+        self._bars.clear()
+        self._logging.close()
+
+
+@contextmanager
+def progress_bars(enabled: bool) -> Iterator[Bars]:
+    """:class:`Bars` for the duration of a command."""
+    bars = Bars(enabled)
+    try:
+        yield bars
+    finally:
+        bars.close()
+
+
+def print_config(cfg: Any) -> int:
+    """``--print-config``: the resolved config as YAML on stdout."""
+    from text3d.core.schema import to_yaml
+
+    print(to_yaml(cfg), end="")
+    return 0
+
+
+def fit_and_print(run: Any, no_progress: bool, verb: str) -> int:
+    """Train ``run`` with a progress bar; print its folder last (0), or the resume command on Ctrl-C (130)."""
+    with progress_bars(not no_progress) as bars:
+        def progress(step: int, losses: Dict[str, float]) -> None:
+            bars.update(run.cfg.name, step, run.cfg.steps, loss=f"{losses['loss']:.4g}")
+
+        try:
+            run.fit(progress=progress)
+        except KeyboardInterrupt:
+            bars.close()
+            print(f"interrupted at step {run.step}; continue with: text3d {verb} resume={run.run_dir}", file=sys.stderr)
+            return 130
+    print(run.run_dir)
+    return 0
+
+
+ProgressFn = Callable[..., None]

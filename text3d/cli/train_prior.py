@@ -1,0 +1,54 @@
+"""``text3d train-prior [CONFIG] [key=value ...]``: train the embedded shapes prior."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from .common import progress_bars
+from .verbs import Verb, register
+
+
+@register
+class TrainPriorVerb(Verb):
+    name = "train-prior"
+    help = "train the embedded shapes prior from scratch (CPU or GPU)"
+    description = ("Train the embedded shapes prior (a small pixel-space diffusion model of primitives) "
+                   "from a recipe such as configs/train-prior.yaml. A stopped run continues from its work "
+                   "folder when started again with the same recipe.")
+    epilog = "example: text3d train-prior configs/train-prior.yaml iterations=6000 --out /tmp/my-prior"
+    items_metavar = "[CONFIG] [key.path=value ...]"
+    items_help = "a recipe YAML (default: the built-in recipe) followed by overrides"
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--out", default=None, help="prior folder to write (default: the package's built-in prior)")
+        parser.add_argument("--replace", action="store_true",
+                            help="overwrite --out if it holds an earlier prior (atomically); any other content is "
+                                 "never touched")
+        parser.add_argument("--work-dir", default=None, help="resumable state folder (default: <out>.train)")
+
+    def config(self, args: argparse.Namespace) -> Any:
+        from text3d.prior.training import load_train_config
+
+        return load_train_config(*self.items(args))
+
+    def run(self, args: argparse.Namespace) -> int:
+        from text3d.prior.model import BUILTIN_PRIOR_DIR
+        from text3d.prior.training import train_prior
+
+        cfg = self.config(args)
+        with progress_bars(not args.no_progress) as bars:
+            def progress(step: int, total: int, figures: dict) -> None:
+                bars.update("train-prior", step, total, unit="it", loss=f"{figures['loss']:.4f}",
+                            lr=f"{figures['lr']:.1e}")
+
+            try:
+                folder = train_prior(cfg, args.out or BUILTIN_PRIOR_DIR, progress=progress, work_dir=args.work_dir,
+                                     replace=args.replace)
+            except KeyboardInterrupt:
+                bars.close()
+                print("interrupted; run the same command again to continue from the last state", file=sys.stderr)
+                return 130
+        print(folder)
+        return 0

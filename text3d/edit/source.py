@@ -1,0 +1,116 @@
+"""The scene an edit starts from: a text3d run folder (NeRF or Gaussians, from its saved config and
+newest intact checkpoint; an edit folder too) or a standard 3DGS ``.ply`` written by any tool.
+
+A source gives the config sections that describe its scene (geometry, material, background,
+renderer, cameras) and the weights of that scene; the edit builds its trainable copy and its frozen
+copy from them. A ``.ply`` is object-centred: it is moved so that the centre of its bounds is the
+origin, and orbit cameras look at it from a distance that frames it the way the quickstart cameras
+frame their objects (or from ``edit.orbit_distance``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import torch
+from torch import Tensor
+
+from text3d.core.errors import ConfigError, RunDirError
+from text3d.scene.config import SCENE_SECTIONS as _SCENE_SCHEMA_SECTIONS
+from text3d.scene.rundir import load_run_checkpoint
+
+logger = logging.getLogger(__name__)
+
+SCENE_SECTIONS = tuple(_SCENE_SCHEMA_SECTIONS)
+"""Config sections an edit takes from its source (the edit's preset may refine them)."""
+
+FRAMING = 6.0
+"""Auto orbit distance of a ``.ply`` source, in bounding radii: the quickstart views a 0.5-radius
+object from distance 3 with a 32 degree field of view."""
+
+
+@dataclass
+class EditSource:
+    """A loaded source scene.
+
+    Attributes:
+        kind: ``run`` (a text3d run or edit folder) or ``ply`` (a 3DGS file).
+        path: the source as given, made absolute.
+        prompt: the source run's prompt; ``None`` for a ``.ply``.
+        scene: raw config sections (``SCENE_SECTIONS``) describing the scene.
+        state: the scene's weights, keyed like ``NeRFSystem.state_dict()`` (``geometry.*``, ``background.*``).
+        info: a description for ``metrics.json`` (checkpoint, step, re-centring offset, ...).
+    """
+
+    kind: str
+    path: str
+    prompt: Optional[str]
+    scene: Dict[str, Any]
+    state: Dict[str, Tensor]
+    info: Dict[str, Any]
+
+
+def open_source(source: str, orbit_distance: float = 0.0,
+                orbit_elevations: Optional[List[float]] = None) -> EditSource:
+    """Load ``source`` (a run folder or a 3DGS ``.ply``).
+
+    Raises:
+        ConfigError / RunDirError / PlyError: empty, missing, not a run or ``.ply``, no or damaged checkpoint.
+    """
+    if not source:
+        raise ConfigError("source: missing; pass source=RUN_DIR (a folder 'text3d run' printed) or source=FILE.ply")
+    path = Path(source).expanduser().absolute()
+    if path.is_dir() and (path / "config.yaml").is_file():
+        return _run_source(path)
+    if path.is_file() and path.suffix.lower() == ".ply":
+        return _ply_source(path, orbit_distance, orbit_elevations or [-10.0, 60.0])
+    what = "does not exist" if not path.exists() else "is neither a text3d run directory (with config.yaml) nor a .ply file"
+    raise RunDirError(f"source: {source!r} {what}; pass a folder that 'text3d run' or 'text3d edit' printed, "
+                      "or a 3D Gaussian splatting .ply")
+
+
+def _run_source(path: Path) -> EditSource:
+    cfg, ckpt, _ = load_run_checkpoint(path)
+    raw = dataclasses.asdict(cfg)
+    scene = {name: raw[name] for name in SCENE_SECTIONS}
+    if scene["geometry"]["type"] == "gaussians":  # the weights come from the checkpoint, not an init file
+        scene["geometry"].update(init="random", init_path=None, num_points=1)
+    state = {k[len("system."):]: v for k, v in ckpt.tensors.items() if k.startswith("system.")}
+    info = {"kind": "run", "path": str(path), "checkpoint": str(ckpt.path), "step": int(ckpt.meta["step"])}
+    return EditSource("run", str(path), cfg.prompt, scene, state, info)
+
+
+def _ply_source(path: Path, orbit_distance: float, elevations: List[float]) -> EditSource:
+    from text3d.scene.gaussians import PARAM_NAMES, read_ply
+
+    params, degree = read_ply(path)
+    means = params["means"]
+    if means.shape[0] == 0:
+        raise RunDirError(f"source: {path} holds no Gaussians")
+    centre = 0.5 * (torch.quantile(means, 0.01, dim=0) + torch.quantile(means, 0.99, dim=0))
+    params["means"] = means - centre
+    radius = float(torch.quantile(params["means"].norm(dim=1), 0.95).clamp(min=1e-6))
+    distance = orbit_distance if orbit_distance > 0 else FRAMING * radius
+    state = {f"geometry.{name}": params[name].contiguous() for name in PARAM_NAMES}
+    n = means.shape[0]
+    state.update({"geometry.grad_accum": torch.zeros(n), "geometry.grad_count": torch.zeros(n)})
+    scene = {
+        "geometry": {"type": "gaussians", "init": "random", "init_path": None, "num_points": 1, "sh_degree": degree,
+                     "radius": radius},
+        "material": {"type": "no-material"},
+        "background": {"type": "solid", "color": [1.0, 1.0, 1.0]},
+        "renderer": {"type": "gaussian-splatting"},
+        "cameras": {"type": "random", "distance_range": [distance, distance], "eval_distance": distance,
+                    "elevation_range": list(elevations), "fovy_range": [32.0, 32.0], "eval_fovy": 32.0,
+                    "position_jitter": 0.0, "center_jitter": 0.0, "up_jitter": 0.0},
+    }
+    info = {"kind": "ply", "path": str(path), "gaussians": n, "sh_degree": degree,
+            "recentred_by": [round(float(x), 6) for x in -centre], "orbit_distance": distance}
+    logger.info("3DGS source %s: %d Gaussians, SH degree %d, bounding radius %.3g, orbit distance %.3g",
+                path, n, degree, radius, distance)
+    return EditSource("ply", str(path), None, scene, state, info)
+

@@ -1,0 +1,86 @@
+"""Reading a finished or interrupted run folder: the scene its saved config describes and the
+trained scene of its newest intact checkpoint. The one place that export, video, Gaussian
+initialisation from a NeRF run and editing load a scene from. Only the scene sections of the saved
+config are read (:data:`text3d.scene.config.SCENE_SCHEMA`), so nothing here needs the run's prior.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, Dict, Tuple
+
+import torch
+from torch import nn
+
+from text3d.core.checkpoint import Checkpoint, CorruptCheckpointError, load_latest_checkpoint
+from text3d.core.errors import RunDirError
+
+from .config import SCENE_SCHEMA, SceneConfig
+from .registry import GEOMETRIES
+
+GEOMETRY_PREFIX = "system.geometry."
+
+
+def scene_config(run_dir: str | Path) -> SceneConfig:
+    """The scene saved in ``run_dir/config.yaml`` (a run or edit folder): prompt and scene sections."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").is_file():
+        raise RunDirError(f"{str(run_dir)!r} is not a run directory (no config.yaml); pass the folder that "
+                          "'text3d run' printed on its last line")
+    return SCENE_SCHEMA.load(run_dir / "config.yaml", saved=True)
+
+
+def build_geometry(cfg: SceneConfig) -> nn.Module:
+    """An untrained geometry of ``cfg``, ready to take a checkpoint's weights (a Gaussian geometry is
+    built with one point: the checkpoint sets every Gaussian, so its init file is not read)."""
+    geometry_cfg = cfg.geometry
+    if geometry_cfg.type == "gaussians":
+        geometry_cfg = dataclasses.replace(geometry_cfg, init="random", init_path=None, num_points=1)
+    with torch.random.fork_rng(devices=[]):
+        return GEOMETRIES.build(geometry_cfg)
+
+
+def geometry_state(ckpt: Checkpoint) -> Dict[str, torch.Tensor]:
+    return {k[len(GEOMETRY_PREFIX):]: v for k, v in ckpt.tensors.items() if k.startswith(GEOMETRY_PREFIX)}
+
+
+def load_geometry(run_dir: str | Path) -> Tuple[nn.Module, Dict[str, Any]]:
+    """The trained geometry of a run folder (its config + newest intact checkpoint), on CPU, with a
+    description: a NeRF field, or a :class:`~text3d.scene.gaussians.GaussianModel` with the checkpoint's
+    Gaussian count. Only the geometry is built: no prior or model weights are loaded.
+    """
+    cfg, ckpt, geometry = load_run_checkpoint(run_dir)
+    source = {"run_dir": str(run_dir), "checkpoint": str(ckpt.path), "step": int(ckpt.meta["step"]),
+              "prompt": cfg.prompt}
+    return geometry, source
+
+
+def load_run_checkpoint(run_dir: str | Path) -> Tuple[SceneConfig, Checkpoint, nn.Module]:
+    """A run folder's scene config, its newest intact checkpoint whose geometry fits that config, and the
+    geometry loaded from it (on CPU); editing reads the whole scene (background too) from the checkpoint.
+
+    Raises:
+        RunDirError: not a run folder, no checkpoint, or every checkpoint damaged.
+    """
+    run_dir = Path(run_dir)
+    cfg = scene_config(run_dir)
+    geometry = build_geometry(cfg)
+
+    def fits(ckpt: Checkpoint) -> None:
+        try:
+            geometry.load_state_dict(geometry_state(ckpt))
+        except RuntimeError as e:
+            raise CorruptCheckpointError(f"checkpoint {ckpt.path} does not match the run's geometry config "
+                                         f"({_first_line(e)})") from None
+
+    ckpt = load_latest_checkpoint(run_dir, check=fits)
+    if ckpt is None:
+        raise RunDirError(f"{str(run_dir)!r} has no checkpoint (ckpts/) to load; let the run save one "
+                          f"(text3d run resume={run_dir}) and try again")
+    return cfg, ckpt, geometry
+
+
+def _first_line(e: BaseException) -> str:
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    return "; ".join(lines[:3])[:300] if lines else type(e).__name__

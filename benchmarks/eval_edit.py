@@ -211,7 +211,8 @@ def summary(rows: List[Dict[str, Any]]) -> None:
         print(f"  goal, PDS colour edits reaching the colour with IoU >= 0.9: {ok}/{len(colour_pds)}")
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """This script's options (the docs test parses the documented command lines with it)."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--nerf-source", default=None, help="a quickstart NeRF run folder of 'a red cube'")
     p.add_argument("--gs-source", default=None, help="a quickstart-gaussians run folder of 'a red cube'")
@@ -227,7 +228,11 @@ def main(argv=None) -> int:
     p.add_argument("--cache", default=None, help="per-edit row cache (default: <out>/rows); cached rows are not rerun")
     p.add_argument("--set", nargs="*", default=[], help="extra key=value overrides of every edit")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)

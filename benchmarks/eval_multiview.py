@@ -177,7 +177,8 @@ def picture(prior, path: str, steps: int, n: int) -> None:
     save_image(path, image_grid(tiles, cols=n))
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """This script's options (the docs test parses the documented command lines with it)."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--views", default="4,8", help="comma-separated N (default 4,8)")
     ap.add_argument("--modes", default="independent,shared,full,grid")
@@ -193,7 +194,11 @@ def main() -> None:
     ap.add_argument("--json", default=None, help="write the summary rows to this file")
     ap.add_argument("--report-only", action="store_true", help="sample nothing, print the caches' figures")
     ap.add_argument("--picture", default=None, help="save independent vs shared views of 'a cube' here")
-    args = ap.parse_args()
+    return ap
+
+
+def main(argv=None) -> None:
+    args = build_parser().parse_args(argv)
     torch.set_grad_enabled(False)
     from text3d.core.io import write_json
 

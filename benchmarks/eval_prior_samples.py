@@ -129,7 +129,8 @@ def outline_profile_command(prior, args) -> int:
     return 0
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """This script's options (the docs test parses the documented command lines with it)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--prior", default=None,
                         help="prior folder (default, or 'builtin': the one shipped in the package)")
@@ -155,7 +156,11 @@ def main(argv=None) -> int:
     parser.add_argument("--offsets", nargs="+", type=float, default=[0.0, 15.0, 30.0, 45.0],
                         help="azimuths off face-on, degrees")
     parser.add_argument("--copies", type=int, default=8, help="views per quarter turn and offset")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
 
     try:
         prior = load_prior(None if args.prior in (None, BUILTIN) else args.prior,

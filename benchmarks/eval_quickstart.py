@@ -88,7 +88,8 @@ def turntable_grid(rows: list, path: str, frames: int = 6) -> None:
         imageio.imwrite(path, np.concatenate(strips, axis=0))
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """This script's options (the docs test parses the documented command lines with it)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="configs/quickstart.yaml")
     parser.add_argument("--prompts", nargs="+", default=DEFAULT_PROMPTS)
@@ -98,7 +99,11 @@ def main(argv=None) -> int:
     parser.add_argument("--grid", default=None, help="write a picture of every run's turntable here (.png)")
     parser.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
                         help="config overrides passed to every run (key.path=value)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
 
     print(f"{'prompt':<20} {'IoU':>6} {'colour found':>13} {'GLB':>4} {'wall s':>7} {'/300s':>6} {'peak MB':>8}  result")
     rows = []

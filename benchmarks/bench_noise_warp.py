@@ -1,6 +1,6 @@
 """Throughput of the noise warps and seconds per frame of `text3d video` with the embedded prior.
 
-Warps (text3d.noise) at 64^2 and 512^2 under a small rotation + zoom, frames per second, against
+Warps (text3d.video.noise) at 64^2 and 512^2 under a small rotation + zoom, frames per second, against
 bilinear resampling (F.grid_sample, the non-white foil) and against the first (materialising)
 implementations in tests/reference/noise_warp.py, all measured in the same run. Goals on 2 cores:
 nearest >= 100 fps at 512^2, integral with k = 4 >= 10 fps at 512^2. Then seconds per video frame of

@@ -114,7 +114,7 @@ def row_path(cache: Path, kind: str, source: str, target: str, guidance: str, st
 
 def cached_edit(cache: Path, kind, source, target, guidance, steps, out_dir, prior, extra) -> Optional[Dict[str, Any]]:
     """The row of one edit: from the cache, or by running it here (then cached); None while another
-    process sharing the cache runs it (it holds the row's claim, :func:`text3d.io.try_claim`)."""
+    process sharing the cache runs it (it holds the row's claim, :func:`text3d.core.io.try_claim`)."""
     from text3d.core.io import release_claim, try_claim, write_json
 
     path = row_path(cache, kind, source, target, guidance, steps, extra)
@@ -177,7 +177,7 @@ def print_table(rows: List[Dict[str, Any]]) -> None:
 
 
 def markdown_table(rows: List[Dict[str, Any]]) -> str:
-    """The rows as the README's markdown table."""
+    """The rows as the markdown table of docs/editing.md."""
     out = ["| scene | target | guidance | steps | reached | colour found | shape found | IoU to target shape | "
            "IoU to source | dRGB |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:

@@ -3,9 +3,9 @@
 Exports each run at the run's default settings (128³ grid, 20k faces, 512² texture) and at the
 final-asset settings of ``text3d export`` (256³, 50k faces, 1024²), and prints per mesh: pieces,
 Euler characteristic (the shape's true one in brackets), non-manifold edges, watertight, area and
-volume over the analytic shape's (:data:`text3d.shapes.MEASURES`), texture coverage, the hidden
+volume over the analytic shape's (:data:`text3d.prior.shapes.MEASURES`), texture coverage, the hidden
 share of the area, the run's own silhouette IoU against the analytic shape (``metrics.json``, its
-validation renders judged by ``text3d.scene_eval``: a low one says the run, not the export, differs
+validation renders judged by ``text3d.prior.scene_eval``: a low one says the run, not the export, differs
 from the analytic shape), for Gaussian runs the IoU and area ratio of the run's outline against the
 analytic one from 32 views all around and the written mesh's outline against the run's from the same
 views (:func:`outline_figures`: the first says what the run draws, the second how faithfully the export
@@ -92,7 +92,7 @@ def export_run(run: Path, setting: str, pore_size: Optional[float], out: Path) -
     row["path"], row["seed"] = str(run), cfg.seed
     if kind == "gaussians" and row["shape"] is not None:
         row.update(outline_figures(run, row["shape"], out / "mesh.glb", size=finest_resolution(cfg.cameras)))
-    metrics = run / "metrics.json"  # the run's own renders vs the analytic shape's (text3d.scene_eval)
+    metrics = run / "metrics.json"  # the run's own renders vs the analytic shape's (text3d.prior.scene_eval)
     row["run_iou"] = json.loads(metrics.read_text()).get("silhouette_iou") if metrics.is_file() else None
     return row
 
@@ -361,7 +361,7 @@ def print_row(r: Dict[str, Any]) -> None:
 
 
 def markdown_table(rows: List[Dict[str, Any]]) -> str:
-    """``rows`` (carved ones, NeRF first) as the README's table; a run that is not the :data:`PLAN`'s
+    """``rows`` (carved ones, NeRF first) as the table of docs/export.md; a run that is not the :data:`PLAN`'s
     seed for its prompt is labelled with its seed."""
     planned = {(prompt, seed) for _, prompt, seed in PLAN}
     head = ("| mesh | setting | pore size | faces | pieces | Euler (true) | non-manifold edges | watertight | "
@@ -425,7 +425,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--keep", default=None, help="copy every exported GLB into this folder")
     parser.add_argument("--json", default=str(DEFAULT_JSON), help="results file (merged); '' = none")
-    parser.add_argument("--markdown", action="store_true", help="only print the rows of --json as the README's table")
+    parser.add_argument("--markdown", action="store_true", help="only print the rows of --json as the table of docs/export.md")
     parser.add_argument("--tolerances", action="store_true",
                         help="only print how far each shape's surface may move before its volume misses the goal")
     args = parser.parse_args(argv)

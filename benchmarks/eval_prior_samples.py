@@ -2,7 +2,7 @@
 
 Samples every (shape, colour) pair of the prior's recipe at random cameras (the training camera
 model, elevations capped at 60 degrees) with DDIM and classifier-free guidance, then judges each
-sample (:mod:`text3d.prior_eval`): prompted colour by a hue vote of its saturated object pixels,
+sample (:mod:`text3d.prior.evaluation`): prompted colour by a hue vote of its saturated object pixels,
 prompted shape by the nearest true silhouette among all shapes at that camera, clean white
 background. Held-out pairs (never seen in training) are reported separately.
 
@@ -19,7 +19,7 @@ drifts off the data on this small model: speckled backgrounds and bloated shapes
 ``--pose-probe`` asks instead whether the samples of a pair have the wrong shape or only the wrong
 pose: 32 samples (``--probe-samples``) at random cameras, each compared with the true render at its
 own camera and at cameras turned up to 30 degrees in azimuth and 20 in elevation
-(:func:`text3d.prior_eval.nearest_pose`); ~1 min per pair on 2 cores.
+(:func:`text3d.prior.evaluation.nearest_pose`); ~1 min per pair on 2 cores.
 
 ``--outline-profile`` asks whether a run draws what the prior draws (:mod:`text3d.outline_profile`): at
 the prior's resolution, from azimuths 0-45 degrees off face-on (every quarter turn, ``--copies`` times

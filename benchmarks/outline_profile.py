@@ -8,10 +8,10 @@ cameras:
 - the prior's own samples (:func:`prior_views`),
 - a trained run's renders (:func:`run_views`): rendered at the run's finest training resolution and
   box-filtered to the prior's, as training does (:func:`text3d.guidance.priors.resize_square`),
-- the true shape (:func:`true_views`, the exact renderer of :mod:`text3d.shapes`).
+- the true shape (:func:`true_views`, the exact renderer of :mod:`text3d.prior.shapes`).
 
 Each gives ``[B, 3, H, W]`` images in [0, 1]; their outlines are one mask rule
-(:func:`text3d.prior_eval.object_mask`) for all three, so the rule's own bias cancels in a ratio.
+(:func:`text3d.prior.evaluation.object_mask`) for all three, so the rule's own bias cancels in a ratio.
 Cameras sit at fixed azimuth offsets from a symmetry of the shape (every quarter turn for a square
 pyramid or a cube, :func:`symmetric_cameras`): offset 0 is face-on, 45 corner-on, and every copy of a
 view looks at an identical true outline.
@@ -72,7 +72,7 @@ def true_views(shape: str, colour: str, cameras: Cameras) -> Tensor:
 
 
 def prior_views(prior: Any, prompt: str, cameras: Cameras, generator: torch.Generator, **sampler: Any) -> Tensor:
-    """The prior's samples of ``prompt`` at ``cameras`` (DDIM, :func:`text3d.prior_model.sample`;
+    """The prior's samples of ``prompt`` at ``cameras`` (DDIM, :func:`text3d.prior.model.sample`;
     ``sampler``: its steps / cfg_scale / eta)."""
     from text3d.prior.model import sample
 

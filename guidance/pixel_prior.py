@@ -1,4 +1,4 @@
-"""The embedded shapes prior (:mod:`text3d.prior_model`) as a frozen pixel-space prior.
+"""The embedded shapes prior (:mod:`text3d.prior.model`) as a frozen pixel-space prior.
 
 ``x_0`` is the render itself, resized to the prior's resolution (32 px) and mapped to [-1, 1]; the
 camera of each render conditions the UNet through its class embedding, so a camera-aware prior
@@ -105,7 +105,7 @@ class PixelPrior(DiffusionPrior):
         return (x0.float() * 0.5 + 0.5).clamp(0, 1)
 
     def camera_class_labels(self, cameras: Optional["Cameras"]) -> Optional[Tensor]:
-        """``[B, 12]`` :func:`text3d.prior_model.camera_features` in the prior's dtype.
+        """``[B, 12]`` :func:`text3d.prior.model.camera_features` in the prior's dtype.
 
         Raises:
             ValueError: ``cameras`` is None (this prior needs to know where each render was seen from).

@@ -3,7 +3,7 @@
 DreamFusion's remedy for multi-faced (Janus) objects: append the camera's view to the prompt,
 ``"<prompt>, front view"`` / ``", side view"`` / ``", back view"`` by azimuth and
 ``", overhead view"`` above an elevation threshold (threestudio's defaults: 45 / 45 / 60 degrees).
-Azimuth 0 looks at the object's front (see :mod:`text3d.cameras`).
+Azimuth 0 looks at the object's front (see :mod:`text3d.scene.cameras`).
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ noise of the frames of a video must also correlate these per-step noises: here t
 ``step_noise[k]`` for step ``k``, one ``[B, C, h, w]`` tensor each.
 
 The steps are diffusers' ``DDIMScheduler.step`` (with ``variance_noise``), fed the guided epsilon,
-so the maths is exactly the one the prior samples with (:func:`text3d.prior_model.sample`).
+so the maths is exactly the one the prior samples with (:func:`text3d.prior.model.sample`).
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ def sdedit(prior: "DiffusionPrior", x0: Tensor, cond: Tensor, uncond: Tensor, in
         batch_size: frames per UNet call (each call evaluates ``2 x batch_size`` for guidance).
         on_step: ``(step, total)`` after each step.
         reference_cameras: ``B`` cameras used instead of ``cameras`` in the first ``reference_steps``
-            (noisiest) steps (:mod:`text3d.reference_camera`); ``None`` = own cameras throughout.
+            (noisiest) steps (:mod:`text3d.guidance.reference_camera`); ``None`` = own cameras throughout.
         reference_steps: how many steps, from the first, use ``reference_cameras``.
 
     Returns:

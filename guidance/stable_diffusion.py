@@ -11,7 +11,7 @@
 
 Whatever goes wrong that the user can fix (a withdrawn id, a folder that is not a diffusers
 folder, a model that is neither cached nor downloadable) raises a one-line
-:class:`~text3d.errors.ConfigError` or :class:`~text3d.errors.ModelNotFoundError`.
+:class:`~text3d.core.errors.ConfigError` or :class:`~text3d.core.errors.ModelNotFoundError`.
 """
 
 from __future__ import annotations

@@ -149,7 +149,7 @@ class NoMaterial(nn.Module):
 @dataclass
 class CameraLightConfig:
     """A directional light fixed to the camera plus ambient light: the embedded shapes prior's world
-    (its defaults are :data:`text3d.shapes.LIGHT_DIR_CAMERA` and :data:`text3d.shapes.AMBIENT`)."""
+    (its defaults are :data:`text3d.prior.shapes.LIGHT_DIR_CAMERA` and :data:`text3d.prior.shapes.AMBIENT`)."""
 
     type: str = "camera-light"
     """Material type; ``camera-light`` (3D Gaussians only)."""

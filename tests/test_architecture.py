@@ -177,10 +177,20 @@ def test_no_module_only_imports_others():
         assert body, f"{path} holds only imports"
 
 
+def _verb_modules() -> List[str]:
+    """The values of ``VERB_MODULES`` in ``text3d/cli/__init__.py``, read with ``ast``."""
+    tree = ast.parse(MODULES["text3d.cli"].read_text(encoding="utf-8"))
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "VERB_MODULES":
+            return list(ast.literal_eval(node.value).values())
+    raise AssertionError("text3d/cli/__init__.py has no VERB_MODULES table")
+
+
 def test_the_command_reaches_every_module():
     """Code that only tests or benchmarks use lives under tests/ or benchmarks/: every package module
     is reached from ``text3d.cli`` (lazy imports included), or is a listed tool."""
-    seen, todo = set(), ["text3d.cli", "text3d.__main__", "text3d.cli.__main__"]
+    verbs = [f"text3d.cli.{name}" for name in _verb_modules()]  # imported by name when a verb is used
+    seen, todo = set(), ["text3d.cli", "text3d.__main__", "text3d.cli.__main__", *verbs]
     while todo:
         module = todo.pop()
         if module in seen:

@@ -12,7 +12,7 @@ import yaml
 
 from text3d.cli import build_parser, main
 from text3d.cli.common import COMMON_FLAGS
-from text3d.cli.verbs import VERBS
+from text3d.cli.common import VERBS
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"

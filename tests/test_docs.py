@@ -28,7 +28,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 
-RUN_TOY = ["steps=2", "trainer.val_every=0", "trainer.turntable_frames=2", "trainer.turntable_resolution=16",
+RUN_TOY = ["steps=2", "trainer.val_every=0", "trainer.val_views=2", "trainer.val_resolution=16", "trainer.turntable_frames=2", "trainer.turntable_resolution=16",
            "trainer.checkpoint_every=0", "trainer.log_every=0", "export.resolution=24", "export.faces=300",
            "export.texture_size=0"]
 TOY: Dict[str, List[str]] = {
@@ -48,7 +48,10 @@ TOY: Dict[str, List[str]] = {
 
 SD_PRESETS = {"dreamfusion-sd", "gaussians-sd", "edit-pds", "edit-pds-gaussians", "multiview-sd", "video-sd"}
 """Presets that load Stable Diffusion weights: at toy size they run the tiny random SD pipeline."""
-SD_TOY = {"multiview-sd": ["resolution=64"], "video-sd": ["resolution=64"]}
+SMALL_RENDERS = ["cameras.width=32", "cameras.height=32", "cameras.resolution_milestones=[]", "cameras.resolutions=[]"]
+SD_TOY = {"multiview-sd": ["resolution=64"], "video-sd": ["resolution=64"], "edit-pds": SMALL_RENDERS,
+          "edit-pds-gaussians": SMALL_RENDERS, "gaussians-sd": SMALL_RENDERS,
+          "dreamfusion-sd": [*SMALL_RENDERS, "geometry.log2_hashmap_size=14"]}
 """Extra toy overrides of SD presets (the tiny pipeline draws 64 px images)."""
 
 NOT_RUN = {

@@ -1,7 +1,7 @@
 """Exported surfaces are what a viewer sees: one closed manifold of the true genus, for every
 primitive of the analytic world, with and without interior pores (a cavity, tunnels to the
 outside narrower than a pixel, a sponge of small voids) and floaters. Checked against the
-closed-form volume, area and genus of :data:`text3d.shapes.MEASURES`, with trimesh re-reading the
+closed-form volume, area and genus of :data:`text3d.prior.shapes.MEASURES`, with trimesh re-reading the
 written file as the independent judge."""
 
 import functools
@@ -381,7 +381,7 @@ TRAIN_PIXEL = 0.027  # one pixel of the Gaussian quickstart's 64² training rend
 def torus_shell_cloud(n=6000, scale=0.006, opacity=0.7, seed=0):
     """``n`` small isotropic Gaussians spread area-uniformly on a torus, as SDS leaves them (a hollow
     shell), placed so that their footprints *as the rasteriser draws them* (scale² + 0.3 px² at the
-    training pixel) outline the analytic torus (:data:`text3d.shapes.MEASURES`): the shell's tube is
+    training pixel) outline the analytic torus (:data:`text3d.prior.shapes.MEASURES`): the shell's tube is
     inset by that footprint width. Their raw 3D density is full of gaps (spacing 0.018 = 3 scales)
     that no training render showed."""
     from text3d.export.gaussians import GaussianCloud

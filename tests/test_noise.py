@@ -1,4 +1,4 @@
-"""Statistics of the sequence noises and of the warps (text3d.noise), against closed-form values."""
+"""Statistics of the sequence noises and of the warps (text3d.video.noise), against closed-form values."""
 
 import math
 

@@ -1,4 +1,4 @@
-"""SDEdit with outside noise (text3d.sdedit) against the prior's own sampler."""
+"""SDEdit with outside noise (text3d.guidance.sdedit) against the prior's own sampler."""
 
 import pytest
 import torch

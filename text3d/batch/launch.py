@@ -20,7 +20,7 @@ def start_batch(config_path: str | Path, prompts_path: str | Path, overrides: Li
     """Plan a batch, connect to Ray, write the batch directory and run every item.
 
     Everything that can be wrong with the input (Ray missing, CONFIG, PROMPTS, command-line
-    overrides, the address, resources no node has) raises :class:`~text3d.errors.Text3DError`
+    overrides, the address, resources no node has) raises :class:`~text3d.core.errors.Text3DError`
     before anything is written; an item whose own overrides the config rejects fails alone.
     """
     import_ray()

@@ -1,6 +1,6 @@
 """The ``text3d`` command: one sub-command per verb (:mod:`.run`, :mod:`.export`, :mod:`.edit`,
 :mod:`.multiview`, :mod:`.video`, :mod:`.batch`, :mod:`.train_prior`), each a registered
-:class:`~text3d.cli.verbs.Verb` with one set of conventions (:mod:`.common`): ``CONFIG [key=value ...]``,
+:class:`~text3d.cli.common.Verb` with one set of conventions (:mod:`.common`): ``CONFIG [key=value ...]``,
 the flags ``-h``, ``--no-progress`` and ``--print-config``, one ``error:`` line and exit status 2 for
 bad input, the output directory printed last.
 
@@ -13,16 +13,37 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from typing import Optional, Sequence
+from typing import Iterable, List, Optional, Sequence
 
 from text3d.core.errors import Text3DError
 
-from . import run, export, edit, multiview, video, batch, train_prior  # noqa: F401,E402  (register the verbs, in --help order)
-from .common import OneLineParser, add_common_flags, print_config
-from .verbs import VERBS
+from .common import VERBS, HelpFormatter, OneLineParser, Verb, add_common_flags, print_config
 
 
-def build_parser() -> argparse.ArgumentParser:
+VERB_MODULES = {"run": "run", "export": "export", "edit": "edit", "multiview": "multiview", "video": "video",
+                "batch": "batch", "train-prior": "train_prior"}
+"""Each verb's module, in ``--help`` order. A command imports only its own verb's module (its class
+registers itself there); ``text3d --help`` imports them all."""
+
+
+def load_verbs(names: Iterable[str] = tuple(VERB_MODULES)) -> List[Verb]:
+    """The registered verbs called ``names``, in ``--help`` order (their modules imported on first use)."""
+    names = set(names)
+    for name in names:
+        __import__(f"{__name__}.{VERB_MODULES[name]}")
+    return [VERBS[name] for name in VERB_MODULES if name in names]
+
+
+def chosen_verb(argv: Sequence[str]) -> Optional[str]:
+    """The verb a command line names: its first word that is not an option (None if it names none)."""
+    for arg in argv:
+        if not arg.startswith("-"):
+            return arg if arg in VERB_MODULES else None
+    return None
+
+
+def build_parser(verbs: Optional[Iterable[str]] = None) -> argparse.ArgumentParser:
+    """The ``text3d`` parser with the sub-commands ``verbs`` (default: all)."""
     parser = OneLineParser(
         prog="text3d",
         description="Text to 3D with a frozen diffusion prior (SDS on a NeRF), on CPU or GPU. Every verb takes "
@@ -33,9 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     add_common_flags(parser, top=True)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
-    for verb in VERBS.values():
+    for verb in load_verbs(VERB_MODULES if verbs is None else verbs):
         p = sub.add_parser(verb.name, help=verb.help, description=verb.description, epilog=verb.epilog or None,
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
+                           formatter_class=HelpFormatter)
         p.add_argument("items", nargs="*", metavar=verb.items_metavar, help=verb.items_help)
         add_common_flags(p)
         verb.add_arguments(p)
@@ -58,7 +79,9 @@ def _version() -> str:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    verb_name = chosen_verb(argv)
+    parser = build_parser(None if verb_name is None else [verb_name])
     # Overrides may come after options (``run cfg.yaml --no-progress steps=5``): argparse leaves
     # them over, and they join the positional items.
     args, extra = parser.parse_known_args(argv)

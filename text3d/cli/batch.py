@@ -12,7 +12,7 @@ from typing import Any
 
 from text3d.core.errors import Text3DError
 
-from .verbs import Verb, register
+from .common import Verb, register
 
 EPILOG = """\
 PROMPTS:

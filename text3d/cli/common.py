@@ -1,5 +1,6 @@
-"""What every verb shares: the parser with the one-line error convention, the common flags, the
-``CONFIG [key=value ...]`` items, progress bars, and printing a config.
+"""What every verb shares: the :class:`Verb` base class and its registry (:data:`VERBS`), the parser
+with the one-line error convention, the common flags, the ``CONFIG [key=value ...]`` items,
+progress bars, and printing a config.
 
 The conventions, the same for every verb:
 
@@ -15,7 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 from contextlib import ExitStack, contextmanager
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Type
 
 COMMON_FLAGS = ("-h", "--no-progress", "--print-config")
 """Flags every verb (and ``text3d`` itself) accepts."""
@@ -26,6 +27,16 @@ class OneLineParser(argparse.ArgumentParser):
 
     def error(self, message: str):  # type: ignore[override]
         self.exit(2, f"error: {self.prog}: {message} (see '{self.prog} --help')\n")
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """A one-paragraph text (a verb's description) is wrapped to the terminal; a text with line
+    breaks (an epilog of examples) is kept as written."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if "\n" in text:
+            return super()._fill_text(text, width, indent)
+        return argparse.HelpFormatter._fill_text(self, text, width, indent)
 
 
 def add_common_flags(parser: argparse.ArgumentParser, top: bool = False) -> None:
@@ -114,3 +125,42 @@ def fit_and_print(run: Any, no_progress: bool, verb: str) -> int:
 
 
 ProgressFn = Callable[..., None]
+
+
+class Verb:
+    """One sub-command (``text3d NAME ...``); subclasses set the texts and implement the methods."""
+
+    name = ""
+    help = ""
+    description = ""
+    epilog = ""
+    items_metavar = "CONFIG [key.path=value ...]"
+    items_help = "a YAML preset followed by key.path=value overrides"
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        """The verb's own flags (the common ones are added for every verb)."""
+
+    def config(self, args: argparse.Namespace) -> Any:
+        """The typed config this command would run with; loads no model and writes nothing."""
+        raise NotImplementedError
+
+    def run(self, args: argparse.Namespace) -> int:
+        """Do the work; print the output directory last; return the exit status."""
+        raise NotImplementedError
+
+    @staticmethod
+    def items(args: argparse.Namespace):
+        """``(config path or None, overrides)`` of the command line."""
+        return split_items(args.items)
+
+
+VERBS: Dict[str, Verb] = {}
+"""The verbs, in the order ``text3d --help`` lists them."""
+
+
+def register(cls: Type[Verb]) -> Type[Verb]:
+    """Class decorator: add a verb to :data:`VERBS` (once)."""
+    if cls.name in VERBS:
+        raise ValueError(f"verb {cls.name!r} registered twice")
+    VERBS[cls.name] = cls()
+    return cls

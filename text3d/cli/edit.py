@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from .common import fit_and_print
-from .verbs import Verb, register
+from .common import Verb, register
 
 EPILOG = """\
 examples:

@@ -7,7 +7,7 @@ import sys
 from typing import Any
 
 from .common import progress_bars
-from .verbs import Verb, register
+from .common import Verb, register
 
 FLAGS = {"format": "formats", "resolution": "resolution", "faces": "faces", "texture_size": "texture_size",
          "level": "level", "smooth": "smooth_iterations", "min_component_ratio": "min_component_ratio",

@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from .common import progress_bars
-from .verbs import Verb, register
+from .common import Verb, register
 
 
 @register

@@ -7,7 +7,7 @@ import sys
 from typing import Any
 
 from .common import progress_bars
-from .verbs import Verb, register
+from .common import Verb, register
 
 
 @register

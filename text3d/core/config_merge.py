@@ -2,7 +2,7 @@
 
 Override values arrive as text and are typed by the field they set (a ``str`` field verbatim, a number
 or boolean parsed as one, lists / mappings / schedules as YAML); unknown keys fail with one line naming
-the key and the valid ones (:class:`text3d.errors.ConfigError`).
+the key and the valid ones (:class:`text3d.core.errors.ConfigError`).
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ class LinearSchedule:
     """
 
     SCHEDULED_FIELDS = ("start", "end")
-    """Fields that take the valid range of the value being scheduled (see :mod:`text3d.bounds`)."""
+    """Fields that take the valid range of the value being scheduled (see :mod:`text3d.core.bounds`)."""
 
     start: float = 0.0
     """Value at and before ``start_step``."""

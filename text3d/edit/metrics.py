@@ -2,7 +2,7 @@
 
 Identity compares the source and edited renders from the same fixed views: the IoU of their
 silhouettes (opacity > 0.5) and the mean colour change inside either silhouette. Target attainment
-uses the analytic judge of :mod:`text3d.prior_eval` for prompts it understands (``"a blue cube"``):
+uses the analytic judge of :mod:`text3d.prior.evaluation` for prompts it understands (``"a blue cube"``):
 the shape whose true silhouette fits best, the colour of the object, and the IoU to the target shape.
 """
 

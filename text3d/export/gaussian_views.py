@@ -225,7 +225,7 @@ def view_alpha(views: Views, v: int, points: Tensor) -> Tensor:
 
 def sample_pixels(image: Tensor, uv: Tensor) -> Tensor:
     """``[P, C]`` bilinear samples of ``image [C, H, W]`` at continuous pixel positions ``uv [P, 2]``
-    (as :func:`text3d.cameras.project_to_pixels` gives them); 0 outside the image."""
+    (as :func:`text3d.scene.cameras.project_to_pixels` gives them); 0 outside the image."""
     _, H, W = image.shape
     grid = torch.stack([uv[:, 0] / W * 2 - 1, uv[:, 1] / H * 2 - 1], -1)[None, :, None, :]
     return F.grid_sample(image[None], grid, mode="bilinear", align_corners=False)[0, :, :, 0].T

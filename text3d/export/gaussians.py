@@ -28,7 +28,7 @@ visible tunnels (the quickstart's Gaussian torus: genus 2-5 instead of 1, volume
 same low-pass in 3D (``eps2d x pixel²`` to every covariance, opacity kept) gives a density whose
 projection is what the training renders drew (the marginal of ``Sigma + s² I`` is the projected
 covariance ``+ s² I``): gaps the renders never showed are closed, visible holes (wider than the
-footprints) stay. The pixel is half :attr:`~text3d.config.ExportConfig.pore_size` (which is two of a
+footprints) stay. The pixel is half :attr:`~text3d.export.config.ExportConfig.pore_size` (which is two of a
 run's finest training pixels, the width of the carving probe as for a NeRF; 0 = the raw Gaussians).
 
 Silhouettes (:func:`~text3d.export.gaussian_views.silhouette_fill`): a Gaussian render is unlit (each Gaussian draws its own
@@ -94,7 +94,7 @@ single Gaussians finer than that, which a fine grid would otherwise draw as surf
 quickstart's green torus: area 1.10x at 128³ and 1.17x at 256³ with the cell filter alone, 1.10x at
 both with this (and the continuous silhouette fill); the sphere and capsule move by < 0.01."""
 RENDER_LOW_PASS = 0.3
-"""The rasteriser's low-pass, pixels² (``eps2d`` of :class:`text3d.gaussians.GaussianRendererConfig`,
+"""The rasteriser's low-pass, pixels² (``eps2d`` of :class:`text3d.renderers.splatting.GaussianRendererConfig`,
 3DGS's value): added to every footprint at the training pixel size (see the module docstring)."""
 MIN_OPACITY = 1.0 / 255.0
 """Fainter Gaussians are skipped (they cannot change a rendered pixel)."""
@@ -131,7 +131,7 @@ class GaussianCloud:
 
     @classmethod
     def from_params(cls, params: Dict[str, Tensor], sh_degree: int) -> "GaussianCloud":
-        """From unconstrained parameters (a :class:`~text3d.gaussians.GaussianModel`'s or a 3DGS .ply's)."""
+        """From unconstrained parameters (a :class:`~text3d.scene.gaussians.GaussianModel`'s or a 3DGS .ply's)."""
         p = {k: v.detach().float().cpu() for k, v in params.items()}
         sh = torch.cat([p["sh0"], p["shN"]], dim=1)
         colors, degree = (sh, sh_degree) if sh_degree > 0 else (sh_dc_to_rgb(sh[:, 0]), None)

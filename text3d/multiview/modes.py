@@ -14,7 +14,7 @@ see each other while they are denoised together:
 Every mode runs the prior's own sampler (DDIM from the prior's scheduler config; the embedded
 prior's documented sampler is 50 ancestral steps, CFG 2) with the same noise per view, so only the
 attention differs between modes; ``independent`` on the embedded prior gives exactly
-:func:`text3d.prior_model.sample`. Several sets can be sampled in one batch (``sets``): each set is
+:func:`text3d.prior.model.sample`. Several sets can be sampled in one batch (``sets``): each set is
 its own group in the attention processors.
 
 Camera information reaches a camera-conditioned prior through its class labels and Stable

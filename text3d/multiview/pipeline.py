@@ -142,6 +142,6 @@ def write_outputs(out: Path, cfg: MultiviewConfig, images: torch.Tensor, cams: C
     write_json(out / MULTIVIEW_JSON, {
         "format": MULTIVIEW_FORMAT, "prompt": cfg.top.prompt, "mode": cfg.top.mode, "views": cfg.top.views,
         "seed": cfg.top.seed, "images": names, "prompts": prompts,
-        "camera_convention": "text3d.cameras: z-up world, azimuth 0 looks at the front from +x, c2w OpenGL",
+        "camera_convention": "text3d.scene.cameras: z-up world, azimuth 0 looks at the front from +x, c2w OpenGL",
         "cameras": cameras_json(cams), "settings": cfg.to_dict(),
         "timings": {k: round(v, 3) for k, v in timings.items()}, "versions": versions()})

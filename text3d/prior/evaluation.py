@@ -5,7 +5,7 @@ For each prompt ``"a <colour> <shape>"`` and camera, a sample is judged on three
 - **colour**: the background is estimated from the image border (median, so a tinted or speckled
   background is still found), pixels far from it are the object (:func:`object_mask`); among the object's saturated
   pixels each votes for the palette colour nearest in hue, and the majority wins. Hue is what
-  shading and anti-aliasing on white leave untouched (see :mod:`text3d.shapes`).
+  shading and anti-aliasing on white leave untouched (see :mod:`text3d.prior.shapes`).
 - **shape**: the object mask (largest connected component) is compared by IoU with the true
   silhouettes of *every* shape at that camera; the nearest one is the sample's shape.
 - **background**: clean when the border median is within ``0.05`` of white and fewer than 2 % of the
@@ -224,7 +224,7 @@ def evaluation_cameras(n: int, generator: torch.Generator, elevation_range: Sequ
 
 def prior_camera_model(prior, elevation_range: Optional[Sequence[float]] = None) -> Dict[str, object]:
     """The keyword arguments of :func:`evaluation_cameras` for ``prior`` (a loaded
-    :class:`text3d.prior_model.PriorModules`): its recipe's camera distance, fovy and resolution, and
+    :class:`text3d.prior.model.PriorModules`): its recipe's camera distance, fovy and resolution, and
     ``elevation_range`` or by default the training range capped at 60 degrees."""
     data = prior.meta.get("recipe", {}).get("data", {})
     if elevation_range is None:
@@ -265,7 +265,7 @@ def evaluate_prior(prior, samples_per_pair: int = 8, steps: int = DEFAULT_SAMPLE
     """Sample every (shape, colour) pair at random cameras and judge the samples.
 
     Args:
-        prior: :class:`text3d.prior_model.PriorModules` (or a folder).
+        prior: :class:`text3d.prior.model.PriorModules` (or a folder).
         samples_per_pair: samples of each pair, each at its own random camera.
         steps, cfg_scale: the DDIM sampler's settings.
         pairs: ``(shape, colour)`` pairs; default: every pair of the prior's recipe.

@@ -1,7 +1,7 @@
 """The embedded shapes prior: its architecture, its folder on disk, and DDIM sampling.
 
 The prior is a pixel-space diffusion model of 32x32 images of the primitives of
-:mod:`text3d.shapes`. Text reaches it the Stable Diffusion way, tokenizer -> ``CLIPTextModel`` ->
+:mod:`text3d.prior.shapes`. Text reaches it the Stable Diffusion way, tokenizer -> ``CLIPTextModel`` ->
 cross-attention of a diffusers ``UNet2DConditionModel``; the camera reaches it through the UNet's
 class embedding (``class_embed_type="projection"``) as :func:`camera_features`.
 
@@ -249,7 +249,7 @@ def save_prior(prior: PriorModules, folder: Path, meta: Dict[str, Any]) -> Path:
     """Write the prior as a diffusers-style folder (safetensors + configs) with its metadata.
 
     Writes straight into ``folder``; callers that need atomicity write to a temporary folder and
-    rename it (see :func:`text3d.prior_training.train_prior`).
+    rename it (see :func:`text3d.prior.training.train_prior`).
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -262,7 +262,7 @@ def save_prior(prior: PriorModules, folder: Path, meta: Dict[str, Any]) -> Path:
         shutil.copyfile(CLIP_TOKENIZER_DIR / name, tok_dir / name)
     index = {
         "_class_name": "Text3DShapesPrior",
-        "_note": "a text3d pixel-space prior: load it with text3d.prior_model.load_prior",
+        "_note": "a text3d pixel-space prior: load it with text3d.prior.model.load_prior",
         "unet": ["diffusers", "UNet2DConditionModel"],
         "text_encoder": ["transformers", "CLIPTextModel"],
         "tokenizer": ["transformers", "CLIPTokenizer"],
@@ -328,7 +328,7 @@ def sample(prior: PriorModules | Path | str, prompts: Sequence[str], cameras: "C
     Args:
         prior: loaded :class:`PriorModules`, or a prior folder.
         prompts: ``B`` prompts, e.g. ``"a red cube"``.
-        cameras: ``B`` cameras (:class:`~text3d.cameras.Cameras`, or anything with ``azimuth`` and
+        cameras: ``B`` cameras (:class:`~text3d.scene.cameras.Cameras`, or anything with ``azimuth`` and
             ``elevation`` ``[B]`` tensors in degrees); the prior sees only their direction.
         steps: DDIM steps ("trailing" spacing: the first step is at ``t = T - 1``).
         cfg_scale: guidance scale ``s``; 1 = no guidance.

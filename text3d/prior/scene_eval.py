@@ -1,6 +1,6 @@
 """Score a trained scene against the analytic shape its prompt names (``"a red cube"``).
 
-For prompts that :func:`text3d.shapes.parse_prompt` understands, the exact renderer of the
+For prompts that :func:`text3d.prior.shapes.parse_prompt` understands, the exact renderer of the
 primitives gives the true silhouette at any camera, so a run can measure what it made: the mean
 silhouette IoU over evenly spaced views and the colour of the object's albedo.
 """

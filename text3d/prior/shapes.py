@@ -3,7 +3,7 @@
 Seven primitives in a canonical pose (z up, centred at the origin, each inside a ball of radius
 about 0.55–0.6) are given as signed distance functions, and :func:`render_shapes` sphere-traces
 them in PyTorch. The renderer is the source of the prior's training images and the ground truth of
-tests: for any prompt and :class:`~text3d.cameras.Cameras` it gives the true image and silhouette,
+tests: for any prompt and :class:`~text3d.scene.cameras.Cameras` it gives the true image and silhouette,
 pixel-aligned with every other renderer because its rays come from :meth:`Cameras.rays`.
 
 Shading is Lambertian plus ambient, ``colour * (ambient + (1 - ambient) * max(0, n . l))``, with

@@ -1,10 +1,10 @@
 """Training the embedded shapes prior from scratch (``text3d train-prior``).
 
-Images come on the fly from the analytic renderer of :mod:`text3d.shapes`: a random allowed
+Images come on the fly from the analytic renderer of :mod:`text3d.prior.shapes`: a random allowed
 (shape, colour) pair, a random camera over the full azimuth circle and a range of elevations,
 prompt ``"a <colour> <shape>"`` (sometimes with the DreamFusion view suffix, sometimes naming only
 the shape or only the colour). Shading does not depend on the colour, so the dataset keeps a bank
-of colour-free renders per shape (:func:`text3d.shapes.render_shading`), colours them per sample and
+of colour-free renders per shape (:func:`text3d.prior.shapes.render_shading`), colours them per sample and
 re-renders a few bank views every step; the data stream is thus endless yet costs little.
 
 Training is plain DDPM training of the UNet and the text encoder together: v-prediction on a
@@ -55,9 +55,9 @@ class ShapesDataConfig:
     """What the prior is trained on."""
 
     shapes: List[str] = field(default_factory=lambda: list(SHAPES))
-    """Shapes of :mod:`text3d.shapes` to train on."""
+    """Shapes of :mod:`text3d.prior.shapes` to train on."""
     colours: List[str] = field(default_factory=lambda: list(COLOUR_NAMES))
-    """Colour names of :mod:`text3d.shapes` to train on."""
+    """Colour names of :mod:`text3d.prior.shapes` to train on."""
     held_out: List[str] = field(default_factory=lambda: ["blue cube", "yellow torus"])
     """``"<colour> <shape>"`` pairs never shown in training (to measure generalisation)."""
     azimuth_range: List[float] = field(default_factory=lambda: [-180.0, 180.0])
@@ -203,9 +203,9 @@ class TrainingBatch:
     camera: Tensor
     """``[B, 12]`` :func:`camera_features`."""
     shape_ids: Tensor
-    """``[B]`` indices into :data:`text3d.shapes.SHAPES`."""
+    """``[B]`` indices into :data:`text3d.prior.shapes.SHAPES`."""
     colour_ids: Tensor
-    """``[B]`` indices into :data:`text3d.shapes.COLOUR_NAMES`."""
+    """``[B]`` indices into :data:`text3d.prior.shapes.COLOUR_NAMES`."""
 
 
 def _uniform(lo_hi: Sequence[float], n: int, generator: torch.Generator) -> Tensor:
@@ -399,7 +399,7 @@ def _recipe(cfg: TrainPriorConfig) -> Dict[str, Any]:
 
 
 def _save_state(run: _Run, work_dir: Path) -> None:
-    """Checkpoint the run (safetensors + JSON, atomically; see :mod:`text3d.checkpoint`)."""
+    """Checkpoint the run (safetensors + JSON, atomically; see :mod:`text3d.core.checkpoint`)."""
     tensors = {f"unet.{k}": v for k, v in run.prior.unet.state_dict().items()}
     tensors.update({f"text_encoder.{k}": v for k, v in run.prior.text_encoder.state_dict().items()})
     tensors.update({f"ema.{i}": t for i, t in enumerate(run.ema.shadow)})
@@ -489,7 +489,7 @@ def train_prior(cfg: TrainPriorConfig, out_dir: Path | str, progress: Optional[P
         cfg: the recipe.
         out_dir: destination prior folder, written atomically at the end. It must be new, empty, or
             (with ``replace``) a prior folder written earlier; anything else is refused before
-            training starts (:func:`text3d.paths.claim_output`).
+            training starts (:func:`text3d.core.paths.claim_output`).
         progress: called as ``progress(step, total, {"loss": ..., "lr": ...})`` after each iteration.
         work_dir: folder of the resumable state; default ``<out_dir>.train``. An existing state
             with the same recipe is resumed (``iterations`` may be raised to train longer).

@@ -42,7 +42,7 @@ class ViewTargets:
 
     Attributes:
         images: ``[N, H, W, 3]`` float32 in [0, 1].
-        cameras: ``N`` cameras (the convention of :mod:`text3d.cameras`).
+        cameras: ``N`` cameras (the convention of :mod:`text3d.scene.cameras`).
         meta: the contents of ``multiview.json``.
     """
 

@@ -28,7 +28,7 @@ def ply_properties(sh_degree_or_k: int, from_k: bool = False) -> List[str]:
 
 
 def write_ply(path: Path | str, params: Dict[str, Tensor]) -> Path:
-    """Write Gaussians (unconstrained parameters, :data:`text3d.gaussians.PARAM_NAMES`) as a binary 3DGS .ply, atomically."""
+    """Write Gaussians (unconstrained parameters, :data:`text3d.scene.gaussians.PARAM_NAMES`) as a binary 3DGS .ply, atomically."""
     means = params["means"].detach().float().cpu()
     n = means.shape[0]
     sh0 = params["sh0"].detach().float().cpu().reshape(n, 3)

@@ -34,7 +34,7 @@ class VideoConfig:
     negative_prompt: str = ""
     """Prompt of the unconditional branch of classifier-free guidance."""
     noise: str = "warped"
-    """``iid``, ``shared``, ``mixed``, ``progressive`` or ``warped`` (see :mod:`text3d.noise`)."""
+    """``iid``, ``shared``, ``mixed``, ``progressive`` or ``warped`` (see :mod:`text3d.video.noise`)."""
     alpha: float = bounded(0.9, lo=0.0, hi=1.0, hi_open=True)
     """Noise correlation in [0, 1): for ``warped``, between corresponding pixels of consecutive frames."""
     warp: str = "nearest"

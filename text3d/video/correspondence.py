@@ -1,6 +1,6 @@
 """Pixel correspondences between frames: from rendered depth and known cameras, or from optical flow.
 
-Both give a :class:`~text3d.noise.Correspondence` from frame ``a`` into frame ``b``: for every pixel
+Both give a :class:`~text3d.video.noise.Correspondence` from frame ``a`` into frame ``b``: for every pixel
 of ``a`` its continuous position in ``b`` and whether it is visible there.
 
 - :func:`depth_correspondence` re-projects each pixel's 3D point (z-depth, kornia's pinhole
@@ -67,7 +67,7 @@ def depth_correspondence(depth_a: Tensor, camera_a: "Cameras", depth_b: Tensor, 
     Args:
         depth_a, depth_b: ``[H, W]`` z-depth (distance along the optical axis, world units), ``inf`` on
             background; the two frames may differ in size.
-        camera_a, camera_b: one camera each (:class:`~text3d.cameras.Cameras` of length 1).
+        camera_a, camera_b: one camera each (:class:`~text3d.scene.cameras.Cameras` of length 1).
         rel_tol: a re-projected point is visible in ``b`` where ``|z_b - depth_b| <= rel_tol * z_b``.
         background: see :data:`BACKGROUND_MODES`; either way a background pixel is kept only where
             ``b`` sees background there too.

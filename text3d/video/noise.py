@@ -29,7 +29,7 @@ interpolation shrinks the variance and correlates neighbours (kept only as a foi
   1 under sub-pixel motion, and a zoom-out integrates every source pixel it covers.
 
 Both are vectorised (``bincount`` / ``index_add_`` group sums, no loop over pixels); the first,
-materialising implementations are kept in :mod:`text3d.noise_reference` as test references.
+materialising implementations are kept in ``tests/reference/noise_warp.py`` as test references.
 
 Correspondences are "pull" maps: for every pixel of the target frame, its continuous position
 ``(x, y)`` in the source frame, where pixel ``(row i, column j)`` covers ``[j, j+1) x [i, i+1)`` (its
@@ -177,7 +177,7 @@ def warp_integral(noise: Tensor, coords: Tensor, valid: Tensor, k: int = 4,
     independent ``N(0, a)`` when ``X_p ~ N(0, 1)``; ``T`` sums its pieces and divides by
     ``sqrt(sum_p a_pT)``. So the output is exactly white and standard normal, correlates with each
     source pixel by the overlap area, and an identity or integer translation reproduces the source.
-    It agrees with "upsample by ``k``, pull sub-pixels, sum" (:mod:`text3d.noise_reference`) under
+    It agrees with "upsample by ``k``, pull sub-pixels, sum" (``tests/reference/noise_warp.py``) under
     translations, rotations and magnification (a target inside a magnified source pixel gets
     ``sqrt(its area)`` of it, as regaussianised duplicates give); under a zoom-out that pull reads
     only ``k^2`` points of the larger footprint, whereas here the footprint's whole area counts.

@@ -121,7 +121,7 @@ def render_turntable(system, cameras: Cameras) -> tuple[Tensor, Tensor]:
 def run_clip(run_dir: Path, n_frames: int, resolution: int, background: str = "static",
              degrees_per_frame: float = 0.0) -> Clip:
     """The turntable of a run at its validation elevation, distance and field of view, with depth
-    correspondences (``background``: see :data:`text3d.correspondence.BACKGROUND_MODES`);
+    correspondences (``background``: see :data:`text3d.video.correspondence.BACKGROUND_MODES`);
     ``degrees_per_frame`` apart in azimuth from 0 (0 = a full turn, ``360 / n_frames``)."""
     cfg, system = load_system(run_dir)
     c = cfg.cameras

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from text3d.cli import build_parser, main
+from text3d.cli import VERB_MODULES, build_parser, main
 from text3d.cli.common import COMMON_FLAGS
 from text3d.cli.common import VERBS
 
@@ -37,8 +37,8 @@ def test_every_verb_and_the_command_itself_have_the_common_flags():
         assert not missing, f"text3d {name} lacks {sorted(missing)}"
 
 
-@pytest.mark.parametrize("argv", [["--help"], *[[verb, "--help"] for verb in VERBS]],
-                         ids=["text3d", *VERBS])
+@pytest.mark.parametrize("argv", [["--help"], *[[verb, "--help"] for verb in VERB_MODULES]],
+                         ids=["text3d", *VERB_MODULES])
 def test_each_help_lists_the_common_flags(argv, capsys):
     with pytest.raises(SystemExit) as e:
         main(argv)

@@ -95,7 +95,8 @@ def test_gaussian_edit_exports_and_chains(tmp_path, tiny_sd_dir, tiny_gaussian_r
                                          "target_prompt=a red sphere", "export.enabled=true",
                                          "export.resolution=32", "export.texture_size=0"), prior=tiny_prior)
     edit_dir = run.fit()
-    params, degree = read_ply(edit_dir / "export" / "gaussians.ply")
+    params, degree = read_ply(edit_dir / "gaussians.ply")  # as a run's: export/ holds only the export's files
+    assert not (edit_dir / "export" / "gaussians.ply").exists()
     source_params, _ = read_ply(tiny_gaussian_run / "gaussians.ply")
     assert params["means"].shape == source_params["means"].shape and degree == 0
     assert (edit_dir / "export" / "mesh.glb").is_file()

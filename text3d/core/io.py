@@ -9,7 +9,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Dict, Iterator, Type
+from typing import Any, Dict, Iterator, Optional, Type
 
 from .errors import Text3DError
 
@@ -103,7 +103,17 @@ def try_claim(result: str | Path) -> bool:
     this process now holds the claim, False while another running process (or this one, already)
     holds it. A claim whose process no longer runs is taken over. :func:`release_claim` ends it.
     """
-    lock = Path(f"{result}.claim")
+    return create_claim(Path(f"{result}.claim"))
+
+
+def release_claim(result: str | Path) -> None:
+    """End this process's claim on ``result`` (see :func:`try_claim`)."""
+    Path(f"{result}.claim").unlink(missing_ok=True)
+
+
+def create_claim(lock: Path) -> bool:
+    """Create ``lock`` exclusively with this process's id in it; a lock whose process no longer runs
+    is taken over. False while a running process (this one included) holds it."""
     lock.parent.mkdir(parents=True, exist_ok=True)
     for _ in range(2):
         try:
@@ -119,9 +129,17 @@ def try_claim(result: str | Path) -> bool:
     return False
 
 
-def release_claim(result: str | Path) -> None:
-    """End this process's claim on ``result`` (see :func:`try_claim`)."""
-    Path(f"{result}.claim").unlink(missing_ok=True)
+def claim_holder(lock: Path) -> Optional[int]:
+    """The id of the running process that holds ``lock``, or None (no lock, or its process died)."""
+    try:
+        text = lock.read_text().strip()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    try:
+        pid = int(text)
+    except ValueError:
+        return None
+    return pid if pid_running(pid) else None
 
 
 def _claim_held(lock: Path) -> bool:

@@ -26,6 +26,7 @@ import torch
 from text3d.core.checkpoint import Checkpoint, load_checkpoint, load_latest_checkpoint
 from text3d.core.errors import ConfigError, RunDirError
 from text3d.core.media import save_video
+from text3d.core.writer import refuse_if_in_use
 from text3d.run.trainer import Run, build_optimizer, new_run_dir
 from text3d.scene.system import NeRFSystem
 
@@ -57,7 +58,8 @@ def _load_system(system: torch.nn.Module, state: Dict[str, torch.Tensor], what: 
 
 
 class EditRun(Run):
-    """A run that edits a source scene (see the module docstring).
+    """A run that edits a source scene (see the module docstring). Its folder is a run folder: the
+    edited Gaussians of a Gaussian scene are its ``gaussians.ply``, as a run's are.
 
     Args:
         cfg: the resolved edit config (``prompt`` is the target prompt; ``cfg.edit.source_prompt``
@@ -67,6 +69,8 @@ class EditRun(Run):
         source_info: description of the source for ``metrics.json``.
         prior: an already loaded prior (tests inject tiny ones).
     """
+
+    folder_kind = "edit folder"
 
     def __init__(self, cfg: EditRunConfig, run_dir: Path, source_state: Dict[str, torch.Tensor],
                  source_info: Dict[str, Any], prior: Any = None):
@@ -200,12 +204,6 @@ class EditRun(Run):
                 rgb(source), rgb(edited), e.source_prompt, e.target_prompt), 4)
         return metrics
 
-    def finish(self) -> None:
-        super().finish()
-        if hasattr(self.system.geometry, "num_gaussians"):  # the edited Gaussians beside the mesh too
-            from text3d.scene.gaussians import model_params, write_ply
-
-            write_ply(self.run_dir / "export" / "gaussians.ply", model_params(self.system.geometry))
 
 
 def open_edit(config_path: Optional[str | Path], overrides: Sequence[str] = (), prior: Any = None) -> EditRun:
@@ -225,6 +223,7 @@ def open_edit(config_path: Optional[str | Path], overrides: Sequence[str] = (), 
 def _resume_edit(cfg: EditRunConfig, prior: Any) -> EditRun:
     """Continue the edit folder ``cfg.resume`` from its newest checkpoint (which holds the frozen source)."""
     run_dir = Path(cfg.resume)
+    refuse_if_in_use(run_dir, "edit folder")  # before any model loads
     ckpt = load_latest_checkpoint(run_dir)
     if ckpt is not None:
         state = {k[len("source."):]: v for k, v in ckpt.tensors.items() if k.startswith("source.")}

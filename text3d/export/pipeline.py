@@ -5,14 +5,16 @@ output folder. The chain itself is :mod:`text3d.export.mesh` (fields and grids) 
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import Any, Dict, Optional
 
 from torch import nn
 
-from text3d.core.errors import RunDirError
+from text3d.core.errors import ConfigError, RunDirError
 from text3d.core.paths import check_writable, claim_output, safe_component
+from text3d.core.writer import hold_folder, refuse_if_in_use
 from text3d.scene.rundir import load_geometry, scene_config
 
 from .config import EXPORT_FORMATS, ExportConfig, check_export_config
@@ -26,7 +28,9 @@ def export_run_dir(run_dir: Path, settings: ExportConfig, out_dir: Optional[Path
     """Export a trained run (NeRF or Gaussians) into ``out_dir`` (default ``RUN_DIR/export``).
 
     ``run_dir`` may also be a 3DGS ``.ply`` file (default output: ``export/`` beside it). ``progress``
-    is told the name of each stage as it starts.
+    is told the name of each stage as it starts. The output folder must be new, empty, or an earlier
+    export of the same source (:func:`claim_export_folder`); exporting into a run's own ``export/``
+    makes this process the run folder's one writer, so a run still training is refused there.
     """
     check_export_config(settings)
     path = Path(run_dir)
@@ -34,16 +38,19 @@ def export_run_dir(run_dir: Path, settings: ExportConfig, out_dir: Optional[Path
         if not path.is_file():
             raise RunDirError(f"{str(path)!r} does not exist; pass a run folder or a 3DGS .ply file")
         out = Path(out_dir) if out_dir is not None else path.parent / "export"
-        claim_export_folder(out)
+        claim_export_folder(out, path, key="--out" if out_dir is not None else "export", own=out_dir is None)
         cloud, source = load_gaussian_ply(path)
         return export_gaussians(cloud, settings, out, name=object_name(path.stem), source=source, progress=progress)
-    if out_dir is not None:
-        claim_export_folder(out_dir)
+    out = Path(out_dir) if out_dir is not None else path / "export"
+    own = out.absolute().parent == path.absolute()
+    if own:
+        refuse_if_in_use(path, "run folder")  # its export/ is written by the run when it finishes
+    claim_export_folder(out, path, key="--out" if out_dir is not None else "export", own=own)
     geometry, source = load_geometry(path)
     settings = settings_for_run(settings, scene_config(path))
-    out = Path(out_dir) if out_dir is not None else path / "export"
-    return export_any(geometry, settings, out, name=object_name(source.get("prompt", "")), source=source,
-                      progress=progress)
+    with hold_folder(path) if own else contextlib.nullcontext():
+        return export_any(geometry, settings, out, name=object_name(source.get("prompt", "")), source=source,
+                          progress=progress)
 
 
 def is_export_folder(folder: Path) -> bool:
@@ -56,10 +63,23 @@ def is_export_folder(folder: Path) -> bool:
     return {p.name for p in Path(folder).iterdir()} <= listed | {MANIFEST_NAME}
 
 
-def claim_export_folder(out_dir: Path, key: str = "--out") -> None:
-    """An export may write into a new or empty folder or replace an earlier export set; any other
-    folder, or a file, is refused before any work (nothing is touched)."""
+def export_source(folder: Path) -> Optional[Path]:
+    """The run folder or ``.ply`` an export folder was made from (its ``export.json``), or None."""
+    try:
+        source = json.loads((Path(folder) / MANIFEST_NAME).read_text(encoding="utf-8"))["source"]
+        return Path(source.get("run_dir") or source["ply"]).resolve()
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def claim_export_folder(out_dir: Path, source: Path, key: str = "--out", own: bool = False) -> None:
+    """An export may write into a new or empty folder, or replace an earlier export of the same
+    ``source`` (any export set in the source's ``own`` export folder); an export of another run or
+    file, any other folder, or a file, is refused before any work (nothing is touched)."""
     check_writable(out_dir, key)
+    if not own and is_export_folder(out_dir) and export_source(out_dir) != Path(source).resolve():
+        raise ConfigError(f"{key}: {str(out_dir)!r} holds the export of {str(export_source(out_dir))!r}, not of "
+                          f"{str(source)!r}; it is left alone — pick a new folder")
     claim_output(out_dir, is_export_folder, replace=True, key=key, what="export")
 
 

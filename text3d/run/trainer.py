@@ -25,6 +25,7 @@ from text3d.core.interrupt import StepBoundaryStop
 from text3d.core.io import write_json, write_text
 from text3d.core.media import image_grid, save_image, save_video
 from text3d.core.paths import check_writable, claim_new_dir, safe_component, stamped_dir
+from text3d.core.writer import FolderWriter, hold_folder, refuse_if_in_use
 from text3d.guidance.registry import GUIDANCES, PRIORS
 from text3d.scene.registry import CAMERAS
 from text3d.scene.system import NeRFSystem
@@ -80,6 +81,9 @@ class Run:
         prior: an already loaded prior (tests inject tiny ones); loaded from ``cfg.prior`` if None.
     """
 
+    folder_kind = "run folder"
+    """What the folder is called in messages (an edit's is an edit folder)."""
+
     def __init__(self, cfg: Config, run_dir: Path, prior: Any = None):
         from text3d.guidance.prompts import PromptProcessor
 
@@ -104,6 +108,7 @@ class Run:
         self.elapsed = 0.0
         self.skipped_steps: List[int] = []
         self.last_losses: Dict[str, float] = {}
+        self.writer: Optional[FolderWriter] = None  # held while fit() writes the folder
 
     # ----------------------------------------------------------------------------- training
     def loss_terms(self, out: Dict[str, torch.Tensor], guidance_loss: torch.Tensor) -> Dict[str, torch.Tensor]:
@@ -193,13 +198,25 @@ class Run:
     def fit(self, progress: Optional[ProgressFn] = None) -> Path:
         """Train to ``cfg.steps`` from the current step, then write the final outputs.
 
-        SIGINT/SIGTERM stop the loop at the next step boundary after saving a checkpoint there
-        (then ``KeyboardInterrupt`` is raised), so a resumed run ends as an uninterrupted one would.
+        The run holds its folder as its one writer (:func:`~text3d.core.writer.hold_folder`): another
+        process writing it is refused, and a folder removed under the run stops it. SIGINT/SIGTERM
+        stop the loop at the next step boundary after saving a checkpoint there (then
+        ``KeyboardInterrupt`` is raised), so a resumed run ends as an uninterrupted one would.
         """
         if self.new_folder:  # claimed now, atomically: a run that fails to start leaves nothing behind
             self.run_dir, self.new_folder = claim_new_dir(self.run_dir), False
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        write_text(self.run_dir / "config.yaml", self.config_text())
+        with hold_folder(self.run_dir, self.folder_kind) as self.writer:
+            try:
+                write_text(self.run_dir / "config.yaml", self.config_text())
+                self._train(progress)
+                self.save()
+                self.finish()
+            finally:
+                self.writer = None
+        return self.run_dir
+
+    def _train(self, progress: Optional[ProgressFn]) -> None:
         t0 = time.perf_counter() - self.elapsed
         with StepBoundaryStop() as stop:
             while self.step < self.cfg.steps:
@@ -207,9 +224,11 @@ class Run:
                 if stop.requested is not None:  # Ctrl-C / SIGTERM: a consistent checkpoint, then stop
                     self.save()
                     raise KeyboardInterrupt
-        self.save()
-        self.finish()
-        return self.run_dir
+
+    def check_writer(self) -> None:
+        """Before writing into the folder: stop if it was removed or taken over (see :meth:`fit`)."""
+        if self.writer is not None:
+            self.writer.check()
 
     # ----------------------------------------------------------------------------- outputs
     @torch.no_grad()
@@ -219,6 +238,7 @@ class Run:
 
     def validate(self) -> Path:
         """Save a grid of validation views: colour on top, opacity below."""
+        self.check_writer()
         tcfg = self.cfg.trainer
         cams = self.sampler.eval_cameras(tcfg.val_views, tcfg.val_resolution, tcfg.val_resolution)
         views = self.render_views(cams)
@@ -266,6 +286,7 @@ class Run:
             metrics["num_gaussians"] = self.system.geometry.num_gaussians
         if self.cfg.export.enabled:
             metrics["export"] = self.export_mesh()
+        self.check_writer()
         write_json(self.run_dir / "metrics.json", metrics)
 
     def export_mesh(self) -> Dict[str, Any]:
@@ -278,7 +299,7 @@ class Run:
         from text3d.export.mesh import settings_for_run
         from text3d.core.errors import Text3DError
 
-        source = {"run_dir": str(self.run_dir), "step": self.step, "prompt": self.cfg.prompt}
+        source = {"run_dir": str(self.run_dir.absolute()), "step": self.step, "prompt": self.cfg.prompt}
         try:
             result = export_any(self.system.geometry, settings_for_run(self.cfg.export, self.cfg), self.run_dir / "export",
                                 name=object_name(self.cfg.prompt), source=source)
@@ -301,6 +322,7 @@ class Run:
         return {}
 
     def save(self) -> Path:
+        self.check_writer()
         _, groups = optimizer_to_flat(self.optimizer)
         meta = {"elapsed_s": self.elapsed, "skipped_steps": self.skipped_steps, "last_losses": self.last_losses,
                 "optimizer_param_groups": groups, "seed": self.cfg.seed, "versions": versions(),
@@ -384,6 +406,7 @@ def open_run(config_path: Optional[str | Path], overrides: Sequence[str] = (), p
     _warn_empty_prompt(cfg)
     check_writable(run_dir if run_dir is not None else cfg.output_dir, "output_dir")
     if run_dir is not None:  # a given folder (a batch item's): used as it is
+        refuse_if_in_use(run_dir)
         return Run(cfg, Path(run_dir), prior=prior)
     run = Run(cfg, new_run_dir(cfg), prior=prior)
     run.new_folder = True
@@ -417,6 +440,7 @@ def _resume_run(cfg: Config, overrides: Sequence[str], prior: Any) -> Run:
     """Continue ``cfg.resume`` from its newest intact checkpoint with its saved config (+ ``overrides``)."""
     run_dir = Path(cfg.resume)
     check_writable(run_dir, "resume")
+    refuse_if_in_use(run_dir)  # before any model loads
     ckpt = load_latest_checkpoint(run_dir)  # a damaged one is reported before any model loads
     run = Run(cfg, run_dir, prior=prior)
     if ckpt is None:

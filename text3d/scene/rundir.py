@@ -7,6 +7,7 @@ config are read (:data:`text3d.scene.config.SCENE_SCHEMA`), so nothing here need
 from __future__ import annotations
 
 import dataclasses
+import logging
 from pathlib import Path
 from typing import Any, Dict, Tuple
 
@@ -15,9 +16,12 @@ from torch import nn
 
 from text3d.core.checkpoint import Checkpoint, CorruptCheckpointError, load_latest_checkpoint
 from text3d.core.errors import RunDirError
+from text3d.core.writer import writer_of
 
 from .config import SCENE_SCHEMA, SceneConfig
 from .registry import GEOMETRIES
+
+logger = logging.getLogger(__name__)
 
 GEOMETRY_PREFIX = "system.geometry."
 
@@ -51,7 +55,7 @@ def load_geometry(run_dir: str | Path) -> Tuple[nn.Module, Dict[str, Any]]:
     Gaussian count. Only the geometry is built: no prior or model weights are loaded.
     """
     cfg, ckpt, geometry = load_run_checkpoint(run_dir)
-    source = {"run_dir": str(run_dir), "checkpoint": str(ckpt.path), "step": int(ckpt.meta["step"]),
+    source = {"run_dir": str(Path(run_dir).absolute()), "checkpoint": str(ckpt.path), "step": int(ckpt.meta["step"]),
               "prompt": cfg.prompt}
     return geometry, source
 
@@ -75,9 +79,16 @@ def load_run_checkpoint(run_dir: str | Path) -> Tuple[SceneConfig, Checkpoint, n
                                          f"({_first_line(e)})") from None
 
     ckpt = load_latest_checkpoint(run_dir, check=fits)
+    writer = writer_of(run_dir)
+    if ckpt is None and writer is not None:
+        raise RunDirError(f"{str(run_dir)!r} is still training (process {writer}) and has saved no checkpoint yet; "
+                          "try again after its first checkpoint (trainer.checkpoint_every) or when it finishes")
     if ckpt is None:
         raise RunDirError(f"{str(run_dir)!r} has no checkpoint (ckpts/) to load; let the run save one "
                           f"(text3d run resume={run_dir}) and try again")
+    if writer is not None:
+        logger.warning("%s is still training (process %d): using its checkpoint of step %d", run_dir, writer,
+                       int(ckpt.meta["step"]))
     return cfg, ckpt, geometry
 
 

@@ -134,3 +134,30 @@ def test_export_never_replaces_another_runs_export(tiny_run_dir, tmp_path, expec
     assert (run_b / "export" / "export.json").read_bytes() == before
     assert main(["export", str(run_a), *small, "--out", str(tmp_path / "mine")]) == 0
     assert main(["export", str(run_a), *small, "--out", str(tmp_path / "mine")]) == 0  # its own earlier export
+
+
+def _staging(parent: Path):
+    return [p for p in parent.glob(".*.tmp-*") if p.is_dir()] if parent.is_dir() else []
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["ctrl-c", "kill"])
+def test_multiview_interrupted_while_saving_leaves_no_folder(tmp_path, sig):
+    """The signal arrives while the 64 views are being written (their hidden folder exists): no output
+    folder is left; after a kill, the next multiview removes the hidden one."""
+    out = tmp_path / "out"
+    parent = out / "multiview"
+    argv = ["multiview", REPO / "configs" / "multiview-quickstart.yaml", "prompt=a cube", "views=64",
+            "sampler.steps=1", f"output_dir={out}", "--no-progress"]
+    proc = start(argv)
+    wait_for(lambda: bool(_staging(parent)), proc, timeout=180)
+    proc.send_signal(sig)
+    proc.wait(60)
+    assert proc.returncode in (130, -signal.SIGKILL), proc.stderr.read()
+    assert [p for p in parent.iterdir() if not p.name.startswith(".")] == []  # no visible folder, whole or half
+    if sig == signal.SIGINT:
+        assert _staging(parent) == []
+    again = subprocess.run([sys.executable, "-m", "text3d", *map(str, argv[:4]), "views=2", *map(str, argv[5:])],
+                           cwd=REPO, capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+    assert _staging(parent) == [] and len(list(parent.iterdir())) == 1
+    assert (Path(again.stdout.strip().splitlines()[-1]) / "multiview.json").is_file()

@@ -58,16 +58,19 @@ def staged_folder(final: str | Path) -> Iterator[Path]:
 
 
 def recover_folder(final: str | Path) -> None:
-    """Undo what a killed :func:`staged_folder` left: put back a folder left aside when ``final`` is
-    missing, and delete hidden staging/aside folders of processes that no longer run."""
-    final = Path(final)
-    if not final.parent.is_dir():
+    """Undo what killed :func:`staged_folder` calls left beside ``final``: put back a folder left aside
+    whose final folder is missing, and delete the hidden staging / aside folders of processes that no
+    longer run (of any final folder in the same parent: a killed command's timestamped output too)."""
+    parent = Path(final).parent
+    if not parent.is_dir():
         return
-    aside = sorted(final.parent.glob(f".{final.name}.old-*"), key=lambda p: p.stat().st_mtime)
-    if aside and not final.exists():
-        os.replace(aside.pop(), final)
-    for path in aside + list(final.parent.glob(f".{final.name}.tmp-*")):
-        if not _pid_alive(path.name):
+    asides = sorted((p for p in parent.glob(".*.old-*") if p.is_dir()), key=lambda p: p.stat().st_mtime)
+    for aside in reversed(asides):  # the newest first
+        target = parent / aside.name[1:].rsplit(".old-", 1)[0]
+        if not target.exists():
+            os.replace(aside, target)
+    for path in [*parent.glob(".*.old-*"), *parent.glob(".*.tmp-*")]:
+        if path.is_dir() and not _pid_alive(path.name):
             shutil.rmtree(path, ignore_errors=True)
 
 

@@ -9,6 +9,7 @@ prompts, mode, settings, timings) and ``config.yaml``.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from pathlib import Path
@@ -124,24 +125,32 @@ def run_multiview(config_path: Optional[str | Path], overrides: Sequence[str] = 
 
 def write_outputs(out: Path, cfg: MultiviewConfig, images: torch.Tensor, cams: Cameras, prompts: List[str],
                   timings: Dict[str, float]) -> None:
-    """``view_XX.png``, ``grid.png``, ``config.yaml`` and ``multiview.json`` (written last) into ``out``."""
-    from text3d.core.io import write_json, write_text
+    """``view_XX.png``, ``grid.png``, ``config.yaml`` and ``multiview.json`` into ``out``, all at once:
+    they are written into a hidden folder beside it that becomes ``out`` when every file is there, so
+    a Ctrl-C or a kill while saving leaves no folder (and the next command removes the hidden one)."""
+    from text3d.core.io import staged_folder
     from text3d.core.media import image_grid, save_image
-    from text3d.run.trainer import versions
 
     t0 = time.perf_counter()
-    out.mkdir(parents=True, exist_ok=True)
-    names = []
-    for i, image in enumerate(images):
-        names.append(f"view_{i:02d}.png")
-        save_image(out / names[-1], image.permute(1, 2, 0))
-    cols = parse_grid("auto", len(images))[1] if len(images) > 3 else len(images)
-    save_image(out / "grid.png", image_grid([im.permute(1, 2, 0) for im in images], cols=cols))
-    write_text(out / "config.yaml", to_yaml(cfg))
-    timings["save_s"] = time.perf_counter() - t0
-    write_json(out / MULTIVIEW_JSON, {
-        "format": MULTIVIEW_FORMAT, "prompt": cfg.top.prompt, "mode": cfg.top.mode, "views": cfg.top.views,
-        "seed": cfg.top.seed, "images": names, "prompts": prompts,
-        "camera_convention": "text3d.scene.cameras: z-up world, azimuth 0 looks at the front from +x, c2w OpenGL",
-        "cameras": cameras_json(cams), "settings": cfg.to_dict(),
-        "timings": {k: round(v, 3) for k, v in timings.items()}, "versions": versions()})
+    with staged_folder(out) as tmp:
+        names = []
+        for i, image in enumerate(images):
+            names.append(f"view_{i:02d}.png")
+            save_image(tmp / names[-1], image.permute(1, 2, 0))
+        cols = parse_grid("auto", len(images))[1] if len(images) > 3 else len(images)
+        save_image(tmp / "grid.png", image_grid([im.permute(1, 2, 0) for im in images], cols=cols))
+        (tmp / "config.yaml").write_text(to_yaml(cfg))
+        timings["save_s"] = time.perf_counter() - t0
+        (tmp / MULTIVIEW_JSON).write_text(json.dumps(_manifest(cfg, names, prompts, cams, timings), indent=2) + "\n")
+
+
+def _manifest(cfg: MultiviewConfig, names: List[str], prompts: List[str], cams: Cameras,
+              timings: Dict[str, float]) -> Dict[str, Any]:
+    """The contents of ``multiview.json``."""
+    from text3d.run.trainer import versions
+
+    return {"format": MULTIVIEW_FORMAT, "prompt": cfg.top.prompt, "mode": cfg.top.mode, "views": cfg.top.views,
+            "seed": cfg.top.seed, "images": names, "prompts": prompts,
+            "camera_convention": "text3d.scene.cameras: z-up world, azimuth 0 looks at the front from +x, c2w OpenGL",
+            "cameras": cameras_json(cams), "settings": cfg.to_dict(),
+            "timings": {k: round(v, 3) for k, v in timings.items()}, "versions": versions()}

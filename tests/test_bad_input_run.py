@@ -106,10 +106,19 @@ def test_resume_with_another_geometry_type_says_what_differs(tiny_run_dir, tmp_p
 
 
 def test_resume_with_a_model_changing_override_names_it(tiny_run_dir, tiny_sd_dir, tmp_path, expect_bad_input):
+    """Refused by the resume rule (tests/test_bad_input_resume.py) before the model is built."""
     run = shutil.copytree(tiny_run_dir, tmp_path / "run", symlinks=True)
-    line = expect_bad_input(["run", f"resume={run}", "geometry.n_levels=3"], "does not fit the model",
-                            "geometry.n_levels=3", "differ in shape", watch=tmp_path)
-    assert line.rstrip().endswith("drop them")  # the whole sentence, not cut off
+    line = expect_bad_input(["run", f"resume={run}", "geometry.n_levels=3"], "geometry.n_levels",
+                            "cannot change on a resume", watch=tmp_path)
+    assert line.rstrip().endswith("to change the rest")  # the whole sentence, not cut off
+
+
+def test_a_config_edited_after_the_checkpoint_says_what_differs(tiny_run_dir, tmp_path, expect_bad_input):
+    run = shutil.copytree(tiny_run_dir, tmp_path / "run", symlinks=True)
+    saved = run / "config.yaml"
+    saved.write_text(saved.read_text().replace("n_levels: 8", "n_levels: 3"))
+    line = expect_bad_input(["run", f"resume={run}"], "does not fit the model", "differ in shape", watch=tmp_path)
+    assert line.rstrip().endswith("restore it")
 
 
 def _damage_all(run: Path) -> None:

@@ -6,8 +6,10 @@ import dataclasses
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
+from text3d.core.checkpoint import latest_checkpoint
+from text3d.core.config_files import parse_overrides
 from text3d.core.errors import ConfigError
-from text3d.run.config import RUN_SCHEMA, Config
+from text3d.run.config import RUN_SCHEMA, Config, check_resume_overrides
 
 from .driver import BatchDriver, ProgressCallback
 from .engine import RayEngine, import_ray
@@ -54,9 +56,12 @@ def resume_batch(batch_dir: str | Path, option_changes: Optional[Dict[str, Any]]
 
 
 def unfinished_configs(state: BatchState, overrides: Sequence[str]) -> Dict[str, Config]:
-    """Each unfinished item's saved config with ``overrides`` applied (validated; none when no overrides)."""
+    """Each unfinished item's saved config with ``overrides`` applied (validated; none when no overrides).
+    The overrides follow the resume rule of a run (:func:`~text3d.run.config.check_resume_overrides`),
+    and ``steps`` stays at or above the step each item continues from."""
     if not overrides:
         return {}
+    check_resume_overrides(parse_overrides(overrides), "batch")
     out = {}
     for item in state.items:
         saved = state.batch_dir / item.item / "config.yaml"
@@ -65,8 +70,17 @@ def unfinished_configs(state: BatchState, overrides: Sequence[str]) -> Dict[str,
                 out[item.item] = RUN_SCHEMA.load(saved, overrides, saved=True)
             except ConfigError as e:
                 raise ConfigError(f"item {item.item!r}: {e}") from None
+            _check_steps(item.item, saved.parent, out[item.item].steps)
             item.total_steps = out[item.item].steps
     return out
+
+
+def _check_steps(item: str, run_dir: Path, steps: int) -> None:
+    last = latest_checkpoint(run_dir)
+    reached = int(last.name.split("-")[-1]) if last is not None and last.name.startswith("step-") else 0
+    if steps < reached:
+        raise ConfigError(f"steps: {steps} is below step {reached}, where item {item!r} continues from; a resume may "
+                          f"keep or raise steps (steps >= {reached})")
 
 
 def _run(state: BatchState, write_first, on_progress: Optional[ProgressCallback],

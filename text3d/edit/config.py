@@ -23,7 +23,7 @@ from text3d.core.config_files import Layer, file_layers, literal_layer
 from text3d.core.errors import ConfigError, RunDirError
 from text3d.core.schema import Plain, Schema, resolve_section
 from text3d.guidance.registry import GUIDANCES
-from text3d.run.config import RUN_SECTIONS, Config, TopLevel, check_run_config
+from text3d.run.config import RUN_SECTIONS, Config, TopLevel, check_resume_overrides, check_run_config
 
 from .refine import RefineConfig, check_refine_section
 from .source import EditSource, open_source
@@ -168,8 +168,9 @@ def load_saved_edit_config(edit_dir: Path, overrides: Sequence[str] = ()) -> Edi
                           "that 'text3d edit' printed on its last line")
     if "edit" not in file_layers(edit_dir / "config.yaml", saved=True)[0].data:
         raise ConfigError(f"resume: {str(edit_dir)!r} is a run, not an edit; continue it with text3d run resume={edit_dir}")
-    return EDIT_SCHEMA.load(edit_dir / "config.yaml", overrides, saved=True,
-                            above=[literal_layer({"resume": str(edit_dir)}, "resume")])
+    layers = EDIT_SCHEMA.layers(edit_dir / "config.yaml", overrides, saved=True)
+    check_resume_overrides(EDIT_SCHEMA.lift_shorthands(layers[-1].data), "edit")
+    return EDIT_SCHEMA.resolve(EDIT_SCHEMA.merge([*layers, literal_layer({"resume": str(edit_dir)}, "resume")]))
 
 
 __all__ = ["EDIT_SCHEMA", "EditConfig", "EditRunConfig", "edit_config", "load_edit_config", "load_edit_run_config",

@@ -27,7 +27,7 @@ from text3d.core.checkpoint import Checkpoint, load_checkpoint, load_latest_chec
 from text3d.core.errors import ConfigError, RunDirError
 from text3d.core.media import save_video
 from text3d.core.writer import refuse_if_in_use
-from text3d.run.trainer import Run, build_optimizer, new_run_dir
+from text3d.run.trainer import Run, build_optimizer, check_resumed_steps, new_run_dir
 from text3d.scene.system import NeRFSystem
 
 from .config import EditRunConfig, load_edit_run_config
@@ -234,6 +234,7 @@ def _resume_edit(cfg: EditRunConfig, prior: Any) -> EditRun:
     run = EditRun(cfg, run_dir, state, info, prior=prior)
     if ckpt is not None:
         run.load(ckpt)
+        check_resumed_steps(run)
     return run
 
 

@@ -177,6 +177,30 @@ def check_run_config(cfg: Config) -> None:
         check_targets_dir(cfg.targets)
 
 
+RESUME_KEYS = ("steps", "device", "trainer", "export")
+"""What a resume may change (run, edit and batch alike): how long it trains, on which device, and what
+it writes on the way (``trainer.*``) and at the end (``export.*``). Everything else shaped the
+checkpoint it continues from, so a new value would be recorded but not used."""
+
+
+def check_resume_overrides(overrides: Dict[str, Any], what: str = "run") -> None:
+    """Raise :class:`ConfigError` naming the keys of ``overrides`` (a nested mapping) that a resume may
+    not change; ``resume`` itself is the resume."""
+    bad = sorted(key for key in _dotted(overrides) if key.split(".")[0] not in (*RESUME_KEYS, "resume"))
+    if bad:
+        raise ConfigError(f"resume: {', '.join(bad)} cannot change on a resume (the {what} continues from "
+                          f"checkpoints made with its saved value); a resume may change only steps, device, "
+                          f"trainer.* and export.* — start a new {what} to change the rest")
+
+
+def _dotted(data: Dict[str, Any], prefix: str = "") -> List[str]:
+    out: List[str] = []
+    for key, value in data.items():
+        path = f"{prefix}{key}"
+        out += _dotted(value, f"{path}.") if isinstance(value, dict) and value else [path]
+    return out
+
+
 def _build(top: TopLevel, sections: Dict[str, Any]) -> Config:
     return Config(**dataclasses.asdict(top), **sections)
 

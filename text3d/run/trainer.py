@@ -30,7 +30,7 @@ from text3d.guidance.registry import GUIDANCES, PRIORS
 from text3d.scene.registry import CAMERAS
 from text3d.scene.system import NeRFSystem
 
-from .config import RUN_SCHEMA, Config, to_yaml
+from .config import RUN_SCHEMA, Config, check_resume_overrides, to_yaml
 
 logger = logging.getLogger(__name__)
 
@@ -433,6 +433,7 @@ def _resumed_config(run_dir: Path, overrides: Sequence[str]) -> Config:
         if new_type is not None and new_type != old_type:
             raise ConfigError(f"resume: {section}.type={new_type} differs from the run's {old_type!r}; a resumed run "
                               f"keeps its components — drop the override, or start a new run with it")
+    check_resume_overrides(extra)
     return RUN_SCHEMA.resolve(RUN_SCHEMA.merge([*layers, literal_layer({"resume": str(run_dir)}, "resume")]))
 
 
@@ -448,7 +449,15 @@ def _resume_run(cfg: Config, overrides: Sequence[str], prior: Any) -> Run:
         return run
     model_overrides = [o for o in overrides if o.split("=", 1)[0].split(".")[0] in MODEL_SECTIONS]
     run.load(ckpt, overrides=model_overrides)
+    check_resumed_steps(run)
     return run
+
+
+def check_resumed_steps(run: Run) -> None:
+    """A resume may raise ``steps`` or keep them, not set them below the step it continues from."""
+    if run.cfg.steps < run.step:
+        raise ConfigError(f"steps: {run.cfg.steps} is below step {run.step}, where {run.run_dir} continues from; "
+                          f"a resume may keep or raise steps (steps >= {run.step})")
 
 
 def _warn_empty_prompt(cfg: Config) -> None:

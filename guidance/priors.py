@@ -81,6 +81,24 @@ def resize_square(images: Tensor, size: int) -> Tensor:
     return F.interpolate(images, (size, size), mode="bilinear", align_corners=False, antialias=max(H, W) > size)
 
 
+def warn_if_truncated(tokenizer, prompt: str) -> None:
+    """Log a warning when ``prompt`` has more tokens than the text encoder reads (77 for CLIP, the
+    start and end tokens included): how many are dropped and the text that remains."""
+    ids = tokenizer(prompt, truncation=False, add_special_tokens=True, verbose=False).input_ids
+    limit = tokenizer.model_max_length
+    if len(ids) <= limit:
+        return
+    kept = tokenizer.decode(ids[1:limit - 1], skip_special_tokens=True)
+    dropped = tokenizer.decode(ids[limit - 1:-1], skip_special_tokens=True)
+    logger.warning("prompt is %d tokens long and the text encoder reads %d: the last %d are dropped (%r); it reads "
+                   "%r — shorten the prompt", len(ids), limit, len(ids) - limit, _clip(dropped), _clip(kept))
+
+
+def _clip(text: str, n: int = 60) -> str:
+    """``text`` shortened to about ``n`` characters (its start and end kept)."""
+    return text if len(text) <= n else f"{text[:n // 2 - 2]} ... {text[-(n // 2 - 3):]}"
+
+
 class DiffusionPrior(abc.ABC):
     """A frozen, text-conditioned (optionally camera-conditioned) epsilon-prediction prior.
 
@@ -163,6 +181,8 @@ class DiffusionPrior(abc.ABC):
         return torch.stack([self._text_cache[p] for p in prompts])
 
     def _encode_text_uncached(self, prompts: List[str]) -> Tensor:
+        for prompt in prompts:
+            warn_if_truncated(self.tokenizer, prompt)
         tokens = self.tokenizer(prompts, padding="max_length", max_length=self.tokenizer.model_max_length,
                                 truncation=True, return_tensors="pt")
         mask = None

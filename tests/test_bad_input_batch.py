@@ -20,7 +20,15 @@ FILES = {
     "bad.yaml": "- a red cube\n- prompt: a blue sphere\n  seed: [1, 2\n",
     "map.yaml": "prompt: a red cube\n",
     "bad_item.jsonl": '{"prompt": "a red cube", "item": ""}\n',
+    "out.jsonl": '{"prompt": "a red cube", "output_dir": "/tmp/elsewhere"}\n',
+    "tagged.yaml": "- prompt: a red cube\n  tag: mine\n",
+    "object.json": '{"prompt": "a red cube"}',
+    "bad.json": '["a red cube",',
+    "noheader.csv": ",seed\na red cube,3\n",
+    "short.csv": "prompt,seed\na red cube\n",
 }
+BINARY = {"binary.txt": bytes(range(256)) * 4, "latin1.txt": "a r\xe9d cube\n".encode("latin-1"),
+          "nul.txt": b"a red cube\n\0\0\n"}
 
 # (argv after "batch", words the error line must contain)
 ROWS = [
@@ -31,6 +39,16 @@ ROWS = [
     ([QUICKSTART, "bad.yaml"], ["bad.yaml:4", "not valid YAML", "line 3"]),
     ([QUICKSTART, "map.yaml"], ["map.yaml:1", "expected a YAML list"]),
     ([QUICKSTART, "bad_item.jsonl"], ["bad_item.jsonl:1", "'item' must be a non-empty string"]),
+    ([QUICKSTART, "out.jsonl"], ["out.jsonl:1", "'output_dir' is not an item override", "BATCH_DIR/<item>"]),
+    ([QUICKSTART, "tagged.yaml"], ["tagged.yaml:1", "'tag' is not an item override"]),
+    ([QUICKSTART, "object.json"], ["object.json:1", "expected a JSON array"]),
+    ([QUICKSTART, "bad.json"], ["bad.json:1", "not valid JSON"]),
+    ([QUICKSTART, "noheader.csv"], ["noheader.csv:1", "first row must name"]),
+    ([QUICKSTART, "short.csv"], ["short.csv:2", "1 cells for the 2 columns"]),
+    ([QUICKSTART, "binary.txt"], ["binary.txt", "not UTF-8 text", "offset 128"]),
+    ([QUICKSTART, "latin1.txt"], ["latin1.txt", "not UTF-8 text", "0xe9"]),
+    ([QUICKSTART, "nul.txt"], ["nul.txt", "binary file"]),
+    ([QUICKSTART, "."], ["prompts file", "is a folder"]),
     (["nope.yaml", "prompts.txt"], ["config file", "nope.yaml"]),
     ([QUICKSTART, "prompts.txt", "guidance.guidance_scal=5"], ["guidance_scal", "did you mean"]),
     ([QUICKSTART, "prompts.txt", "steps=-3"], ["steps"]),
@@ -66,6 +84,8 @@ def check_rejected(argv, words, tmp_path, capsys):
 def test_bad_batch_input(argv, words, tmp_path, monkeypatch, capsys):
     for name, text in FILES.items():
         (tmp_path / name).write_text(text)
+    for name, data in BINARY.items():
+        (tmp_path / name).write_bytes(data)
     monkeypatch.chdir(tmp_path)
     check_rejected(argv, words, tmp_path, capsys)
 

@@ -58,6 +58,7 @@ ROWS = [
     (["source={good}", "target_prompt=a blue cube", "refine.skip_min=0.95"], ["refine.skip_min", "swap"]),
     (["source={good}", "target_prompt=a blue cube", "refine.skip_max=1.0"], ["refine.skip_max", "none to run"]),
     (["source={good}", "target_prompt=a blue cube", "refine.eta=2"], ["refine.eta"]),
+    (["source={good}", "target_prompt=a blue cube", "steps=0"], ["steps", "at least 1 step", "unchanged"]),
     (["source={good}", "target_prompt=a blue cube", "refine.guidance_scale=nan"], ["refine.guidance_scale"]),
     (["source={good}", "target_prompt=a blue cube", "refine.batch_size=32"], ["refine.batch_size", "cached views"]),
     (["source={good}", "target_prompt=a blue cube", "refine.colour=1"], ["unknown key", "refine.colour"]),

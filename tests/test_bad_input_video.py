@@ -116,3 +116,27 @@ def test_run_whose_render_is_nan(tmp_path, expect_bad_input):
     save_file(tensors, str(state))
     expect_bad_input(["video", QUICKSTART, f"source={run}", f"output_dir={tmp_path / 'o'}", "frames=2",
                       "resolution=32", "--no-progress"], "NaN", watch=tmp_path)
+
+
+def test_unreadable_sources_say_why(tmp_path, clip_file, expect_bad_input):
+    """A text file named .mp4, a truncated MP4, a .ply and a damaged frame each get their reason in one
+    line (not ffmpeg's version banner, not a message cut mid-word)."""
+    import imageio.v2 as imageio
+
+    run = ["video", QUICKSTART, "prompt=a red cube", f"output_dir={tmp_path / 'o'}", "--no-progress"]
+    text = tmp_path / "notes.mp4"
+    text.write_text("these are my notes, not a video\n" * 3)
+    line = expect_bad_input([*run, f"source={text}"], "cannot read", "text file", watch=tmp_path)
+    assert "ffmpeg version" not in line
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(clip_file.read_bytes()[:200])
+    expect_bad_input([*run, f"source={cut}"], "cut.mp4", "damaged or cut short", watch=tmp_path)
+    ply = tmp_path / "scene.ply"
+    ply.write_text("ply\nformat ascii 1.0\nend_header\n")
+    expect_bad_input([*run, f"source={ply}"], "scene.ply", "not a video", watch=tmp_path)
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i in range(3):
+        imageio.imwrite(frames / f"f{i}.png", np.zeros((16, 16, 3), np.uint8))
+    (frames / "f1.png").write_bytes((frames / "f1.png").read_bytes()[:40])
+    expect_bad_input([*run, f"source={frames}"], "f1.png", "cannot be read", watch=tmp_path)

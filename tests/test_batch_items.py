@@ -18,6 +18,25 @@ def test_text_file_one_prompt_per_line_with_unique_folder_names(tmp_path):
     assert [i.name for i in items] == ["a_red_cube", "a_red_cube-2", "a_.._b_c", "batch.json-2"]
 
 
+def test_csv_header_names_the_overrides_and_a_json_array_lists_items(tmp_path):
+    c = tmp_path / "items.csv"
+    c.write_text('prompt,seed,guidance.guidance_scale\n"a red cube, shiny",3,\na blue cone,,40\n\n')
+    items = read_items(c)
+    assert [(i.line, i.name) for i in items] == [(2, "a_red_cube_shiny"), (3, "a_blue_cone")]
+    assert items[0].overrides == {"prompt": "a red cube, shiny", "seed": "3"}  # an empty cell is left to the config
+    assert items[1].nested_overrides() == {"prompt": "a blue cone", "guidance": {"guidance_scale": "40"}}
+    j = tmp_path / "items.json"
+    j.write_text('["a pink torus", {"prompt": "a red cube", "seed": 7}]')
+    assert [(i.prompt, i.overrides.get("seed")) for i in read_items(j)] == [("a pink torus", None), ("a red cube", 7)]
+
+
+def test_csv_values_are_typed_by_the_config(tmp_path):
+    c = tmp_path / "items.csv"
+    c.write_text("prompt,seed\na red cube,3\n")
+    _, configs = plan_batch(QUICKSTART, c, [f"output_dir={tmp_path}"], BatchOptions())
+    assert configs["a_red_cube"].seed == 3 and configs["a_red_cube"].prompt == "a red cube"
+
+
 def test_yaml_and_jsonl_items_keep_their_lines_and_nest_dotted_keys(tmp_path):
     y = tmp_path / "items.yaml"
     y.write_text("# header\n- a blue cone\n- prompt: a red cube\n  item: cube one\n  guidance.guidance_scale: 30\n"

@@ -1,11 +1,16 @@
 """The items of a batch, read from a PROMPTS file.
 
-Three forms, picked by the file's extension:
+Five forms, picked by the file's extension:
 
 - ``.txt`` (or anything else): one prompt per line; blank lines and lines starting with ``#`` are skipped.
+- ``.csv``: a header row of override keys (``prompt,seed,guidance.guidance_scale``), then one item per
+  row; an empty cell leaves that key to the config.
 - ``.jsonl``: one JSON value per line: a prompt string, or an object of config overrides
   (``{"prompt": "a red cube", "seed": 3, "guidance.guidance_scale": 50}``; nested objects work too).
+- ``.json``: one JSON array of such values.
 - ``.yaml`` / ``.yml``: a list whose entries are prompt strings or mappings of overrides.
+
+The file must be UTF-8 text; anything else (a binary file, another encoding) is refused.
 
 In an override set two keys are the batch's own: ``item`` names the item's folder (default: the
 prompt as a slug) and ``config`` picks another preset for that item. Every other key is a config
@@ -14,6 +19,8 @@ override, validated per item later (a bad one fails that item only).
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +36,17 @@ RESERVED_NAMES = ("batch.json", "batch.csv", "contact_sheet.png")
 
 ITEM_KEYS = ("item", "config")
 """Keys of an override set that belong to the batch, not to the run's config."""
+
+NOT_ITEM_KEYS = {
+    "resume": "continue a batch with --resume BATCH_DIR",
+    "output_dir": "an item's run folder is BATCH_DIR/<item>; name it with 'item', or set output_dir for the "
+                  "whole batch on the command line",
+    "name": "an item's run folder is BATCH_DIR/<item>; name it with 'item'",
+    "tag": "an item's run folder is BATCH_DIR/<item>; name it with 'item'",
+}
+"""Config keys an item may not set (the batch decides them), with what to do instead."""
+
+FORMATS = ".txt (one prompt per line), .csv (a header of override keys), .json, .jsonl or .yaml"
 
 
 @dataclass
@@ -80,15 +98,31 @@ def read_items(path: str | Path) -> List[BatchItem]:
         ConfigError: the file is missing or has no item, or an entry is malformed (names its line).
     """
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"prompts file {str(path)!r} not found; give a .txt (one prompt per line), .jsonl or .yaml file")
-    text = path.read_text(encoding="utf-8", errors="replace")
-    reader = {".jsonl": _jsonl_entries, ".yaml": _yaml_entries, ".yml": _yaml_entries}.get(path.suffix.lower(), _text_entries)
+    text = _read_text(path)
+    reader = {".jsonl": _jsonl_entries, ".json": _json_entries, ".csv": _csv_entries, ".yaml": _yaml_entries,
+              ".yml": _yaml_entries}.get(path.suffix.lower(), _text_entries)
     items = [_to_item(path, line, value) for line, value in reader(path, text)]
     if not items:
         raise ConfigError(f"prompts file {str(path)!r} has no prompt; write one prompt per line "
                           "(or one JSON object of overrides per line in a .jsonl file)")
     return _unique_names(items)
+
+
+def _read_text(path: Path) -> str:
+    """The file's text; a folder, a missing file or anything not UTF-8 text is one clear error."""
+    if path.is_dir():
+        raise ConfigError(f"prompts file {str(path)!r} is a folder; give a {FORMATS} file")
+    if not path.is_file():
+        raise ConfigError(f"prompts file {str(path)!r} not found; give a {FORMATS} file")
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"prompts file {str(path)!r} is not UTF-8 text (byte 0x{data[e.start]:02x} at offset "
+                          f"{e.start}); give a {FORMATS} file saved as UTF-8") from None
+    if "\0" in text:
+        raise ConfigError(f"prompts file {str(path)!r} is a binary file (it holds NUL bytes); give a {FORMATS} file")
+    return text
 
 
 def _text_entries(path: Path, text: str) -> Iterator[Tuple[int, Any]]:
@@ -107,6 +141,32 @@ def _jsonl_entries(path: Path, text: str) -> Iterator[Tuple[int, Any]]:
         except json.JSONDecodeError as e:
             raise ConfigError(f"{path}:{number}: not valid JSON ({e.msg} at column {e.colno}); "
                               "each line must be a JSON object of overrides or a JSON string") from None
+
+
+def _json_entries(path: Path, text: str) -> Iterator[Tuple[int, Any]]:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{path}:{e.lineno}: not valid JSON ({e.msg} at column {e.colno})") from None
+    if not isinstance(data, list):
+        raise ConfigError(f"{path}:1: expected a JSON array of prompts or override objects, got a "
+                          f"{type(data).__name__}")
+    for value in data:
+        yield 1, value
+
+
+def _csv_entries(path: Path, text: str) -> Iterator[Tuple[int, Any]]:
+    rows = csv.reader(io.StringIO(text))
+    header = next(rows, None)
+    if not header or not all(key.strip() for key in header):
+        raise ConfigError(f"{path}:1: the first row must name the override of each column (e.g. prompt,seed)")
+    keys = [key.strip() for key in header]
+    for number, row in enumerate(rows, start=2):
+        if not any(cell.strip() for cell in row):
+            continue
+        if len(row) != len(keys):
+            raise ConfigError(f"{path}:{number}: {len(row)} cells for the {len(keys)} columns {', '.join(keys)}")
+        yield number, {key: cell.strip() for key, cell in zip(keys, row) if cell.strip()}
 
 
 def _yaml_entries(path: Path, text: str) -> Iterator[Tuple[int, Any]]:
@@ -145,8 +205,9 @@ def _to_item(path: Path, line: int, value: Any) -> BatchItem:
     if not isinstance(value, dict) or not value:
         raise ConfigError(f"{where}: expected a prompt string or a mapping of overrides, got {value!r}")
     overrides = {str(k): v for k, v in value.items() if k not in ITEM_KEYS}
-    if "resume" in overrides:
-        raise ConfigError(f"{where}: 'resume' is not an item override; continue a batch with --resume BATCH_DIR")
+    for key, fix in NOT_ITEM_KEYS.items():
+        if key in overrides:
+            raise ConfigError(f"{where}: {key!r} is not an item override ({fix})")
     for key in ITEM_KEYS:
         if key in value and not (isinstance(value[key], str) and value[key].strip()):
             raise ConfigError(f"{where}: {key!r} must be a non-empty string, got {value[key]!r}")

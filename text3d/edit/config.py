@@ -88,6 +88,9 @@ def check_editing_guidance(guidance_type: str) -> None:
 def check_edit_config(cfg: EditRunConfig) -> None:
     check_run_config(cfg)
     check_editing_guidance(cfg.guidance.type)
+    if cfg.steps < 1:
+        raise ConfigError(f"steps: an edit needs at least 1 step (steps={cfg.steps} would write the source back "
+                          "unchanged as an edit)")
     refine = cfg.refine
     if refine.enabled and refine.start_step >= cfg.steps:
         raise ConfigError(f"refine.start_step: {refine.start_step} leaves no refinement step before steps={cfg.steps}; "

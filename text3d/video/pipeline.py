@@ -172,6 +172,8 @@ def run_video(cfg: VideoConfig, prior=None, progress: Optional[Callable[[str, in
     prompt = cfg.prompt or clip.prompt
     if not prompt.strip():
         raise ConfigError("prompt: empty; a video source needs prompt=\"...\" (a run source defaults to its own prompt)")
+    if not cfg.prompt.strip():
+        logger.info("prompt is empty: the frames are restyled toward the run's own prompt %r", prompt)
     if prior is None:
         from text3d.guidance.priors import no_transformers_progress_bars
 

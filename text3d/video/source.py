@@ -54,6 +54,10 @@ def is_run_dir(path: Path) -> bool:
     return path.is_dir() and (path / "config.yaml").is_file()
 
 
+VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".gif", ".mpg", ".mpeg", ".wmv", ".flv")
+"""Files read as videos (through imageio's ffmpeg); any other file is refused up front."""
+
+
 def check_source(source: str) -> Path:
     """The source path, or :class:`ConfigError` naming what is wrong with it (before any model loads)."""
     if not source:
@@ -64,6 +68,9 @@ def check_source(source: str) -> Path:
     if path.is_dir() and not is_run_dir(path) and not _image_files(path):
         raise ConfigError(f"source: {source!r} is neither a run folder (no config.yaml) nor a folder of frames "
                           f"({', '.join(IMAGE_SUFFIXES)})")
+    if path.is_file() and path.suffix.lower() not in VIDEO_SUFFIXES:
+        raise ConfigError(f"source: {source!r} is a {path.suffix or 'suffix-less'} file, not a video; pass a run "
+                          f"folder, a folder of frames or a video ({', '.join(VIDEO_SUFFIXES[:6])}, ...)")
     return path
 
 
@@ -139,28 +146,60 @@ def run_clip(run_dir: Path, n_frames: int, resolution: int, background: str = "s
 # A video file or a folder of frames
 def read_frames(path: Path, max_frames: int) -> List[np.ndarray]:
     """Up to ``max_frames`` RGB uint8 frames of a video file or an image folder, one clear error otherwise."""
-    import imageio.v2 as imageio
-
-    files = _image_files(path) if path.is_dir() else None
-    frames: List[np.ndarray] = []
-    try:
-        if files is not None:
-            frames = [np.asarray(imageio.imread(f)) for f in files[:max_frames]]
-        else:
-            with imageio.get_reader(str(path)) as reader:
-                for frame in reader:
-                    frames.append(np.asarray(frame))
-                    if len(frames) >= max_frames:
-                        break
-    except Exception as e:  # imageio/ffmpeg raise many types for an unreadable file
-        raise Text3DError(f"source: cannot read {str(path)!r} as a video ({type(e).__name__}: "
-                          f"{' '.join(str(e).split())[:160]})") from None
+    frames = _read_folder(path, max_frames) if path.is_dir() else _read_video(path, max_frames)
     if len(frames) < 2:
         raise Text3DError(f"source: {str(path)!r} has {len(frames)} frame(s); a video needs at least 2")
     sizes = sorted({f.shape[:2] for f in frames})
     if len(sizes) > 1:
         raise Text3DError(f"source: frames of mismatched sizes {sizes[:3]} in {str(path)!r}; give frames of one size")
     return [_to_rgb(f) for f in frames]
+
+
+def _read_folder(folder: Path, max_frames: int) -> List[np.ndarray]:
+    import imageio.v2 as imageio
+
+    frames = []
+    for f in _image_files(folder)[:max_frames]:
+        try:
+            frames.append(np.asarray(imageio.imread(f)))
+        except Exception as e:  # PIL/imageio raise many types for a damaged image
+            raise Text3DError(f"source: frame {str(f)!r} cannot be read ({_reason(f, e)}); replace or remove it") from None
+    return frames
+
+
+def _read_video(path: Path, max_frames: int) -> List[np.ndarray]:
+    import imageio.v2 as imageio
+
+    frames: List[np.ndarray] = []
+    try:
+        with imageio.get_reader(str(path)) as reader:
+            for frame in reader:
+                frames.append(np.asarray(frame))
+                if len(frames) >= max_frames:
+                    break
+    except Exception as e:  # imageio/ffmpeg raise many types for an unreadable file
+        raise Text3DError(f"source: cannot read {str(path)!r} as a video ({_reason(path, e)})") from None
+    return frames
+
+
+def _reason(path: Path, error: BaseException) -> str:
+    """Why a file could not be read, in words: empty, text, a truncated MP4, or the decoder's own last line
+    (ffmpeg's version banner and configuration left out, cut at a word)."""
+    head = path.read_bytes()[:4096] if path.is_file() else b""
+    if not head:
+        return "the file is empty"
+    if b"\0" not in head[:512]:
+        try:
+            head[:512].decode("utf-8")
+            return "it is a text file, not a video or an image"
+        except UnicodeDecodeError:
+            pass
+    if head[4:8] == b"ftyp":
+        return f"an MP4 that is damaged or cut short ({path.stat().st_size} bytes); export it again"
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    lines = [line for line in lines if not line.startswith(("ffmpeg version", "built with", "configuration:", "lib"))]
+    text = lines[-1] if lines else type(error).__name__
+    return text if len(text) <= 160 else text[:160].rsplit(" ", 1)[0] + " ..."
 
 
 def _to_rgb(frame: np.ndarray) -> np.ndarray:

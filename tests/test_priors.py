@@ -303,3 +303,19 @@ def test_incomplete_cached_copy_is_not_found(tmp_path):
     _fake_hub_cache(tmp_path, "text3d-tests/partial")
     with pytest.raises(ModelNotFoundError, match="was not found locally"):
         StableDiffusionPrior(StableDiffusionPriorConfig(model="text3d-tests/partial", cache_dir=str(tmp_path)), CPU)
+
+
+def test_a_prompt_longer_than_the_text_encoder_reads_is_named_once(fresh_tiny_prior, caplog):
+    """100 x 'a ' then 'green cube' (104 tokens for CLIP's tokenizer): the warning says how many are
+    dropped, which, and what the encoder reads; a short prompt says nothing; the same prompt warns once
+    (its embedding is cached)."""
+    long = "a " * 100 + "green cube"
+    n = len(fresh_tiny_prior.tokenizer(long, verbose=False).input_ids)
+    assert n > 77
+    with caplog.at_level("WARNING", logger="text3d.guidance.priors"):
+        fresh_tiny_prior.encode_text([long, "a green cube"])
+        fresh_tiny_prior.encode_text([long])
+    warnings = [r.getMessage() for r in caplog.records if "tokens long" in r.getMessage()]
+    assert len(warnings) == 1
+    assert f"{n} tokens long" in warnings[0] and "reads 77" in warnings[0] and f"last {n - 77} are dropped" in warnings[0]
+    assert "green cube" in warnings[0]

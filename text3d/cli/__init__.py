@@ -15,9 +15,9 @@ import logging
 import sys
 from typing import Iterable, List, Optional, Sequence
 
-from text3d.core.errors import Text3DError
+from text3d.core.errors import ConfigError, Text3DError
 
-from .common import VERBS, HelpFormatter, OneLineParser, Verb, add_common_flags, print_config
+from .common import VERBS, HelpFormatter, OneLineParser, Verb, add_common_flags, other_command, print_config
 
 
 VERB_MODULES = {"run": "run", "export": "export", "edit": "edit", "multiview": "multiview", "video": "video",
@@ -64,6 +64,17 @@ def build_parser(verbs: Optional[Iterable[str]] = None) -> argparse.ArgumentPars
     return parser
 
 
+def _refuse_other_commands_config(verb: Verb, args: argparse.Namespace) -> None:
+    """A CONFIG that sets keys this verb does not take but another verb does is refused first, naming
+    that command (see :func:`~text3d.cli.common.other_command`)."""
+    items = getattr(args, "items", None) or []
+    if not items or "=" in items[0] or getattr(args, "resume", None):
+        return
+    message = other_command(verb, items[0], load_verbs)
+    if message is not None:
+        raise ConfigError(message)
+
+
 def _quiet_libraries() -> None:
     """transformers/diffusers print import-time notices that are not about the user's run."""
     import os
@@ -98,6 +109,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.print_help()
         return 2
     try:
+        _refuse_other_commands_config(verb, args)
         return print_config(verb.config(args)) if args.print_config else verb.run(args)
     except Text3DError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -54,6 +54,11 @@ class BatchVerb(Verb):
         add("--resume", default=None, metavar="BATCH_DIR",
             help="continue a batch: skip finished runs, continue the others from their checkpoints")
 
+    def schema(self) -> Any:
+        from text3d.run.config import RUN_SCHEMA
+
+        return RUN_SCHEMA
+
     def config(self, args: argparse.Namespace) -> Any:
         """The config every item starts from (CONFIG and the command line's overrides; a resumed batch's
         own CONFIG and overrides, then the new ones)."""

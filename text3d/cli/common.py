@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 from contextlib import ExitStack, contextmanager
+from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Type
 
 COMMON_FLAGS = ("-h", "--no-progress", "--print-config")
@@ -140,6 +141,10 @@ class Verb:
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         """The verb's own flags (the common ones are added for every verb)."""
 
+    def schema(self) -> Any:
+        """The :class:`~text3d.core.schema.Schema` of this verb's CONFIG file (None: it takes none)."""
+        return None
+
     def config(self, args: argparse.Namespace) -> Any:
         """The typed config this command would run with; loads no model and writes nothing."""
         raise NotImplementedError
@@ -164,3 +169,32 @@ def register(cls: Type[Verb]) -> Type[Verb]:
         raise ValueError(f"verb {cls.name!r} registered twice")
     VERBS[cls.name] = cls()
     return cls
+
+
+def other_command(verb: Verb, config_path: str, all_verbs: Callable[[], Sequence[Verb]]) -> Optional[str]:
+    """When ``config_path`` (a YAML file given to ``verb``) sets keys ``verb`` does not take but another
+    verb does, one line naming the file and that command; None otherwise (``all_verbs`` is called only
+    then, so a good config costs one read of its keys)."""
+    from text3d.core.config_files import file_layers, merge_layers
+
+    if verb.schema() is None or not Path(config_path).is_file():
+        return None
+    try:
+        keys = set(merge_layers(file_layers(config_path)))
+    except Exception:  # the file's own error is the better message, given when the verb reads it
+        return None
+    foreign = keys - _known(verb.schema())
+    if not foreign:
+        return None
+    owners = [v for v in all_verbs() if v.schema() is not None and keys <= _known(v.schema())]
+    if not owners:
+        return None
+    smallest = min(len(_known(v.schema())) for v in owners)  # a run preset is run's, not edit's (a superset)
+    names = " / ".join(f"text3d {v.name}" for v in owners if len(_known(v.schema())) == smallest)
+    return (f"{config_path} is a config of '{names}' (it sets {', '.join(sorted(foreign)[:4])}, which "
+            f"'text3d {verb.name}' does not take); run it with {names.split(' / ')[0]}, or give "
+            f"'text3d {verb.name}' one of its own presets")
+
+
+def _known(schema: Any) -> set:
+    return {*schema.top_keys(), *schema.sections, *schema.shorthands, "base"}

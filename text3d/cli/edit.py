@@ -31,6 +31,11 @@ class EditVerb(Verb):
     items_metavar = "CONFIG source=SOURCE target_prompt=... [key.path=value ...]"
     items_help = "an edit preset (configs/edit-*.yaml) followed by the source, the target prompt and overrides"
 
+    def schema(self) -> Any:
+        from text3d.edit.config import EDIT_SCHEMA
+
+        return EDIT_SCHEMA
+
     def config(self, args: argparse.Namespace) -> Any:
         from text3d.edit import load_edit_run_config
 

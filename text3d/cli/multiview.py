@@ -24,6 +24,11 @@ class MultiviewVerb(Verb):
               "      azimuths elevation resolution sampler.steps sampler.cfg_scale attention.shared_score_shift ...")
     items_help = "a YAML preset (configs/multiview-*.yaml) followed by overrides"
 
+    def schema(self) -> Any:
+        from text3d.multiview.config import MULTIVIEW_SCHEMA
+
+        return MULTIVIEW_SCHEMA
+
     def config(self, args: argparse.Namespace) -> Any:
         from text3d.multiview import load_multiview_config
 

@@ -34,6 +34,11 @@ class RunVerb(Verb):
     epilog = EPILOG
     items_help = "a YAML preset (configs/*.yaml) followed by overrides, or resume=RUN_DIR"
 
+    def schema(self) -> Any:
+        from text3d.run.config import RUN_SCHEMA
+
+        return RUN_SCHEMA
+
     def config(self, args: argparse.Namespace) -> Any:
         from text3d.run import load_run_config
 

@@ -28,6 +28,11 @@ class TrainPriorVerb(Verb):
                                  "never touched")
         parser.add_argument("--work-dir", default=None, help="resumable state folder (default: <out>.train)")
 
+    def schema(self) -> Any:
+        from text3d.prior.training import TRAIN_PRIOR_SCHEMA
+
+        return TRAIN_PRIOR_SCHEMA
+
     def config(self, args: argparse.Namespace) -> Any:
         from text3d.prior.training import load_train_config
 

@@ -31,6 +31,11 @@ class VideoVerb(Verb):
     epilog = EPILOG
     items_help = "a YAML preset (configs/video-*.yaml) followed by overrides"
 
+    def schema(self) -> Any:
+        from text3d.video.config import VIDEO_SCHEMA
+
+        return VIDEO_SCHEMA
+
     def config(self, args: argparse.Namespace) -> Any:
         from text3d.video import load_video_config
 

@@ -20,10 +20,11 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from text3d.core.bounds import bounded
 from text3d.core.config_files import Layer, file_layers, literal_layer
-from text3d.core.errors import ConfigError, RunDirError
+from text3d.core.errors import ConfigError
 from text3d.core.schema import Plain, Schema, resolve_section
 from text3d.guidance.registry import GUIDANCES
 from text3d.run.config import RUN_SECTIONS, Config, TopLevel, check_resume_overrides, check_run_config
+from text3d.scene.rundir import check_run_folder
 
 from .refine import RefineConfig, check_refine_section
 from .source import EditSource, open_source
@@ -166,9 +167,7 @@ def load_edit_run_config(path: Optional[str | Path], overrides: Sequence[str] = 
 
 def load_saved_edit_config(edit_dir: Path, overrides: Sequence[str] = ()) -> EditRunConfig:
     """The config saved in an edit folder, with ``overrides`` (a resume)."""
-    if not (edit_dir / "config.yaml").is_file():
-        raise RunDirError(f"resume: {str(edit_dir)!r} is not an edit directory (no config.yaml); pass the folder "
-                          "that 'text3d edit' printed on its last line")
+    check_run_folder(edit_dir, "resume")
     if "edit" not in file_layers(edit_dir / "config.yaml", saved=True)[0].data:
         raise ConfigError(f"resume: {str(edit_dir)!r} is a run, not an edit; continue it with text3d run resume={edit_dir}")
     layers = EDIT_SCHEMA.layers(edit_dir / "config.yaml", overrides, saved=True)

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from text3d.core.errors import ConfigError, RunDirError
+from text3d.core.folders import folder_kind
 from text3d.scene.config import SCENE_SECTIONS as _SCENE_SCHEMA_SECTIONS
 from text3d.scene.rundir import load_run_checkpoint
 
@@ -64,6 +65,10 @@ def open_source(source: str, orbit_distance: float = 0.0,
     if not source:
         raise ConfigError("source: missing; pass source=RUN_DIR (a folder 'text3d run' printed) or source=FILE.ply")
     path = Path(source).expanduser().absolute()
+    kind = folder_kind(path)
+    if kind is not None:
+        raise RunDirError(f"source: {source!r} is a {kind} folder, not a run; pass a folder that 'text3d run' or "
+                          "'text3d edit' printed, or a 3D Gaussian splatting .ply")
     if path.is_dir() and (path / "config.yaml").is_file():
         return _run_source(path)
     if path.is_file() and path.suffix.lower() == ".ply":

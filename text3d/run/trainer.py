@@ -28,6 +28,7 @@ from text3d.core.paths import check_writable, claim_new_dir, safe_component, sta
 from text3d.core.writer import FolderWriter, hold_folder, refuse_if_in_use
 from text3d.guidance.registry import GUIDANCES, PRIORS
 from text3d.scene.registry import CAMERAS
+from text3d.scene.rundir import check_run_folder
 from text3d.scene.system import NeRFSystem
 
 from .config import RUN_SCHEMA, Config, check_resume_overrides, to_yaml
@@ -419,11 +420,8 @@ MODEL_SECTIONS = ("geometry", "material", "background", "renderer")
 
 def _resumed_config(run_dir: Path, overrides: Sequence[str]) -> Config:
     """The config saved in ``run_dir`` with ``overrides``; a model-changing override is refused."""
-    saved = run_dir / "config.yaml"
-    if not saved.is_file():
-        raise RunDirError(f"resume: {str(run_dir)!r} is not a run directory (no config.yaml); "
-                          "pass the folder that a run printed on its last line")
-    layers = RUN_SCHEMA.layers(saved, overrides, saved=True)
+    check_run_folder(run_dir, "resume")
+    layers = RUN_SCHEMA.layers(run_dir / "config.yaml", overrides, saved=True)
     base, extra = layers[0].data, layers[-1].data
     if "edit" in base:
         raise ConfigError(f"resume: {str(run_dir)!r} is an edit; continue it with: text3d edit resume={run_dir}")

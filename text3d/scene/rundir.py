@@ -16,6 +16,7 @@ from torch import nn
 
 from text3d.core.checkpoint import Checkpoint, CorruptCheckpointError, load_latest_checkpoint
 from text3d.core.errors import RunDirError
+from text3d.core.folders import folder_kind
 from text3d.core.writer import writer_of
 
 from .config import SCENE_SCHEMA, SceneConfig
@@ -26,13 +27,27 @@ logger = logging.getLogger(__name__)
 GEOMETRY_PREFIX = "system.geometry."
 
 
+def check_run_folder(run_dir: str | Path, key: str = "") -> None:
+    """Raise :class:`RunDirError` unless ``run_dir`` looks like a run or edit folder: another command's
+    folder is named for what it is, a missing or empty ``config.yaml`` is said to be so."""
+    run_dir, where = Path(run_dir), f"{key}: " if key else ""
+    kind = folder_kind(run_dir)
+    if kind is not None:
+        raise RunDirError(f"{where}{str(run_dir)!r} is a {kind} folder, not a run; pass a folder that 'text3d run' "
+                          "or 'text3d edit' printed on its last line")
+    saved = run_dir / "config.yaml"
+    if not saved.is_file():
+        raise RunDirError(f"{where}{str(run_dir)!r} is not a run directory (no config.yaml); pass the folder that "
+                          "'text3d run' printed on its last line")
+    if not saved.read_bytes().strip():
+        raise RunDirError(f"{where}{saved} is empty: a run folder's config.yaml holds the config its checkpoints "
+                          "were trained with, so this folder cannot be read; restore the file or start a new run")
+
+
 def scene_config(run_dir: str | Path) -> SceneConfig:
     """The scene saved in ``run_dir/config.yaml`` (a run or edit folder): prompt and scene sections."""
-    run_dir = Path(run_dir)
-    if not (run_dir / "config.yaml").is_file():
-        raise RunDirError(f"{str(run_dir)!r} is not a run directory (no config.yaml); pass the folder that "
-                          "'text3d run' printed on its last line")
-    return SCENE_SCHEMA.load(run_dir / "config.yaml", saved=True)
+    check_run_folder(run_dir)
+    return SCENE_SCHEMA.load(Path(run_dir) / "config.yaml", saved=True)
 
 
 def build_geometry(cfg: SceneConfig) -> nn.Module:

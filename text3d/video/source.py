@@ -21,6 +21,7 @@ from torch import Tensor
 from text3d.scene.cameras import Cameras, orbit_cameras, turntable
 from .correspondence import depth_correspondence, flow_correspondence, z_depth
 from text3d.core.errors import ConfigError, RunDirError, Text3DError
+from text3d.core.folders import folder_kind
 from .noise import Correspondence
 
 logger = logging.getLogger(__name__)
@@ -65,6 +66,10 @@ def check_source(source: str) -> Path:
     path = Path(source).expanduser()
     if not path.exists():
         raise ConfigError(f"source: {source!r} does not exist; pass a run folder or a video file")
+    kind = folder_kind(path)
+    if kind is not None:
+        raise ConfigError(f"source: {source!r} is a {kind} folder, not a run; pass a run folder, a folder of frames "
+                          "or a video file")
     if path.is_dir() and not is_run_dir(path) and not _image_files(path):
         raise ConfigError(f"source: {source!r} is neither a run folder (no config.yaml) nor a folder of frames "
                           f"({', '.join(IMAGE_SUFFIXES)})")

@@ -106,3 +106,13 @@ def test_same_prompt_warns_nothing_to_edit(sources, tiny_sd_dir, tiny_prior, tmp
                            "target_prompt=a red cube", *EDIT_FAST], prior=tiny_prior)
     assert any("nothing to edit" in r.getMessage() for r in caplog.records)
     assert not (tmp_path / "outputs").exists()
+
+
+def test_an_output_dir_that_cannot_be_written_is_refused_before_the_prior_loads(sources, tmp_path, capsys):
+    a_file = tmp_path / "taken"
+    a_file.write_text("x")
+    for out in (a_file, a_file / "sub"):
+        code, err, _ = _run(["edit", str(PRESET), f"source={sources['good']}", "target_prompt=a blue cube",
+                             f"output_dir={out}", "--no-progress"], capsys)
+        assert code == 2 and len(err) == 1 and "output_dir" in err[0] and "is a file" in err[0], err
+    assert a_file.read_text() == "x"

@@ -78,3 +78,14 @@ def test_a_unet_without_self_attention(tmp_path, no_attention_model, mode):
     args = [QUICK, f"output_dir={out}", "prior.type=stable-diffusion", f"prior.model={no_attention_model}",
             f"mode={mode}", "views=2", "prompting.view_dependent=true"]
     check(run_cli(args, tmp_path), ["self-attention", "independent", str(no_attention_model)], out)
+
+
+@pytest.mark.parametrize("where", ["file", "under-a-file"])
+def test_an_output_dir_that_cannot_be_written_is_refused_before_the_prior_loads(tmp_path, where):
+    """As run and video do: one line naming output_dir, before any model loads (was a traceback after)."""
+    a_file = tmp_path / "taken"
+    a_file.write_text("x")
+    out = a_file if where == "file" else a_file / "sub"
+    proc = run_cli([QUICK, f"output_dir={out}", "prompt=a cube"], tmp_path)
+    check(proc, ["output_dir", "is a file"], tmp_path / "nothing")
+    assert a_file.read_text() == "x"

@@ -88,3 +88,16 @@ BATCH_ROWS = [
 @pytest.mark.parametrize("extra, words", BATCH_ROWS, ids=[" ".join(r[0]) for r in BATCH_ROWS])
 def test_a_batch_resume_follows_the_same_rule(extra, words, batch_dir, expect_bad_input):
     expect_bad_input(["batch", "--resume", batch_dir, *extra, "--no-progress"], *words, watch=batch_dir)
+
+
+def test_a_damaged_metrics_json_is_named_and_the_item_continues(batch_dir, caplog):
+    """It was a JSONDecodeError traceback: now the item is not done (its run continues from its last
+    checkpoint and writes metrics.json again), with a warning naming the file."""
+    from text3d.batch.state import load_batch
+
+    (batch_dir / "a_red_cube" / "metrics.json").write_text('{"steps": 4, "wall')
+    with caplog.at_level("WARNING"):
+        state = load_batch(batch_dir)
+    item = {it.item: it for it in state.items}["a_red_cube"]
+    assert item.status == "pending" and item.metrics == {}
+    assert any("metrics.json is damaged" in r.getMessage() for r in caplog.records)

@@ -6,6 +6,7 @@ import csv
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -215,3 +216,43 @@ def test_ctrl_c_leaves_a_resumable_batch(tmp_path, local_ray):
     assert (batch_dir / "short" / "metrics.json").stat().st_mtime_ns == short_stamp
     assert long.status == "done" and long.history[-1]["resumed_from"] == saved_at
     assert json.loads((batch_dir / "long" / "metrics.json").read_text())["steps"] == saved_at + 2
+
+
+@pytest.mark.parametrize("removed", ["an item folder", "the batch folder"])
+def test_a_removed_folder_fails_its_items_and_resume_runs_them_again(tmp_path, removed):
+    """Remove a running item's folder (or the whole batch folder) under a real `text3d batch`: the run
+    stops without re-creating half a folder, the batch ends with exit 1 ("failed", not "bad input"),
+    batch.json says why, and --resume runs the lost items again from the start and continues the rest."""
+    prompts = write_jsonl(tmp_path / "items.jsonl", [{"prompt": "a red cube", "item": "kept"},
+                                                     {"prompt": "a blue cone", "item": "lost"}])
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "text3d", "batch", str(QUICKSTART), str(prompts), *TINY, "steps=400",
+           "trainer.turntable_frames=0", f"output_dir={out}", "--max-retries", "1", "--no-progress"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    try:
+        deadline = time.time() + 240
+        while not list(out.glob("quickstart/batch@*/lost/ckpts/last")):
+            assert proc.poll() is None and time.time() < deadline, proc.stderr.read()
+            time.sleep(0.2)
+        batch_dir = next(out.glob("quickstart/batch@*"))
+        gone = batch_dir / "lost" if removed == "an item folder" else batch_dir
+        os.rename(gone, tmp_path / "gone")  # at once (an rm -rf racing the run's own writes is the same to it)
+        shutil.rmtree(tmp_path / "gone", ignore_errors=True)
+        stdout, stderr = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 1, stderr
+    assert stdout.strip().splitlines()[-1] == str(batch_dir)
+    assert "failed: lost: its run folder was removed" in stderr and "Traceback" not in stderr
+    data = json.loads((batch_dir / "batch.json").read_text())
+    lost = {it["item"]: it for it in data["items"]}["lost"]
+    assert lost["status"] == "failed" and "removed" in lost["error"]
+    assert not (batch_dir / "lost" / "ckpts").exists()  # the stopped run wrote nothing more
+
+    state = resume_batch(batch_dir, overrides=["steps=6"], option_changes={"max_retries": 0})
+    assert [it.status for it in state.items] == ["done", "done"]
+    again = {it.item: it for it in state.items}["lost"]
+    assert again.history[-1]["resumed_from"] == 0  # from the start: its checkpoints went with its folder
+    assert json.loads((batch_dir / "lost" / "metrics.json").read_text())["steps"] == 6

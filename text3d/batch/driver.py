@@ -13,7 +13,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 from text3d.core.errors import Text3DError
 from text3d.core.interrupt import StepBoundaryStop
-from .state import BatchState, ItemState, refresh_item
+from .state import LOST, BatchState, ItemState, is_lost, refresh_item
 from .summary import write_summary
 
 logger = logging.getLogger(__name__)
@@ -115,6 +115,9 @@ class BatchDriver:
 
     def _failed(self, item: ItemState, error: str, retry: bool) -> None:
         item.error = error
+        if is_lost(self.state, item):  # no retry can continue a run whose folder is gone
+            item.error, retry = LOST, True
+            self.tries[item.item] = self.state.options.max_retries + 1
         if retry and self.tries[item.item] <= self.state.options.max_retries:
             logger.warning("item %s, attempt %d failed (%s); retrying from its last checkpoint",
                            item.item, item.attempts, error)

@@ -9,11 +9,12 @@ from typing import Any, Dict, List, Optional, Sequence
 from text3d.core.checkpoint import latest_checkpoint
 from text3d.core.config_files import parse_overrides
 from text3d.core.errors import ConfigError
+from text3d.core.writer import hold_folder, refuse_if_in_use
 from text3d.run.config import RUN_SCHEMA, Config, check_resume_overrides
 
 from .driver import BatchDriver, ProgressCallback
 from .engine import RayEngine, import_ray
-from .state import BatchOptions, BatchState, load_batch, plan_batch, write_item_configs
+from .state import BatchOptions, BatchState, load_batch, plan_batch, replan_lost, write_item_configs
 from .summary import write_summary
 
 
@@ -42,11 +43,12 @@ def resume_batch(batch_dir: str | Path, option_changes: Optional[Dict[str, Any]]
         overrides: ``key=value`` applied to every unfinished item's config (``steps=800``), as
             ``text3d run resume=DIR steps=800`` does for one run; checked before anything runs.
     """
+    refuse_if_in_use(batch_dir, "batch folder")
     import_ray()
     state = load_batch(batch_dir)
     changes = {k: v for k, v in (option_changes or {}).items() if v is not None}
     state.options = dataclasses.replace(state.options, **changes)
-    configs = unfinished_configs(state, overrides)
+    configs = {**unfinished_configs(state, overrides), **replan_lost(state, list(overrides))}
 
     def write_first() -> None:
         write_item_configs(state, configs)
@@ -90,6 +92,7 @@ def _run(state: BatchState, write_first, on_progress: Optional[ProgressCallback]
     try:
         write_first()
         write_summary(state, contact_sheet=False)
-        return BatchDriver(state, engine, on_progress=on_progress, **driver_kwargs).run()
+        with hold_folder(state.batch_dir, "batch folder"):  # one driver per batch; runs hold their own folders
+            return BatchDriver(state, engine, on_progress=on_progress, **driver_kwargs).run()
     finally:
         engine.stop()

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
+import shutil
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -21,13 +23,15 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from text3d.core.config_files import literal_layer
 from text3d.core.errors import RunDirError, Text3DError
-from text3d.core.io import write_text
+from text3d.core.io import read_json_object, write_text
 from text3d.core.paths import inside, stamped_dir
 from text3d.run.config import RUN_SCHEMA, Config, to_yaml
 
 from .items import BatchItem, read_items
 
 FORMAT_VERSION = 1
+logger = logging.getLogger(__name__)
+
 STATUSES = ("pending", "running", "done", "failed", "interrupted")
 
 
@@ -67,6 +71,8 @@ class ItemState:
     metrics: Dict[str, Any] = field(default_factory=dict)
     history: List[Dict[str, Any]] = field(default_factory=list)
     """One entry per attempt: start/end times, step resumed from, outcome, worker pid, node, resources."""
+    rejected: bool = False
+    """The config rejected this item when the batch was planned: it has no run folder, and never runs."""
 
 
 @dataclass
@@ -126,6 +132,22 @@ def plan_batch(config_path: str | Path, prompts_path: str | Path, overrides: Lis
     return state, configs
 
 
+LOST = "its run folder was removed; --resume runs it again from the start"
+"""The error of an item whose run folder went missing."""
+
+
+def is_rejected(item: ItemState) -> bool:
+    """Whether the config rejected the item at planning (a batch.json of before ``rejected``: a failed
+    item that never ran)."""
+    return item.rejected or (item.status == "failed" and item.attempts == 0 and not item.history
+                             and item.error != LOST and (item.error or "").startswith("item "))
+
+
+def is_lost(state: "BatchState", item: ItemState) -> bool:
+    """Whether a planned item's run folder is gone (removed by hand, or with the batch folder)."""
+    return not is_rejected(item) and not (state.batch_dir / item.item / "config.yaml").is_file()
+
+
 def _plan_item(item: BatchItem, config_path: str | Path, overrides: List[str]) -> Tuple[ItemState, Optional[Config]]:
     preset = item.config or str(config_path)
     record = ItemState(item=item.name, line=item.line, prompt=item.prompt or "", overrides=item.overrides,
@@ -133,17 +155,40 @@ def _plan_item(item: BatchItem, config_path: str | Path, overrides: List[str]) -
     try:
         cfg = RUN_SCHEMA.load(preset, overrides, above=[literal_layer(item.nested_overrides(), f"item {item.name!r}")])
     except Text3DError as e:
-        record.status, record.error = "failed", f"item {item.name!r} (line {item.line}): {e}"
+        record.status, record.error, record.rejected = "failed", f"item {item.name!r} (line {item.line}): {e}", True
         return record, None
     record.prompt, record.total_steps = cfg.prompt, cfg.steps
     return record, cfg
 
 
 def write_item_configs(state: BatchState, configs: Dict[str, Config]) -> None:
-    """Write each valid item's resolved ``config.yaml`` into its run folder (before any run starts)."""
+    """Write each valid item's resolved ``config.yaml`` into its run folder (before any run starts); what a
+    lost item's run left in a folder without config.yaml is cleared first (it starts again)."""
     for name, cfg in configs.items():
+        folder = inside(state.batch_dir, name)
+        if folder.is_dir() and not (folder / "config.yaml").is_file():
+            shutil.rmtree(folder)
         cfg = dataclasses.replace(cfg, resume=None)
-        write_text(inside(state.batch_dir, name) / "config.yaml", to_yaml(cfg))
+        write_text(folder / "config.yaml", to_yaml(cfg))
+
+
+def replan_lost(state: BatchState, overrides: List[str]) -> Dict[str, Config]:
+    """The configs of the items whose run folder was removed, planned again from the batch's CONFIG, its
+    overrides, ``overrides`` and the item's own (they run again from the start)."""
+    configs: Dict[str, Config] = {}
+    for item in state.items:
+        if not is_lost(state, item):
+            continue
+        preset = item.config if item.config != state.config else None
+        batch_item = BatchItem(name=item.item, line=item.line, overrides=item.overrides, config=preset)
+        record, cfg = _plan_item(batch_item, state.config, [*state.overrides, *overrides])
+        if cfg is None:
+            item.error = record.error
+            continue
+        logger.warning("item %s: its run folder was removed; it runs again from the start", item.item)
+        item.status, item.error, item.steps, item.total_steps = "pending", None, 0, cfg.steps
+        configs[item.item] = cfg
+    return configs
 
 
 def load_batch(batch_dir: str | Path) -> BatchState:
@@ -179,16 +224,23 @@ def _read_batch_json(batch_dir: Path) -> Dict[str, Any]:
 
 
 def refresh_item(state: BatchState, item: ItemState) -> None:
-    """Set an item's status and figures from its run folder (the truth, whatever batch.json said)."""
+    """Set an item's status and figures from its run folder (the truth, whatever batch.json said). An
+    item whose run folder was removed is failed (``--resume`` runs it again from the start); a damaged
+    ``metrics.json`` means the run is not done (it continues from its last checkpoint)."""
     run_dir = state.batch_dir / item.item
+    if is_rejected(item):
+        return
     if not (run_dir / "config.yaml").is_file():
-        if item.status != "failed":
-            raise RunDirError(f"batch item {item.item!r} has no run folder {str(run_dir)!r}; the batch directory "
-                              "is incomplete")
+        item.status, item.error = "failed", LOST
         return
     metrics_path = run_dir / "metrics.json"
     if metrics_path.is_file():
-        item.metrics = json.loads(metrics_path.read_text())
+        try:
+            item.metrics = read_json_object(metrics_path, RunDirError)
+        except RunDirError as e:
+            logger.warning("item %s: %s; it continues from its last checkpoint and writes it again", item.item, e)
+            item.metrics, item.status = {}, "pending"
+            return
         item.status, item.error = "done", None
         item.steps = int(item.metrics.get("steps", item.total_steps))
         item.wall_time_s = item.metrics.get("wall_time_s")

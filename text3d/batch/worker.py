@@ -66,6 +66,9 @@ def run_item(run_dir: str, item: str, attempt: int, board: Any) -> Dict[str, Any
 
     started = time.time()
     run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").is_file():
+        raise RunDirError(f"{run_dir}: its run folder was removed (or is not on this node's filesystem); "
+                          "--resume runs it again from the start")
     resources = assigned_resources()
     if resources.get("CPU"):  # as many torch threads as reserved cores
         torch.set_num_threads(max(1, int(resources["CPU"])))

@@ -103,6 +103,10 @@ def run_batch(args: argparse.Namespace) -> int:
     finally:
         _close(bar)
     counts = state.counts()
+    for item in state.items:
+        if item.status == "failed":  # why, in one line each (the whole error is in batch.json)
+            reason = next((line.strip() for line in (item.error or "").splitlines() if line.strip()), "no reason recorded")
+            print(f"failed: {item.item}: {reason[:300]}", file=sys.stderr)
     print(f"{counts['done']} done, {counts['failed']} failed of {len(state.items)}; summary: "
           f"{state.batch_dir / 'batch.csv'}", file=sys.stderr)
     print(state.batch_dir)

@@ -21,6 +21,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from text3d.core.bounds import bounded
 from text3d.core.config_files import Layer, file_layers, literal_layer
 from text3d.core.errors import ConfigError
+from text3d.core.paths import check_writable
 from text3d.core.schema import Plain, Schema, resolve_section
 from text3d.guidance.registry import GUIDANCES
 from text3d.run.config import RUN_SECTIONS, Config, TopLevel, check_resume_overrides, check_run_config
@@ -147,6 +148,7 @@ def edit_config(layers: Sequence[Layer]) -> Tuple[EditRunConfig, EditSource]:
     cfg = EDIT_SCHEMA.resolve(EDIT_SCHEMA.merge([literal_layer(source.scene, origin), *layers, facts]))
     if source_prompt.strip() == cfg.edit.target_prompt.strip():
         logger.warning("the target prompt equals the source prompt (%r): there is nothing to edit", source_prompt)
+    check_writable(cfg.output_dir, "output_dir")  # before the prior loads
     return cfg, source
 
 

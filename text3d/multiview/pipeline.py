@@ -18,6 +18,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 import torch
 
 from text3d.core.errors import ConfigError
+from text3d.core.paths import check_writable
 from text3d.core.schema import to_yaml
 from text3d.guidance.registry import PRIORS
 from text3d.run.targets import MULTIVIEW_FORMAT, MULTIVIEW_JSON
@@ -105,6 +106,7 @@ def run_multiview(config_path: Optional[str | Path], overrides: Sequence[str] = 
 
     cfg = load_multiview_config(config_path, overrides)
     check_model_early(cfg)
+    check_writable(cfg.top.output_dir, "output_dir")  # before the prior loads
     top, timings = cfg.top, {}
     t0 = time.perf_counter()
     device = resolve_device(top.device)

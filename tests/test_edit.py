@@ -103,6 +103,9 @@ def test_gaussian_edit_exports_and_chains(tmp_path, tiny_sd_dir, tiny_gaussian_r
     # text3d export reads the edit folder, and a further edit takes it as its source
     assert main(["export", str(edit_dir), "--resolution", "32", "--texture-size", "0", "--out",
                  str(tmp_path / "re-export")]) == 0
+    # re-exported into its own export/: the edited Gaussians beside it are not touched
+    assert main(["export", str(edit_dir), "--resolution", "32", "--texture-size", "0", "--no-progress"]) == 0
+    assert read_ply(edit_dir / "gaussians.ply")[0]["means"].shape == params["means"].shape
     again = open_edit(GS_PRESET, edit_args(tmp_path, tiny_sd_dir, edit_dir, "steps=1", "target_prompt=a blue sphere"),
                       prior=tiny_prior)
     assert again.edit.source_prompt == "a red sphere"  # the previous edit's target

@@ -86,10 +86,16 @@ def test_a_second_resume_is_refused_while_the_first_trains(run_copy, tmp_path, e
                          "--out", str(tmp_path / "mesh"), "--no-progress"]) == 0
         assert any("still training" in r.getMessage() for r in caplog.records)
         assert (tmp_path / "mesh" / "export.json").is_file()
+        caplog.clear()
+        with caplog.at_level("WARNING"):  # an edit of a run that trains reads its newest checkpoint, and says so
+            assert main(["edit", str(REPO / "configs" / "edit-quickstart.yaml"), f"source={run_copy}",
+                         "target_prompt=a blue cube", f"output_dir={tmp_path / 'edits'}", "--print-config"]) == 0
+        assert any("still training" in r.getMessage() for r in caplog.records)
     finally:
         assert stop(first) == 130
     assert writer_of(run_copy) is None  # released on Ctrl-C: resuming works again
-    assert main(["run", f"resume={run_copy}", "steps=3", "--no-progress"]) == 0
+    reached = int((run_copy / "ckpts" / "last").resolve().name.split("-")[1])
+    assert main(["run", f"resume={run_copy}", f"steps={reached + 1}", "--no-progress"]) == 0
 
 
 def test_two_edit_resumes_at_once_one_is_refused(tiny_nerf_run, tmp_path, expect_bad_input):

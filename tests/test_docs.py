@@ -161,6 +161,8 @@ def toy_argv(argv: List[str], tiny_sd: Path) -> List[str]:
     verb = argv[1]
     presets = [Path(a).stem for a in argv[2:] if a.endswith(".yaml")]
     extra = list(TOY.get(verb, []))
+    if any(a.startswith("resume=") for a in argv):  # a resume may change only these (and keeps the doc's steps)
+        extra = [e for e in extra if e.startswith(("trainer.", "export."))]
     for preset in presets:
         if preset in SD_PRESETS:
             extra += [f"prior.model={tiny_sd}", *SD_TOY.get(preset, [])]

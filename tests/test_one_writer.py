@@ -167,3 +167,14 @@ def test_multiview_interrupted_while_saving_leaves_no_folder(tmp_path, sig):
     assert again.returncode == 0, again.stderr
     assert _staging(parent) == [] and len(list(parent.iterdir())) == 1
     assert (Path(again.stdout.strip().splitlines()[-1]) / "multiview.json").is_file()
+
+
+def test_two_ply_files_in_one_folder_do_not_share_an_export(tiny_gaussian_run, tmp_path, expect_bad_input):
+    """A .ply exports to export/ beside it: a second .ply in the same folder is refused there (its
+    export goes elsewhere with --out) instead of replacing the first one's."""
+    a = shutil.copy(tiny_gaussian_run / "gaussians.ply", tmp_path / "a.ply")
+    b = shutil.copy(tiny_gaussian_run / "gaussians.ply", tmp_path / "b.ply")
+    small = ["--resolution", "24", "--faces", "300", "--texture-size", "0", "--no-progress"]
+    assert main(["export", str(a), *small]) == 0
+    expect_bad_input(["export", b, *small], "export", "holds the export of", "a.ply", watch=tmp_path / "export")
+    assert main(["export", str(a), *small]) == 0  # its own earlier export is replaced

@@ -38,7 +38,7 @@ def export_run_dir(run_dir: Path, settings: ExportConfig, out_dir: Optional[Path
         if not path.is_file():
             raise RunDirError(f"{str(path)!r} does not exist; pass a run folder or a 3DGS .ply file")
         out = Path(out_dir) if out_dir is not None else path.parent / "export"
-        claim_export_folder(out, path, key="--out" if out_dir is not None else "export", own=out_dir is None)
+        claim_export_folder(out, path, key="--out" if out_dir is not None else "export")  # export/ may serve other .ply files
         cloud, source = load_gaussian_ply(path)
         return export_gaussians(cloud, settings, out, name=object_name(path.stem), source=source, progress=progress)
     out = Path(out_dir) if out_dir is not None else path / "export"

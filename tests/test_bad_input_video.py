@@ -140,3 +140,23 @@ def test_unreadable_sources_say_why(tmp_path, clip_file, expect_bad_input):
         imageio.imwrite(frames / f"f{i}.png", np.zeros((16, 16, 3), np.uint8))
     (frames / "f1.png").write_bytes((frames / "f1.png").read_bytes()[:40])
     expect_bad_input([*run, f"source={frames}"], "f1.png", "cannot be read", watch=tmp_path)
+
+
+def test_an_empty_prompt_never_restyles_unconditioned(tiny_run_dir, tmp_path, expect_bad_input, caplog):
+    """``prompt=`` takes the run's own prompt (said in the log); with none there either, one line."""
+    import shutil
+
+    import yaml
+
+    from text3d.cli import main
+
+    small = ["frames=2", "resolution=64", "steps=2", "compare_iid=false", "--no-progress"]
+    with caplog.at_level("INFO"):
+        assert main(["video", QUICKSTART, f"source={tiny_run_dir}", "prompt=", "prior.type=stable-diffusion",
+                     "prior.model=tiny-random-sd", f"output_dir={tmp_path / 'o'}", *small]) == 0
+    assert any("restyled toward the run's own prompt 'a red cube'" in r.getMessage() for r in caplog.records)
+    run = shutil.copytree(tiny_run_dir, tmp_path / "run", symlinks=True)
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    (run / "config.yaml").write_text(yaml.safe_dump({**saved, "prompt": ""}))
+    expect_bad_input(["video", QUICKSTART, f"source={run}", "prompt=", f"output_dir={tmp_path / 'o2'}", *small],
+                     "prompt", "empty", watch=tmp_path / "run")

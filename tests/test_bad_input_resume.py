@@ -12,7 +12,7 @@ from conftest import EDIT_FAST
 from text3d.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
-RULE = "a resume may change only steps, device, trainer.* and export.*"
+RULE = "a resume may change only steps, device, trainer.*, logging.* and export.*"
 
 RUN_ROWS = [
     (["prompt=a blue cone"], ["prompt", RULE]),

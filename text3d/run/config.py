@@ -28,6 +28,8 @@ from text3d.guidance.prompts import PromptingConfig, check_prompting_config
 from text3d.guidance.registry import GUIDANCES, PRIORS
 from text3d.scene.config import SCENE_SECTIONS
 
+from .logs import LoggingConfig, check_logging_config
+
 
 PARAM_GROUPS = ("encoding", "network", "background", "means", "scales", "quats", "opacities", "sh0", "shN")
 """Optimiser parameter groups: the NeRF geometry's encoding and network, the background, and the
@@ -130,6 +132,7 @@ RUN_SECTIONS = {
     "loss": Plain(LossConfig),
     "trainer": Plain(TrainerConfig),
     "export": Plain(ExportConfig, check_export_config),
+    "logging": Plain(LoggingConfig, check_logging_config),
 }
 """The sections of a run config: components (picked by ``type``) and plain sections."""
 SECTIONS = list(RUN_SECTIONS)
@@ -161,6 +164,7 @@ class Config:
     loss: LossConfig
     trainer: TrainerConfig
     export: ExportConfig
+    logging: LoggingConfig
 
 
 def check_run_config(cfg: Config) -> None:
@@ -177,9 +181,9 @@ def check_run_config(cfg: Config) -> None:
         check_targets_dir(cfg.targets)
 
 
-RESUME_KEYS = ("steps", "device", "trainer", "export")
+RESUME_KEYS = ("steps", "device", "trainer", "export", "logging")
 """What a resume may change (run, edit and batch alike): how long it trains, on which device, and what
-it writes on the way (``trainer.*``) and at the end (``export.*``). Everything else shaped the
+it writes on the way (``trainer.*``, ``logging.*``) and at the end (``export.*``). Everything else shaped the
 checkpoint it continues from, so a new value would be recorded but not used."""
 
 
@@ -190,7 +194,7 @@ def check_resume_overrides(overrides: Dict[str, Any], what: str = "run") -> None
     if bad:
         raise ConfigError(f"resume: {', '.join(bad)} cannot change on a resume (the {what} continues from "
                           f"checkpoints made with its saved value); a resume may change only steps, device, "
-                          f"trainer.* and export.* — start a new {what} to change the rest")
+                          f"trainer.*, logging.* and export.* — start a new {what} to change the rest")
 
 
 def _dotted(data: Dict[str, Any], prefix: str = "") -> List[str]:

@@ -32,6 +32,7 @@ from text3d.scene.rundir import check_run_folder
 from text3d.scene.system import NeRFSystem
 
 from .config import RUN_SCHEMA, Config, check_resume_overrides, to_yaml
+from .logs import TrainingLog
 
 logger = logging.getLogger(__name__)
 
@@ -110,6 +111,8 @@ class Run:
         self.skipped_steps: List[int] = []
         self.last_losses: Dict[str, float] = {}
         self.writer: Optional[FolderWriter] = None  # held while fit() writes the folder
+        self.log: Optional[TrainingLog] = None  # metrics.csv, tb/, curves.png while fit() runs
+        self.last_grad_norm: Optional[float] = None
 
     # ----------------------------------------------------------------------------- training
     def loss_terms(self, out: Dict[str, torch.Tensor], guidance_loss: torch.Tensor) -> Dict[str, torch.Tensor]:
@@ -144,6 +147,7 @@ class Run:
         loss = sum(terms.values())
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        self.last_grad_norm = gradient_norm(self.optimizer)
         if self._gradients_finite(loss):
             if hasattr(sysm.geometry, "after_backward"):  # Gaussians: densification statistics
                 sysm.geometry.after_backward()
@@ -183,10 +187,12 @@ class Run:
 
     def _one_step(self, t0: float, progress: Optional[ProgressFn]) -> None:
         """One training step and what follows it on schedule: log, validation, checkpoint."""
-        tcfg = self.cfg.trainer
+        tcfg, started = self.cfg.trainer, time.perf_counter()
         self.last_losses = self.train_step()
         self.step += 1
         self.elapsed = time.perf_counter() - t0
+        if self.log is not None and self.log.due(self.step, self.cfg.steps):
+            self.log.record(self.log_row(time.perf_counter() - started))
         if progress is not None:
             progress(self.step, self.last_losses)
         if tcfg.log_every and self.step % tcfg.log_every == 0:
@@ -195,6 +201,22 @@ class Run:
             self.validate()
         if tcfg.checkpoint_every and self.step % tcfg.checkpoint_every == 0 and self.step < self.cfg.steps:
             self.save()
+
+    def log_row(self, step_time: float) -> Dict[str, Any]:
+        """The figures of a logged step (a row of ``metrics.csv``): losses, gradient norm, timestep range,
+        learning rates, Gaussians."""
+        row: Dict[str, Any] = {"step": self.step, "wall_time_s": round(self.elapsed, 3),
+                               "step_time_s": round(step_time, 4), "loss": self.last_losses.get("loss"),
+                               "grad_norm": self.last_grad_norm}
+        row.update({f"loss_{k}": v for k, v in self.last_losses.items() if k != "loss"})
+        for name in ("t_min", "t_max"):
+            schedule = getattr(self.cfg.guidance, name, None)
+            if hasattr(schedule, "value"):
+                row[name] = schedule.value(self.step - 1)
+        row.update({f"lr_{g.get('name', i)}": g["lr"] for i, g in enumerate(self.optimizer.param_groups)})
+        if hasattr(self.system.geometry, "num_gaussians"):
+            row["num_gaussians"] = self.system.geometry.num_gaussians
+        return row
 
     def fit(self, progress: Optional[ProgressFn] = None) -> Path:
         """Train to ``cfg.steps`` from the current step, then write the final outputs.
@@ -208,13 +230,15 @@ class Run:
             self.run_dir, self.new_folder = claim_new_dir(self.run_dir), False
         self.run_dir.mkdir(parents=True, exist_ok=True)
         with hold_folder(self.run_dir, self.folder_kind) as self.writer:
+            self.log = TrainingLog(self.cfg.logging, self.run_dir, self.step)
             try:
                 write_text(self.run_dir / "config.yaml", self.config_text())
                 self._train(progress)
                 self.save()
                 self.finish()
             finally:
-                self.writer = None
+                self.log.close()
+                self.writer, self.log = None, None
         return self.run_dir
 
     def _train(self, progress: Optional[ProgressFn]) -> None:
@@ -244,8 +268,12 @@ class Run:
         cams = self.sampler.eval_cameras(tcfg.val_views, tcfg.val_resolution, tcfg.val_resolution)
         views = self.render_views(cams)
         tiles = [v["rgb"] for v in views] + [v["opacity"].expand(-1, -1, 3) for v in views]
-        return save_image(self.run_dir / "validation" / f"step-{self.step:06d}.png",
-                          image_grid(tiles, cols=len(views)))
+        grid = image_grid(tiles, cols=len(views))
+        path = save_image(self.run_dir / "validation" / f"step-{self.step:06d}.png", grid)
+        if self.log is not None:
+            self.log.image("validation", grid, self.step)
+            self.log.draw()
+        return path
 
     def turntable(self) -> List[Path]:
         tcfg = self.cfg.trainer
@@ -360,6 +388,12 @@ class Run:
         self.skipped_steps = list(ckpt.meta.get("skipped_steps", []))
         self.last_losses = dict(ckpt.meta.get("last_losses", {}))
         logger.info("resumed from %s at step %d", path, self.step)
+
+
+def gradient_norm(optimizer: torch.optim.Optimizer) -> Optional[float]:
+    """The L2 norm of every parameter's gradient together (None when no parameter has one)."""
+    norms = [p.grad.detach().norm() for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+    return float(torch.linalg.vector_norm(torch.stack(norms))) if norms else None
 
 
 def state_dict_difference(saved: Dict[str, torch.Tensor], model: Dict[str, torch.Tensor]) -> str:

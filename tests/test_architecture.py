@@ -12,7 +12,7 @@ ROOTS = {"text3d": REPO / "text3d", "text3d.renderers": REPO / "renderers", "tex
 """Import roots and their folders (``renderers/`` and ``guidance/`` install as ``text3d.*``)."""
 
 LAYERS = [["core"], ["renderers"], ["scene"], ["prior"], ["guidance"], ["export"], ["run"],
-          ["edit", "multiview", "video"], ["batch"], ["cli"]]
+          ["edit", "multiview", "video"], ["batch"], ["view"], ["cli"]]
 """Stage packages, lowest first: a package imports only packages of lower layers (and itself)."""
 RANK = {pkg: i for i, layer in enumerate(LAYERS) for pkg in layer}
 TOOLS = {"text3d.data.make_clip_tokenizer": "a maintainer's script that writes the bundled tokenizer files"}

@@ -30,7 +30,7 @@ def _flags(parser: argparse.ArgumentParser):
 def test_every_verb_and_the_command_itself_have_the_common_flags():
     parser = build_parser()
     verbs = _subparsers(parser)
-    assert set(verbs) == set(VERBS) == {"run", "export", "edit", "multiview", "video", "batch", "train-prior"}
+    assert set(verbs) == set(VERBS) == {"run", "export", "edit", "multiview", "video", "batch", "view", "train-prior"}
     assert set(COMMON_FLAGS) <= _flags(parser)
     for name, sub in verbs.items():
         missing = set(COMMON_FLAGS) - _flags(sub)

@@ -1,5 +1,5 @@
 """The ``text3d`` command: one sub-command per verb (:mod:`.run`, :mod:`.export`, :mod:`.edit`,
-:mod:`.multiview`, :mod:`.video`, :mod:`.batch`, :mod:`.train_prior`), each a registered
+:mod:`.multiview`, :mod:`.video`, :mod:`.batch`, :mod:`.view`, :mod:`.train_prior`), each a registered
 :class:`~text3d.cli.common.Verb` with one set of conventions (:mod:`.common`): ``CONFIG [key=value ...]``,
 the flags ``-h``, ``--no-progress`` and ``--print-config``, one ``error:`` line and exit status 2 for
 bad input, the output directory printed last.
@@ -21,7 +21,7 @@ from .common import VERBS, HelpFormatter, OneLineParser, Verb, add_common_flags,
 
 
 VERB_MODULES = {"run": "run", "export": "export", "edit": "edit", "multiview": "multiview", "video": "video",
-                "batch": "batch", "train-prior": "train_prior"}
+                "batch": "batch", "view": "view", "train-prior": "train_prior"}
 """Each verb's module, in ``--help`` order. A command imports only its own verb's module (its class
 registers itself there); ``text3d --help`` imports them all."""
 

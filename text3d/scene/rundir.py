@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from pathlib import Path
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import torch
 from torch import nn
@@ -110,3 +110,34 @@ def load_run_checkpoint(run_dir: str | Path) -> Tuple[SceneConfig, Checkpoint, n
 def _first_line(e: BaseException) -> str:
     lines = [line.strip() for line in str(e).splitlines() if line.strip()]
     return "; ".join(lines[:3])[:300] if lines else type(e).__name__
+
+
+def load_system(run_dir: str | Path, checkpoint: Optional[Path] = None) -> Tuple[SceneConfig, nn.Module, Checkpoint]:
+    """The trained scene of a run folder (geometry + material + background + renderer) on CPU, in eval
+    mode, from its newest intact checkpoint or from ``checkpoint`` (a ``ckpts/step-*`` folder).
+
+    Raises:
+        RunDirError: not a run folder, no checkpoint, or the checkpoint does not fit the saved config.
+    """
+    from text3d.core.checkpoint import load_checkpoint
+
+    from .system import NeRFSystem
+
+    cfg = scene_config(run_dir)
+    with torch.random.fork_rng(devices=[]):
+        if cfg.geometry.type == "gaussians":  # the checkpoint sets every Gaussian: no init file read
+            cfg = dataclasses.replace(cfg, geometry=dataclasses.replace(cfg.geometry, init="random",
+                                                                        init_path=None, num_points=1))
+        system = NeRFSystem(cfg)
+    ckpt = load_checkpoint(checkpoint) if checkpoint is not None else load_latest_checkpoint(run_dir)
+    if ckpt is None:
+        raise RunDirError(f"source: {str(run_dir)!r} has no checkpoint (ckpts/) to render")
+    try:  # module by module: a Gaussian geometry resizes itself to the checkpoint in its own load_state_dict
+        for name, module in system.named_children():
+            prefix = f"system.{name}."
+            module.load_state_dict({k[len(prefix):]: v for k, v in ckpt.tensors.items() if k.startswith(prefix)})
+    except RuntimeError as e:
+        raise RunDirError(f"source: checkpoint {ckpt.path} does not fit the run's config "
+                          f"({str(e).splitlines()[0][:200]})") from None
+    system.eval()
+    return cfg, system, ckpt

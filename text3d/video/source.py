@@ -7,7 +7,6 @@ and the correspondences between consecutive frames in both directions, from whic
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,8 +19,9 @@ from torch import Tensor
 
 from text3d.scene.cameras import Cameras, orbit_cameras, turntable
 from .correspondence import depth_correspondence, flow_correspondence, z_depth
-from text3d.core.errors import ConfigError, RunDirError, Text3DError
+from text3d.core.errors import ConfigError, Text3DError
 from text3d.core.folders import folder_kind
+from text3d.scene.rundir import load_system
 from .noise import Correspondence
 
 logger = logging.getLogger(__name__)
@@ -85,31 +85,6 @@ def _image_files(folder: Path) -> List[Path]:
 
 # --------------------------------------------------------------------------------------------
 # A run's turntable
-def load_system(run_dir: Path):
-    """The trained scene of a run folder (geometry + material + background + renderer), on CPU."""
-    from text3d.core.checkpoint import load_latest_checkpoint
-    from text3d.scene.rundir import scene_config
-    from text3d.scene.system import NeRFSystem
-
-    cfg = scene_config(run_dir)
-    with torch.random.fork_rng(devices=[]):
-        if cfg.geometry.type == "gaussians":  # the checkpoint sets every Gaussian: no init file read
-            cfg = dataclasses.replace(cfg, geometry=dataclasses.replace(cfg.geometry, init="random",
-                                                                        init_path=None, num_points=1))
-        system = NeRFSystem(cfg)
-    ckpt = load_latest_checkpoint(run_dir)
-    if ckpt is None:
-        raise RunDirError(f"source: {str(run_dir)!r} has no checkpoint (ckpts/) to render")
-    try:  # module by module: a Gaussian geometry resizes itself to the checkpoint in its own load_state_dict
-        for name, module in system.named_children():
-            prefix = f"system.{name}."
-            module.load_state_dict({k[len(prefix):]: v for k, v in ckpt.tensors.items() if k.startswith(prefix)})
-    except RuntimeError as e:
-        raise RunDirError(f"source: checkpoint {ckpt.path} does not fit the run's config ({str(e).splitlines()[0][:200]})") from None
-    system.eval()
-    return cfg, system
-
-
 @torch.no_grad()
 def render_turntable(system, cameras: Cameras) -> tuple[Tensor, Tensor]:
     """``rgb [N, R, R, 3]`` and z-depth ``[N, R, R]`` (inf where the render is less than half opaque)."""
@@ -135,7 +110,7 @@ def run_clip(run_dir: Path, n_frames: int, resolution: int, background: str = "s
     """The turntable of a run at its validation elevation, distance and field of view, with depth
     correspondences (``background``: see :data:`text3d.video.correspondence.BACKGROUND_MODES`);
     ``degrees_per_frame`` apart in azimuth from 0 (0 = a full turn, ``360 / n_frames``)."""
-    cfg, system = load_system(run_dir)
+    cfg, system, _ = load_system(run_dir)
     c = cfg.cameras
     cameras = turntable(n_frames, c.eval_elevation, c.eval_distance, c.eval_fovy, resolution, resolution,
                         degrees_per_view=degrees_per_frame)

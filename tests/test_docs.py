@@ -28,6 +28,14 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 RUN_TOY = ["steps=2", "trainer.val_every=0", "trainer.val_views=2", "trainer.val_resolution=16", "trainer.turntable_frames=2", "trainer.turntable_resolution=16",
            "trainer.checkpoint_every=0", "trainer.log_every=0", "export.resolution=24", "export.faces=300",
            "export.texture_size=0"]
@@ -43,8 +51,10 @@ TOY: Dict[str, List[str]] = {
                     "model.norm_groups=4", "model.attention_heads=2", "model.text_hidden_size=16", "model.text_heads=2",
                     "model.text_layers=1", "model.text_intermediate_size=32"],
     "export": ["--resolution", "24", "--faces", "300", "--texture-size", "0"],
+    "view": ["--html", "view.html", "--port", str(_free_port())],
 }
-"""Overrides appended to each verb's documented command so that it runs in seconds."""
+"""Overrides appended to each verb's documented command so that it runs in seconds (a viewer writes its
+page instead of serving until Ctrl-C)."""
 
 SD_PRESETS = {"dreamfusion-sd", "gaussians-sd", "edit-pds", "edit-pds-gaussians", "multiview-sd", "video-sd"}
 """Presets that load Stable Diffusion weights: at toy size they run the tiny random SD pipeline."""

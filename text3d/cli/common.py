@@ -110,19 +110,36 @@ def print_config(cfg: Any) -> int:
 
 
 def fit_and_print(run: Any, no_progress: bool, verb: str) -> int:
-    """Train ``run`` with a progress bar; print its folder last (0), or the resume command on Ctrl-C (130)."""
-    with progress_bars(not no_progress) as bars:
-        def progress(step: int, losses: Dict[str, float]) -> None:
-            bars.update(run.cfg.name, step, run.cfg.steps, loss=f"{losses['loss']:.4g}")
+    """Train ``run`` with a progress bar (and the live viewer with ``viewer=true``); print its folder
+    last (0), or the resume command on Ctrl-C (130)."""
+    viewer = _live_viewer(run) if getattr(run.cfg, "viewer", False) else None
+    try:
+        with progress_bars(not no_progress) as bars:
+            def progress(step: int, losses: Dict[str, float]) -> None:
+                bars.update(run.cfg.name, step, run.cfg.steps, loss=f"{losses['loss']:.4g}")
+                if viewer is not None:
+                    viewer(step, losses)
 
-        try:
-            run.fit(progress=progress)
-        except KeyboardInterrupt:
-            bars.close()
-            print(f"interrupted at step {run.step}; continue with: text3d {verb} resume={run.run_dir}", file=sys.stderr)
-            return 130
+            try:
+                run.fit(progress=progress)
+            except KeyboardInterrupt:
+                bars.close()
+                print(f"interrupted at step {run.step}; continue with: text3d {verb} resume={run.run_dir}",
+                      file=sys.stderr)
+                return 130
+    finally:
+        if viewer is not None:
+            viewer.close()
     print(run.run_dir)
     return 0
+
+
+def _live_viewer(run: Any) -> Any:
+    from text3d.view.live import LiveViewer
+
+    viewer = LiveViewer(run, port=run.cfg.viewer_port)
+    print(f"viewer: {viewer.url} (while the run trains)", file=sys.stderr, flush=True)
+    return viewer
 
 
 ProgressFn = Callable[..., None]

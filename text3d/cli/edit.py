@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from .common import fit_and_print
-from .common import Verb, register
+from .common import Verb, fit_and_print, register
 
 EPILOG = """\
 examples:
@@ -30,6 +29,15 @@ class EditVerb(Verb):
     epilog = EPILOG
     items_metavar = "CONFIG source=SOURCE target_prompt=... [key.path=value ...]"
     items_help = "an edit preset (configs/edit-*.yaml) followed by the source, the target prompt and overrides"
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--viewer", action="store_true",
+                            help="open the live viewer while training (= viewer=true; port: viewer_port=8080)")
+
+    @staticmethod
+    def items(args: argparse.Namespace):
+        config_path, overrides = Verb.items(args)
+        return config_path, [*overrides, *(["viewer=true"] if getattr(args, "viewer", False) else [])]
 
     def schema(self) -> Any:
         from text3d.edit.config import EDIT_SCHEMA

@@ -11,6 +11,7 @@ the retype rule) is :meth:`text3d.core.schema.Schema.load`, the same for every c
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
@@ -121,6 +122,11 @@ class TopLevel:
     targets: Optional[str] = None
     """A ``text3d multiview`` output folder: fit the scene to its views at their cameras (image loss,
     ``loss.lambda_image``), alone (``loss.lambda_sds: 0``) or with SDS."""
+    viewer: bool = False
+    """Open the live viewer while the command trains (``text3d run/edit ... viewer=true`` or ``--viewer``):
+    the scene from your camera, pause / resume, the loss curve; needs ``pip install -e ".[viewer]"``."""
+    viewer_port: int = bounded(8080, lo=1, hi=65535)
+    """Its port (a port in use moves to the next free one; the URL is printed)."""
 
 
 RUN_SECTIONS = {
@@ -152,6 +158,8 @@ class Config:
     output_dir: str
     resume: Optional[str]
     targets: Optional[str]
+    viewer: bool
+    viewer_port: int
     prior: Any
     guidance: Any
     geometry: Any
@@ -179,9 +187,11 @@ def check_run_config(cfg: Config) -> None:
         from .targets import check_targets_dir
 
         check_targets_dir(cfg.targets)
+    if cfg.viewer and importlib.util.find_spec("viser") is None:
+        raise ConfigError('viewer: the live viewer needs viser; pip install -e ".[viewer]", or set viewer=false')
 
 
-RESUME_KEYS = ("steps", "device", "trainer", "export", "logging")
+RESUME_KEYS = ("steps", "device", "trainer", "export", "logging", "viewer", "viewer_port")
 """What a resume may change (run, edit and batch alike): how long it trains, on which device, and what
 it writes on the way (``trainer.*``, ``logging.*``) and at the end (``export.*``). Everything else shaped the
 checkpoint it continues from, so a new value would be recorded but not used."""

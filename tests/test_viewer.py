@@ -3,16 +3,13 @@ Chromium (Debian's, software WebGL), a screenshot checked for the object — eno
 own colour in the middle of the view — for a NeRF run, a Gaussian run and the --html page opened from
 disk; and its bad input."""
 
-import os
 import re
 import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from browser import chromium, screenshot

@@ -176,3 +176,72 @@ def test_pause_holds_the_training_loop_until_resumed():
         assert done.wait(5) and viewer.steps == [1, 2]
     finally:
         viewer.close()
+
+
+def non_background(png: Path) -> float:
+    """The share of the view's middle that is not the white background."""
+    import imageio.v3 as iio
+
+    image = iio.imread(png)[..., :3].astype(int)
+    h, w = image.shape[:2]
+    return float((image[h // 4: 3 * h // 4, w // 4: 3 * w // 5].min(axis=-1) < 200).mean())
+
+
+@pytest.fixture(scope="module")
+def batch_dir(runs, tmp_path_factory):
+    """A batch folder whose two items are the module's finished runs."""
+    import shutil
+
+    from text3d.batch.state import BatchOptions, load_batch, plan_batch, write_item_configs
+    from text3d.batch.summary import write_summary
+
+    root = tmp_path_factory.mktemp("viewer-batch")
+    (root / "prompts.txt").write_text("a red cube\na blue sphere\n")
+    state, configs = plan_batch(REPO / "configs" / "quickstart.yaml", root / "prompts.txt",
+                                [f"output_dir={root / 'out'}"], BatchOptions())
+    write_item_configs(state, configs)
+    for item, run in zip(state.items, (runs["nerf"], runs["gaussians"])):
+        shutil.rmtree(state.batch_dir / item.item)
+        shutil.copytree(run, state.batch_dir / item.item, symlinks=True)
+    write_summary(state, contact_sheet=False)
+    write_summary(load_batch(state.batch_dir), contact_sheet=True)  # the items are done (their metrics.json)
+    return state.batch_dir
+
+
+@needs_browser
+def test_a_batch_is_a_gallery_and_a_multiview_set_stands_on_its_cameras(batch_dir, tmp_path, capsys):
+    assert main(["multiview", str(REPO / "configs" / "multiview-quickstart.yaml"), "prompt=a red cube", "views=4",
+                 "sampler.steps=4", f"output_dir={tmp_path / 'mv'}", "--no-progress"]) == 0
+    multiview = Path(capsys.readouterr().out.strip().splitlines()[-1])
+    for name, folder in (("batch", batch_dir), ("multiview", multiview)):
+        page = tmp_path / f"{name}.html"
+        assert main(["view", str(folder), "--html", str(page), "--port", str(free_port())]) == 0
+        shot = screenshot(page.as_uri(), tmp_path / f"{name}.png", wait_s=8)
+        assert non_background(shot) > 0.02, f"nothing drawn for the {name} folder ({shot})"
+
+
+def test_the_checkpoint_menu_loads_the_chosen_checkpoint(runs, tmp_path):
+    """The run keeps two checkpoints: choosing the older one puts its weights in the shown scene."""
+    import shutil
+
+    import torch
+
+    from text3d.core.checkpoint import load_checkpoint
+    from text3d.view.config import ViewConfig
+    from text3d.view.server import start_server, stop_server
+    from text3d.view.sources import open_view_source
+
+    run = shutil.copytree(runs["nerf"], tmp_path / "run", symlinks=True)
+    assert main(["run", f"resume={run}", "steps=81", "trainer.checkpoint_every=0", "--no-progress"]) == 0
+    older, newer = sorted((run / "ckpts").glob("step-*"))
+    source = open_view_source(ViewConfig(path=str(run), port=free_port()))
+    server, _ = start_server("127.0.0.1", free_port())
+    try:
+        source.show(server)
+        key = next(k for k in source.system.state_dict() if "encoding" in k)
+        saved = lambda ckpt: load_checkpoint(ckpt).tensors[f"system.{key}"]  # noqa: E731
+        assert torch.equal(source.system.state_dict()[key], saved(newer))
+        source._load(server, older)
+        assert torch.equal(source.system.state_dict()[key], saved(older))
+    finally:
+        stop_server(server)

@@ -124,7 +124,7 @@ def test_a_run_shows_itself_while_it_trains(tmp_path):
     the run's folder printed last when it ends."""
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "text3d", "run", str(REPO / "configs" / "quickstart.yaml"),
-                             "prompt=a red cube", "steps=160", "trainer.turntable_frames=0", "trainer.val_every=0",
+                             "prompt=a red cube", "steps=120", "trainer.turntable_frames=0", "trainer.val_every=0",
                              "export.enabled=false", f"output_dir={tmp_path}", "--viewer", f"viewer_port={port}",
                              "--no-progress"], cwd=REPO, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:

@@ -108,8 +108,11 @@ class TrainingLog:
 
     def close(self) -> None:
         if self.tb is not None:
-            self.tb.close()
-            self.tb = None
+            tb, self.tb = self.tb, None
+            try:
+                tb.close()
+            except OSError as e:  # the run folder went away under the run: its writer says so
+                logger.warning("TensorBoard events not written (%s)", e)
 
     # ------------------------------------------------------------------------------------------
     def _columns(self) -> List[str]:

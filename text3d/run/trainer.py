@@ -192,6 +192,7 @@ class Run:
         self.step += 1
         self.elapsed = time.perf_counter() - t0
         if self.log is not None and self.log.due(self.step, self.cfg.steps):
+            self.check_writer()
             self.log.record(self.log_row(time.perf_counter() - started))
         if progress is not None:
             progress(self.step, self.last_losses)

@@ -255,6 +255,28 @@ class DiffusionPrior(abc.ABC):
         eps_u, eps_c = eps.chunk(2)
         return eps_u + guidance_scale * (eps_c - eps_u)
 
+    def predict_noise_many(self, x_t: Tensor, t: Timesteps, embeddings: Sequence[Tensor],
+                           cameras: Optional["Cameras"] = None) -> List[Tensor]:
+        """The noise predicted for ``x_t`` under each of ``embeddings`` (one batched UNet call of
+        ``len(embeddings) * B`` samples; the same numbers as one :meth:`predict_noise` call each).
+
+        Args:
+            x_t: ``[B, C, h, w]`` noisy samples.
+            t: ``[B]`` integer timesteps, or one int.
+            embeddings: ``K`` text embeddings, each ``[B, L, D]`` or ``[1, L, D]``.
+            cameras: ``B`` cameras, given to every copy (camera conditioning is never dropped).
+
+        Returns:
+            ``K`` float32 tensors ``[B, C, h, w]``, in the order of ``embeddings``.
+        """
+        B, K = x_t.shape[0], len(embeddings)
+        t = self._timesteps(t, B)
+        emb = torch.cat([self._expand(e, B, f"embeddings[{i}]") for i, e in enumerate(embeddings)])
+        labels = self.camera_class_labels(cameras)
+        if labels is not None:
+            labels = torch.cat([labels] * K)
+        return list(self._eps(torch.cat([x_t] * K), torch.cat([t] * K), emb, labels).chunk(K))
+
     @torch.no_grad()
     def _eps(self, x_t: Tensor, t: Tensor, emb: Tensor, class_labels: Optional[Tensor]) -> Tensor:
         out = self.unet(x_t.to(self.dtype), t, encoder_hidden_states=emb.to(self.dtype),

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
-from typing import Callable, Dict, Optional
+from typing import Any, Callable, Dict, Optional
 
 import torch
 from torch import Tensor
@@ -94,19 +94,18 @@ def distillation_loss(x0: Tensor, grad: Tensor, grad_clip: Optional[float] = Non
     return 0.5 * (x0 - target).pow(2).sum() / x0.shape[0], grad
 
 
-@GUIDANCES.register("sds", SDSConfig)
-class SDSGuidance:
-    """Score Distillation Sampling on a frozen prior.
+class ScoreDistillation:
+    """What every score-distillation guidance shares: the timestep schedule, the noising of the
+    encoded renders, the weighting ``w(t)`` and the surrogate loss. A subclass gives the direction
+    (:meth:`direction`) that ``w(t)`` scales into the gradient of ``x_0``.
 
     Args:
-        cfg: the guidance section of the config.
+        cfg: the guidance section of the config (``t_min``, ``t_max``, ``weighting``, ``grad_clip``,
+            ``batch_t``).
         prior: a loaded prior; the guidance never loads models itself.
     """
 
-    check_config = staticmethod(check_sds_config)
-
-    def __init__(self, cfg: SDSConfig, prior: DiffusionPrior):
-        check_sds_config(cfg)
+    def __init__(self, cfg: Any, prior: DiffusionPrior):
         self.cfg, self.prior = cfg, prior
         self.weight_fn = WEIGHTINGS[cfg.weighting]
 
@@ -125,17 +124,23 @@ class SDSGuidance:
         t = torch.randint(lo, hi + 1, (n,), generator=generator, dtype=torch.long)
         return t.expand(batch).clone()
 
+    def direction(self, x_t: Tensor, t: Tensor, noise: Tensor, cond: Tensor, uncond: Tensor, step: int,
+                  cameras: Any) -> Tensor:
+        """``[B, C, h, w]`` the direction ``w(t)`` scales into the gradient of ``x_0``."""
+        raise NotImplementedError
+
     def __call__(self, images: Tensor, cond: Tensor, uncond: Tensor, step: int, generator: torch.Generator,
                  cameras=None, t: Optional[Tensor] = None, noise: Optional[Tensor] = None) -> Dict[str, Tensor]:
-        """One SDS evaluation.
+        """One evaluation.
 
         Random draws, in this order, all from ``generator`` (on CPU, then moved): the VAE
         posterior sample inside ``encode_images``, ``t``, ``eps``.
 
         Args:
             images: ``[B, H, W, 3]`` renders in ``[0, 1]``, requiring grad.
-            cond, uncond: ``[B, L, D]`` text embeddings (see :class:`~text3d.guidance.prompts.PromptProcessor`).
-            step: training step, for the annealed t range.
+            cond, uncond: ``[B, L, D]`` text embeddings (see :class:`~text3d.guidance.prompts.PromptProcessor`;
+                ``uncond`` is the negative prompt's, the empty prompt's without one).
+            step: training step, for the annealed t range and schedules.
             generator: CPU generator.
             cameras: the ``B`` cameras of the renders, for camera-conditioned priors.
             t: ``[B]`` timesteps to use instead of a random draw (tests).
@@ -143,11 +148,11 @@ class SDSGuidance:
 
         Returns:
             ``loss``: scalar with ``d loss / d x_0 = grad / B``; ``grad``: ``[B, C, h, w]`` detached
-            ``w(t) (eps_hat - eps)`` after ``nan_to_num`` and clipping; ``t``: ``[B]`` long;
+            ``w(t) direction`` after ``nan_to_num`` and clipping; ``t``: ``[B]`` long;
             ``weights``: ``[B]`` ``w(t)``; ``grad_norm``: scalar, the mean per-sample L2 norm of ``grad``.
         """
         if images.ndim != 4 or images.shape[-1] != 3:
-            raise ValueError(f"SDS expects renders of shape [B, H, W, 3], got {tuple(images.shape)}")
+            raise ValueError(f"{type(self).__name__} expects renders of shape [B, H, W, 3], got {tuple(images.shape)}")
         prior, B = self.prior, images.shape[0]
         x0 = prior.encode_images(images.permute(0, 3, 1, 2), generator)
         if t is None:
@@ -157,7 +162,28 @@ class SDSGuidance:
             noise = torch.randn(x0.shape, generator=generator, dtype=torch.float32)
         noise = noise.to(device=x0.device, dtype=torch.float32)
         x_t = prior.add_noise(x0.detach(), noise, t)
-        eps_hat = prior.predict_noise_cfg(x_t, t, cond, uncond, self.cfg.guidance_scale, cameras=cameras)
+        direction = self.direction(x_t, t, noise, cond, uncond, step, cameras)
         weights = self.weight_fn(prior.alphas_cumprod[t])
-        loss, grad = distillation_loss(x0, weights.view(-1, 1, 1, 1) * (eps_hat - noise), self.cfg.grad_clip)
+        loss, grad = distillation_loss(x0, weights.view(-1, 1, 1, 1) * direction, self.cfg.grad_clip)
         return dict(loss=loss, grad=grad, t=t, weights=weights, grad_norm=grad.flatten(1).norm(dim=1).mean())
+
+
+@GUIDANCES.register("sds", SDSConfig)
+class SDSGuidance(ScoreDistillation):
+    """Score Distillation Sampling on a frozen prior: the direction is ``eps_hat(x_t; y, t) - eps``.
+
+    Args:
+        cfg: the guidance section of the config.
+        prior: a loaded prior; the guidance never loads models itself.
+    """
+
+    check_config = staticmethod(check_sds_config)
+
+    def __init__(self, cfg: SDSConfig, prior: DiffusionPrior):
+        check_sds_config(cfg)
+        super().__init__(cfg, prior)
+
+    def direction(self, x_t: Tensor, t: Tensor, noise: Tensor, cond: Tensor, uncond: Tensor, step: int,
+                  cameras: Any) -> Tensor:
+        eps_hat = self.prior.predict_noise_cfg(x_t, t, cond, uncond, self.cfg.guidance_scale, cameras=cameras)
+        return eps_hat - noise

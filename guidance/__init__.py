@@ -11,7 +11,7 @@ May import: ``text3d.core``, ``text3d.renderers``, ``text3d.scene``, ``text3d.pr
 """
 
 from .priors import DTYPE_CHOICES, DiffusionPrior, freeze, no_transformers_progress_bars, resolve_dtype
-from .prompts import VIEWS, PromptingConfig, PromptProcessor, check_prompting_config, wrap_azimuth
+from .prompts import VIEWS, PerpNeg, PromptingConfig, PromptProcessor, check_prompting_config, wrap_azimuth
 from .sds import WEIGHTINGS, SDSConfig, SDSGuidance, check_sds_config, distillation_loss
 from .pds import COEFFICIENTS, PDSConfig, PDSGuidance, check_pds_config, timestep_grid
 from .dds import DDSConfig, DDSGuidance, SDSEditConfig, SDSEditGuidance
@@ -31,7 +31,7 @@ from .tiny import TINY_MODEL_NAME, build_tiny_sd_pipeline, ensure_tiny_sd, save_
 __all__ = [
     "COEFFICIENTS", "CSDConfig", "CSDGuidance", "DDSConfig", "NFSDConfig", "NFSDGuidance", "DDSGuidance", "DEFAULT_MODEL", "DTYPE_CHOICES", "PDSConfig", "PDSGuidance",
     "SDSEditConfig", "SDSEditGuidance", "check_pds_config", "distillation_loss", "timestep_grid", "TINY_MODEL_NAME", "VIEWS", "WEIGHTINGS", "WITHDRAWN_MODELS",
-    "DiffusionPrior", "PromptProcessor", "PromptingConfig", "SDSConfig", "SDSGuidance", "StableDiffusionPrior",
+    "DiffusionPrior", "PerpNeg", "PromptProcessor", "PromptingConfig", "SDSConfig", "SDSGuidance", "StableDiffusionPrior",
     "StableDiffusionPriorConfig", "build_tiny_sd_pipeline", "check_model_id", "check_prompting_config",
     "check_sds_config", "ensure_tiny_sd", "freeze", "load_sd_components", "no_transformers_progress_bars",
     "resolve_dtype", "resolve_model_folder", "save_tiny_sd", "tiny_sd_cache_dir", "wrap_azimuth",

@@ -108,7 +108,7 @@ class CSDGuidance(_ThreePredictions):
         super().__init__(cfg, prior)
 
     def direction(self, x_t: Tensor, t: Tensor, noise: Tensor, cond: Tensor, uncond: Tensor, step: int,
-                  cameras: Any) -> Tensor:
+                  cameras: Any, perp_neg: Any = None) -> Tensor:
         eps_y, eps_0, eps_neg = self.predictions(x_t, t, cond, uncond, cameras)
         cfg = self.cfg
         d = cfg.c.value(step) * eps_y + cfg.u.value(step) * eps_neg + cfg.n.value(step) * eps_0
@@ -128,7 +128,7 @@ class NFSDGuidance(_ThreePredictions):
         super().__init__(cfg, prior)
 
     def direction(self, x_t: Tensor, t: Tensor, noise: Tensor, cond: Tensor, uncond: Tensor, step: int,
-                  cameras: Any) -> Tensor:
+                  cameras: Any, perp_neg: Any = None) -> Tensor:
         eps_y, eps_0, eps_neg = self.predictions(x_t, t, cond, uncond, cameras)
         small = (t < self.cfg.t_small * self.prior.num_train_timesteps).view(-1, 1, 1, 1)
         delta_d = torch.where(small, eps_0, eps_0 - eps_neg)

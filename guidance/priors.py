@@ -99,6 +99,14 @@ def _clip(text: str, n: int = 60) -> str:
     return text if len(text) <= n else f"{text[:n // 2 - 2]} ... {text[-(n // 2 - 3):]}"
 
 
+def perpendicular(x: Tensor, y: Tensor) -> Tensor:
+    """The part of each sample of ``x`` perpendicular to the same sample of ``y`` (``[B, ...]``):
+    ``x - <x, y> / max(|y|^2, 1e-6) y``."""
+    xf, yf = x.flatten(1), y.flatten(1)
+    coef = (xf * yf).sum(1) / yf.square().sum(1).clamp_min(1e-6)
+    return x - coef.view(-1, *([1] * (x.ndim - 1))) * y
+
+
 class DiffusionPrior(abc.ABC):
     """A frozen, text-conditioned (optionally camera-conditioned) epsilon-prediction prior.
 
@@ -276,6 +284,28 @@ class DiffusionPrior(abc.ABC):
         if labels is not None:
             labels = torch.cat([labels] * K)
         return list(self._eps(torch.cat([x_t] * K), torch.cat([t] * K), emb, labels).chunk(K))
+
+    def predict_noise_perp_neg(self, x_t: Tensor, t: Timesteps, pos: Tensor, negatives: Tensor, weights: Tensor,
+                               uncond: Tensor, guidance_scale: float, cameras: Optional["Cameras"] = None) -> Tensor:
+        """Perp-Neg's guided noise, from one batched UNet call of ``(2 + K) B`` samples:
+        ``eps_u + s [(eps_pos - eps_u) + sum_k w_k perp(eps_neg_k - eps_u, eps_pos - eps_u)]``, where
+        ``perp(x, y) = x - <x, y> / max(|y|^2, 1e-6) y`` per sample.
+
+        Args:
+            x_t: ``[B, C, h, w]``; t: ``[B]`` or one int.
+            pos: ``[B, L, D]`` the positive embedding; negatives: ``[B, K, L, D]``; weights: ``[B, K]``.
+            uncond: ``[B, L, D]`` or ``[1, L, D]``.
+            guidance_scale: ``s`` (the diffusers convention, as :meth:`predict_noise_cfg`).
+            cameras: ``B`` cameras, for camera-conditioned priors.
+        """
+        K = negatives.shape[1]
+        eps_u, eps_pos, *eps_neg = self.predict_noise_many(
+            x_t, t, [uncond, pos, *(negatives[:, k] for k in range(K))], cameras=cameras)
+        d_pos = eps_pos - eps_u
+        total = d_pos
+        for k, eps_k in enumerate(eps_neg):
+            total = total + weights[:, k].to(d_pos).view(-1, 1, 1, 1) * perpendicular(eps_k - eps_u, d_pos)
+        return eps_u + guidance_scale * total
 
     @torch.no_grad()
     def _eps(self, x_t: Tensor, t: Tensor, emb: Tensor, class_labels: Optional[Tensor]) -> Tensor:

@@ -124,13 +124,17 @@ class ScoreDistillation:
         t = torch.randint(lo, hi + 1, (n,), generator=generator, dtype=torch.long)
         return t.expand(batch).clone()
 
+    perp_neg = False
+    """Whether the guidance takes Perp-Neg's conditioning (``prompting.perp_neg``)."""
+
     def direction(self, x_t: Tensor, t: Tensor, noise: Tensor, cond: Tensor, uncond: Tensor, step: int,
-                  cameras: Any) -> Tensor:
+                  cameras: Any, perp_neg: Any = None) -> Tensor:
         """``[B, C, h, w]`` the direction ``w(t)`` scales into the gradient of ``x_0``."""
         raise NotImplementedError
 
     def __call__(self, images: Tensor, cond: Tensor, uncond: Tensor, step: int, generator: torch.Generator,
-                 cameras=None, t: Optional[Tensor] = None, noise: Optional[Tensor] = None) -> Dict[str, Tensor]:
+                 cameras=None, t: Optional[Tensor] = None, noise: Optional[Tensor] = None,
+                 perp_neg: Any = None) -> Dict[str, Tensor]:
         """One evaluation.
 
         Random draws, in this order, all from ``generator`` (on CPU, then moved): the VAE
@@ -145,6 +149,8 @@ class ScoreDistillation:
             cameras: the ``B`` cameras of the renders, for camera-conditioned priors.
             t: ``[B]`` timesteps to use instead of a random draw (tests).
             noise: ``[B, C, h, w]`` noise to use instead of a random draw (tests).
+            perp_neg: Perp-Neg's conditioning (:class:`~text3d.guidance.prompts.PerpNeg`) of the ``B``
+                cameras, for a guidance that takes it; ``cond`` is then unused.
 
         Returns:
             ``loss``: scalar with ``d loss / d x_0 = grad / B``; ``grad``: ``[B, C, h, w]`` detached
@@ -162,7 +168,9 @@ class ScoreDistillation:
             noise = torch.randn(x0.shape, generator=generator, dtype=torch.float32)
         noise = noise.to(device=x0.device, dtype=torch.float32)
         x_t = prior.add_noise(x0.detach(), noise, t)
-        direction = self.direction(x_t, t, noise, cond, uncond, step, cameras)
+        if perp_neg is not None and not self.perp_neg:
+            raise ValueError(f"{type(self).__name__} does not take Perp-Neg's conditioning")
+        direction = self.direction(x_t, t, noise, cond, uncond, step, cameras, perp_neg)
         weights = self.weight_fn(prior.alphas_cumprod[t])
         loss, grad = distillation_loss(x0, weights.view(-1, 1, 1, 1) * direction, self.cfg.grad_clip)
         return dict(loss=loss, grad=grad, t=t, weights=weights, grad_norm=grad.flatten(1).norm(dim=1).mean())
@@ -178,12 +186,18 @@ class SDSGuidance(ScoreDistillation):
     """
 
     check_config = staticmethod(check_sds_config)
+    perp_neg = True
 
     def __init__(self, cfg: SDSConfig, prior: DiffusionPrior):
         check_sds_config(cfg)
         super().__init__(cfg, prior)
 
     def direction(self, x_t: Tensor, t: Tensor, noise: Tensor, cond: Tensor, uncond: Tensor, step: int,
-                  cameras: Any) -> Tensor:
-        eps_hat = self.prior.predict_noise_cfg(x_t, t, cond, uncond, self.cfg.guidance_scale, cameras=cameras)
+                  cameras: Any, perp_neg: Any = None) -> Tensor:
+        s = self.cfg.guidance_scale
+        if perp_neg is not None:
+            eps_hat = self.prior.predict_noise_perp_neg(x_t, t, perp_neg.pos, perp_neg.negatives, perp_neg.weights,
+                                                        uncond, s, cameras=cameras)
+        else:
+            eps_hat = self.prior.predict_noise_cfg(x_t, t, cond, uncond, s, cameras=cameras)
         return eps_hat - noise

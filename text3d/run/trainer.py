@@ -170,7 +170,8 @@ class Run:
         """The guidance of this step's renders ``out`` seen from ``cams`` in shading ``mode`` (a hook:
         edits also give the frozen source's renders); returns the guidance's dict with its ``loss``."""
         cond, uncond = self.prompts(cams.elevation, cams.azimuth)
-        return self.guidance(out["rgb"], cond, uncond, step=self.step, generator=self.generator, cameras=cams)
+        extra = {"perp_neg": self.prompts.perp_neg(cams.elevation, cams.azimuth)} if self.cfg.prompting.perp_neg else {}
+        return self.guidance(out["rgb"], cond, uncond, step=self.step, generator=self.generator, cameras=cams, **extra)
 
     def config_text(self) -> str:
         """The resolved config as saved in ``run_dir/config.yaml``."""

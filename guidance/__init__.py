@@ -2,7 +2,7 @@
 
 Priors loaded with diffusers (:mod:`.stable_diffusion`: any SD 1.x/2.x hub id or folder;
 :mod:`.tiny`: the tiny test pipeline; :mod:`.pixel_prior`: the embedded shapes prior), prompts
-(:mod:`.prompts`), SDS (:mod:`.sds`), CSD and NFSD (:mod:`.classifier_score`), PDS / DDS / SDS-edit (:mod:`.pds`, :mod:`.dds`), attention
+(:mod:`.prompts`), SDS (:mod:`.sds`), CSD and NFSD (:mod:`.classifier_score`), ISM (:mod:`.ism`), PDS / DDS / SDS-edit (:mod:`.pds`, :mod:`.dds`), attention
 processors (:mod:`.attention`), SDEdit (:mod:`.sdedit`) and reference-camera conditioning
 (:mod:`.reference_camera`). Importing the package registers the priors and guidances in
 :mod:`.registry`.
@@ -16,6 +16,7 @@ from .sds import WEIGHTINGS, SDSConfig, SDSGuidance, check_sds_config, distillat
 from .pds import COEFFICIENTS, PDSConfig, PDSGuidance, check_pds_config, timestep_grid
 from .dds import DDSConfig, DDSGuidance, SDSEditConfig, SDSEditGuidance
 from .classifier_score import CSDConfig, CSDGuidance, NFSDConfig, NFSDGuidance
+from .ism import ISMConfig, ISMGuidance
 from .stable_diffusion import (
     DEFAULT_MODEL,
     WITHDRAWN_MODELS,
@@ -29,7 +30,7 @@ from . import pixel_prior  # noqa: F401  (registers prior.type: pixel)
 from .tiny import TINY_MODEL_NAME, build_tiny_sd_pipeline, ensure_tiny_sd, save_tiny_sd, tiny_sd_cache_dir
 
 __all__ = [
-    "COEFFICIENTS", "CSDConfig", "CSDGuidance", "DDSConfig", "NFSDConfig", "NFSDGuidance", "DDSGuidance", "DEFAULT_MODEL", "DTYPE_CHOICES", "PDSConfig", "PDSGuidance",
+    "COEFFICIENTS", "CSDConfig", "CSDGuidance", "DDSConfig", "ISMConfig", "ISMGuidance", "NFSDConfig", "NFSDGuidance", "DDSGuidance", "DEFAULT_MODEL", "DTYPE_CHOICES", "PDSConfig", "PDSGuidance",
     "SDSEditConfig", "SDSEditGuidance", "check_pds_config", "distillation_loss", "timestep_grid", "TINY_MODEL_NAME", "VIEWS", "WEIGHTINGS", "WITHDRAWN_MODELS",
     "DiffusionPrior", "PerpNeg", "PromptProcessor", "PromptingConfig", "SDSConfig", "SDSGuidance", "StableDiffusionPrior",
     "StableDiffusionPriorConfig", "build_tiny_sd_pipeline", "check_model_id", "check_prompting_config",

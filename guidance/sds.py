@@ -60,6 +60,11 @@ def check_sds_config(cfg: SDSConfig, key: str = "guidance") -> None:
     """Raise :class:`ConfigError` for an unknown weighting, a bad t range or a non-positive clip."""
     if cfg.weighting not in WEIGHTINGS:
         raise ConfigError(f"{key}.weighting: unknown value {cfg.weighting!r}; valid choices: {', '.join(WEIGHTINGS)}")
+    check_t_range(cfg, key)
+
+
+def check_t_range(cfg: Any, key: str = "guidance") -> None:
+    """Raise :class:`ConfigError` for a bad ``t_min`` / ``t_max`` range or a non-positive ``grad_clip``."""
     if cfg.grad_clip is not None and not cfg.grad_clip > 0:
         raise ConfigError(f"{key}.grad_clip: expected a positive number or null, got {cfg.grad_clip}")
     for name in ("t_min", "t_max"):
@@ -107,7 +112,7 @@ class ScoreDistillation:
 
     def __init__(self, cfg: Any, prior: DiffusionPrior):
         self.cfg, self.prior = cfg, prior
-        self.weight_fn = WEIGHTINGS[cfg.weighting]
+        self.weight_fn = WEIGHTINGS[getattr(cfg, "weighting", "sds")]
 
     def t_range(self, step: int) -> tuple[int, int]:
         """Inclusive integer timestep range ``[floor(t_min T), ceil(t_max T)]`` at ``step``, clipped to ``[0, T-1]``."""

@@ -2,7 +2,7 @@
 
 Priors loaded with diffusers (:mod:`.stable_diffusion`: any SD 1.x/2.x hub id or folder;
 :mod:`.tiny`: the tiny test pipeline; :mod:`.pixel_prior`: the embedded shapes prior), prompts
-(:mod:`.prompts`), SDS (:mod:`.sds`), CSD and NFSD (:mod:`.classifier_score`), ISM (:mod:`.ism`), PDS / DDS / SDS-edit (:mod:`.pds`, :mod:`.dds`), attention
+(:mod:`.prompts`), SDS (:mod:`.sds`), CSD and NFSD (:mod:`.classifier_score`), ISM (:mod:`.ism`), VSD (:mod:`.vsd`, with LoRA adapters from :mod:`.lora`), PDS / DDS / SDS-edit (:mod:`.pds`, :mod:`.dds`), attention
 processors (:mod:`.attention`), SDEdit (:mod:`.sdedit`) and reference-camera conditioning
 (:mod:`.reference_camera`). Importing the package registers the priors and guidances in
 :mod:`.registry`.
@@ -17,6 +17,7 @@ from .pds import COEFFICIENTS, PDSConfig, PDSGuidance, check_pds_config, timeste
 from .dds import DDSConfig, DDSGuidance, SDSEditConfig, SDSEditGuidance
 from .classifier_score import CSDConfig, CSDGuidance, NFSDConfig, NFSDGuidance
 from .ism import ISMConfig, ISMGuidance
+from .vsd import VSDConfig, VSDGuidance
 from .stable_diffusion import (
     DEFAULT_MODEL,
     WITHDRAWN_MODELS,
@@ -30,7 +31,7 @@ from . import pixel_prior  # noqa: F401  (registers prior.type: pixel)
 from .tiny import TINY_MODEL_NAME, build_tiny_sd_pipeline, ensure_tiny_sd, save_tiny_sd, tiny_sd_cache_dir
 
 __all__ = [
-    "COEFFICIENTS", "CSDConfig", "CSDGuidance", "DDSConfig", "ISMConfig", "ISMGuidance", "NFSDConfig", "NFSDGuidance", "DDSGuidance", "DEFAULT_MODEL", "DTYPE_CHOICES", "PDSConfig", "PDSGuidance",
+    "COEFFICIENTS", "CSDConfig", "CSDGuidance", "DDSConfig", "ISMConfig", "ISMGuidance", "VSDConfig", "VSDGuidance", "NFSDConfig", "NFSDGuidance", "DDSGuidance", "DEFAULT_MODEL", "DTYPE_CHOICES", "PDSConfig", "PDSGuidance",
     "SDSEditConfig", "SDSEditGuidance", "check_pds_config", "distillation_loss", "timestep_grid", "TINY_MODEL_NAME", "VIEWS", "WEIGHTINGS", "WITHDRAWN_MODELS",
     "DiffusionPrior", "PerpNeg", "PromptProcessor", "PromptingConfig", "SDSConfig", "SDSGuidance", "StableDiffusionPrior",
     "StableDiffusionPriorConfig", "build_tiny_sd_pipeline", "check_model_id", "check_prompting_config",

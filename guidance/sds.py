@@ -178,7 +178,14 @@ class ScoreDistillation:
         direction = self.direction(x_t, t, noise, cond, uncond, step, cameras, perp_neg)
         weights = self.weight_fn(prior.alphas_cumprod[t])
         loss, grad = distillation_loss(x0, weights.view(-1, 1, 1, 1) * direction, self.cfg.grad_clip)
-        return dict(loss=loss, grad=grad, t=t, weights=weights, grad_norm=grad.flatten(1).norm(dim=1).mean())
+        out = dict(loss=loss, grad=grad, t=t, weights=weights, grad_norm=grad.flatten(1).norm(dim=1).mean())
+        out.update(self.after_step(x0.detach(), cond, step, generator, cameras))
+        return out
+
+    def after_step(self, x0: Tensor, cond: Tensor, step: int, generator: torch.Generator,
+                   cameras: Any) -> Dict[str, Tensor]:
+        """A hook after the gradient is made (VSD trains its own model there); returns extra figures."""
+        return {}
 
 
 @GUIDANCES.register("sds", SDSConfig)

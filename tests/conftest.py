@@ -93,6 +93,23 @@ def tiny_run_dir(tmp_path_factory, tiny_sd_dir):
     return next(out.glob("tiny/*@*"))
 
 
+@pytest.fixture(scope="session")
+def no_attention_model(tmp_path_factory):
+    """A Stable Diffusion folder whose UNet has no attention layers at all."""
+    from diffusers import UNet2DConditionModel
+
+    from text3d.guidance.tiny import build_tiny_sd_pipeline
+
+    pipe = build_tiny_sd_pipeline(seed=0)
+    pipe.unet = UNet2DConditionModel(sample_size=8, in_channels=4, out_channels=4, block_out_channels=(8, 16),
+                                     layers_per_block=1, down_block_types=("DownBlock2D", "DownBlock2D"),
+                                     up_block_types=("UpBlock2D", "UpBlock2D"), mid_block_type=None,
+                                     cross_attention_dim=32, norm_num_groups=4)
+    folder = tmp_path_factory.mktemp("no-attn-sd")
+    pipe.save_pretrained(folder, safe_serialization=True)
+    return folder
+
+
 def tree_snapshot(root):
     """Every path under ``root`` with its size (files) — to show a command left nothing behind."""
     from pathlib import Path

@@ -10,23 +10,6 @@ REPO = Path(__file__).resolve().parents[1]
 QUICK = str(REPO / "configs" / "multiview-quickstart.yaml")
 
 
-@pytest.fixture(scope="module")
-def no_attention_model(tmp_path_factory):
-    """A Stable Diffusion folder whose UNet has no attention layers at all."""
-    from diffusers import UNet2DConditionModel
-
-    from text3d.guidance.tiny import build_tiny_sd_pipeline
-
-    pipe = build_tiny_sd_pipeline(seed=0)
-    pipe.unet = UNet2DConditionModel(sample_size=8, in_channels=4, out_channels=4, block_out_channels=(8, 16),
-                                     layers_per_block=1, down_block_types=("DownBlock2D", "DownBlock2D"),
-                                     up_block_types=("UpBlock2D", "UpBlock2D"), mid_block_type=None,
-                                     cross_attention_dim=32, norm_num_groups=4)
-    folder = tmp_path_factory.mktemp("no-attn-sd")
-    pipe.save_pretrained(folder, safe_serialization=True)
-    return folder
-
-
 CASES = [
     (["views=0"], ["views", "[1, 64]", "0"]),
     (["views=-3"], ["views", "-3"]),

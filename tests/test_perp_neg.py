@@ -7,7 +7,6 @@ import math
 import pytest
 import torch
 
-from text3d.cli import main
 from text3d.guidance import PromptingConfig, PromptProcessor, SDSConfig, SDSGuidance
 from text3d.guidance.priors import perpendicular
 

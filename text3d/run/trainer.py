@@ -131,14 +131,17 @@ class Run:
         cams = self.sample_cameras()
         mode = sysm.material.choose_mode(step, gen)
         out = sysm.render(cams, mode=mode, generator=gen, train=True)
-        guidance_loss = torch.zeros((), device=self.device)
+        guided = {"loss": torch.zeros((), device=self.device)}
         if self.targets is None or self.cfg.loss.lambda_sds.value(step) != 0.0:
-            guidance_loss = self.guide(out, cams, mode)["loss"]
-        terms = self.loss_terms(out, guidance_loss)
+            guided = self.guide(out, cams, mode)
+        terms = self.loss_terms(out, guided["loss"])
         if self.targets is not None and self.cfg.loss.lambda_image.value(step) != 0.0:
             terms["image"] = self.cfg.loss.lambda_image.value(step) * self.targets.loss(
                 sysm.render, gen, len(cams), self.device)
-        return self.apply_loss(terms)
+        figures = self.apply_loss(terms)
+        # a guidance's own losses (VSD's phi), reported beside the 3D terms but not part of ``loss``
+        figures.update({k[len("loss_"):]: float(v) for k, v in guided.items() if k.startswith("loss_")})
+        return figures
 
     def apply_loss(self, terms: Dict[str, torch.Tensor]) -> Dict[str, float]:
         """Back-propagate the sum of the loss ``terms`` and step the optimiser (Gaussians: densify on
@@ -346,6 +349,8 @@ class Run:
         optim_tensors, _ = optimizer_to_flat(self.optimizer)
         tensors.update(optim_tensors)
         tensors["rng.generator"] = self.generator.get_state()
+        if hasattr(self.guidance, "state_tensors"):  # a guidance that trains a model of its own (VSD)
+            tensors.update({f"guidance.{k}": v for k, v in self.guidance.state_tensors().items()})
         return tensors
 
     def checkpoint_meta(self) -> Dict[str, Any]:
@@ -358,6 +363,8 @@ class Run:
         meta = {"elapsed_s": self.elapsed, "skipped_steps": self.skipped_steps, "last_losses": self.last_losses,
                 "optimizer_param_groups": groups, "seed": self.cfg.seed, "versions": versions(),
                 **self.checkpoint_meta()}
+        if hasattr(self.guidance, "state_meta"):
+            meta["guidance"] = self.guidance.state_meta()
         return save_checkpoint(self.run_dir / "ckpts", self.step, self.state_tensors(), meta,
                                keep=self.cfg.trainer.keep_checkpoints)
 
@@ -381,6 +388,9 @@ class Run:
         try:
             optimizer_from_flat(self.optimizer, ckpt.tensors, ckpt.meta["optimizer_param_groups"])
             self.generator.set_state(ckpt.tensors["rng.generator"])
+            if hasattr(self.guidance, "load_state"):
+                self.guidance.load_state({k[len("guidance."):]: v for k, v in ckpt.tensors.items()
+                                          if k.startswith("guidance.")}, ckpt.meta["guidance"])
         except (KeyError, ValueError, RuntimeError, TypeError) as e:
             raise RunDirError(f"checkpoint {path} is damaged (optimizer or RNG state: {type(e).__name__} "
                               f"{str(e).splitlines()[0][:120] if str(e) else ''}); delete that folder to resume "

@@ -1,7 +1,7 @@
 """The CUDA pieces of ``benchmarks/gpu_check.sh``, one per sub-command, each printing ``RESULT name:
 value`` lines that the shell script gathers into its report.
 
-    python benchmarks/gpu_check.py env | fp16-prior | sd-run | quickstart | batch [--dry-run]
+    python benchmarks/gpu_check.py env | fp16-prior | sd-run | guidance | quickstart | batch [--dry-run]
 
 ``--dry-run`` (what the script does on a machine without CUDA) runs the same code on the CPU at
 toy sizes (tiny random Stable Diffusion, bfloat16 instead of float16, 2 steps), so every piece is
@@ -136,9 +136,6 @@ def _sd_unet_forward(dev: str, dtype: torch.dtype, dry: bool) -> None:
 def cmd_sd_run(dry: bool) -> None:
     """A short DreamFusion run shaped like Stable Diffusion 2.1-base (random weights): fp16 prior,
     64x64 renders, the preset's 512 samples per ray on the nerfacc path."""
-    from bench_foundation import sd21_size_components
-
-    from text3d.guidance.stable_diffusion import StableDiffusionPrior, StableDiffusionPriorConfig
     from text3d.run import open_run
 
     dev = device(dry)
@@ -148,12 +145,7 @@ def cmd_sd_run(dry: bool) -> None:
                  "trainer.log_every=0"]
     if dry:
         overrides += ["cameras.width=32", "cameras.height=32", "renderer.num_samples_per_ray=16"]
-    dtype = "float32" if dry else "float16"
-    cfg = StableDiffusionPriorConfig(model="tiny-random-sd", dtype=dtype)
-    if dry:
-        prior = StableDiffusionPrior(cfg, torch.device(dev))
-    else:
-        prior = StableDiffusionPrior(cfg, torch.device(dev), components=sd21_size_components())
+    prior = _sd_prior(dev, dry)
     run = open_run(REPO / "configs" / "dreamfusion-sd.yaml", overrides, prior=prior)
     if dev == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -164,6 +156,62 @@ def cmd_sd_run(dry: bool) -> None:
     result("sd_shaped_run", f"{steps} steps in {wall:.1f} s ({wall / steps * 1e3:.0f} ms/step incl. the final "
            f"outputs), final loss {run.last_losses.get('loss', float('nan')):.4g}, skipped {len(run.skipped_steps)}, "
            f"peak {peak_gb(dev)}, renderer {run.system.renderer.__class__.__name__}")
+
+
+GUIDANCE_ROWS = {  # name -> overrides of configs/dreamfusion-sd.yaml (each guidance at its own defaults)
+    "sds": [],
+    "sds+perp-neg": ["prompting.perp_neg=true"],
+    "csd": ["guidance.type=csd"],
+    "nfsd": ["guidance.type=nfsd"],
+    "ism": ["guidance.type=ism"],
+    "vsd": ["guidance.type=vsd"],
+}
+
+
+def _sd_prior(dev: str, dry: bool):
+    """Stable Diffusion 2.1-base-shaped random weights in float16 (dry: the tiny pipeline in float32)."""
+    from bench_foundation import sd21_size_components
+
+    from text3d.guidance.stable_diffusion import StableDiffusionPrior, StableDiffusionPriorConfig
+
+    cfg = StableDiffusionPriorConfig(model="tiny-random-sd", dtype="float32" if dry else "float16")
+    if dry:
+        return StableDiffusionPrior(cfg, torch.device(dev))
+    return StableDiffusionPrior(cfg, torch.device(dev), components=sd21_size_components())
+
+
+def cmd_guidance(dry: bool) -> None:
+    """Cost of one training step of each guidance on an SD-2.1-size prior (random weights, fp16):
+    the DreamFusion preset's NeRF at 64 px, batch 1; the median of the timed steps after one warm-up
+    step, the peak GPU memory of each, and the ratio to SDS's step in the same process."""
+    from text3d.run import open_run
+
+    dev = device(dry)
+    steps = 2 if dry else 10
+    prior = _sd_prior(dev, dry)
+    base = ["device=" + dev, f"steps={steps + 1}", f"output_dir={tempfile.mkdtemp()}"]
+    if dry:
+        base += ["cameras.width=32", "cameras.height=32", "renderer.num_samples_per_ray=16"]
+    sds_ms = None
+    for name, extra in GUIDANCE_ROWS.items():
+        run = open_run(REPO / "configs" / "dreamfusion-sd.yaml", [*extra, *base], prior=prior)
+        run.train_step()  # warm-up (and VSD's LoRA copy made)
+        if dev == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        times = []
+        for _ in range(steps):
+            sync(dev)
+            t0 = time.perf_counter()
+            run.train_step()
+            sync(dev)
+            times.append(time.perf_counter() - t0)
+        ms = sorted(times)[len(times) // 2] * 1e3
+        sds_ms = ms if name == "sds" else sds_ms
+        result(f"guidance_{name}_step", f"{ms:.0f} ms ({ms / sds_ms:.2f}x SDS), peak {peak_gb(dev)}, "
+               f"loss finite {all(v == v for v in run.last_losses.values())}")
+        del run
+        if dev == "cuda":
+            torch.cuda.empty_cache()
 
 
 def cmd_quickstart(dry: bool) -> None:
@@ -205,11 +253,11 @@ def cmd_batch(dry: bool) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("piece", choices=["env", "fp16-prior", "sd-run", "quickstart", "batch"])
+    ap.add_argument("piece", choices=["env", "fp16-prior", "sd-run", "guidance", "quickstart", "batch"])
     ap.add_argument("--dry-run", action="store_true", help="CPU, toy sizes: checks the code, not the GPU")
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    {"env": cmd_env, "fp16-prior": cmd_fp16_prior, "sd-run": cmd_sd_run, "quickstart": cmd_quickstart,
+    {"env": cmd_env, "fp16-prior": cmd_fp16_prior, "sd-run": cmd_sd_run, "guidance": cmd_guidance, "quickstart": cmd_quickstart,
      "batch": cmd_batch}[args.piece](args.dry_run)
 
 

@@ -58,6 +58,7 @@ if [[ -z "$DRY" ]]; then
 fi
 step fp16-prior   120 $PY fp16-prior $DRY
 step sd-run       150 $PY sd-run $DRY
+step guidance     240 $PY guidance $DRY
 step quickstart   150 $PY quickstart $DRY
 step batch        150 $PY batch $DRY
 

@@ -56,12 +56,14 @@ TOY: Dict[str, List[str]] = {
 """Overrides appended to each verb's documented command so that it runs in seconds (a viewer writes its
 page instead of serving until Ctrl-C)."""
 
-SD_PRESETS = {"dreamfusion-sd", "gaussians-sd", "edit-pds", "edit-pds-gaussians", "multiview-sd", "video-sd"}
+SD_PRESETS = {"dreamfusion-sd", "gaussians-sd", "edit-pds", "edit-pds-gaussians", "multiview-sd", "video-sd",
+              "prolificdreamer-sd", "luciddreamer-sd"}
 """Presets that load Stable Diffusion weights: at toy size they run the tiny random SD pipeline."""
 SMALL_RENDERS = ["cameras.width=32", "cameras.height=32", "cameras.resolution_milestones=[]", "cameras.resolutions=[]"]
 SD_TOY = {"multiview-sd": ["resolution=64"], "video-sd": ["resolution=64"], "edit-pds": SMALL_RENDERS,
           "edit-pds-gaussians": SMALL_RENDERS, "gaussians-sd": SMALL_RENDERS,
-          "dreamfusion-sd": [*SMALL_RENDERS, "geometry.log2_hashmap_size=14"]}
+          "dreamfusion-sd": [*SMALL_RENDERS, "geometry.log2_hashmap_size=14"], "luciddreamer-sd": SMALL_RENDERS,
+          "prolificdreamer-sd": [*SMALL_RENDERS, "geometry.log2_hashmap_size=14"]}
 """Extra toy overrides of SD presets (the tiny pipeline draws 64 px images)."""
 
 NOT_RUN = {

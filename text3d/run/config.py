@@ -188,7 +188,8 @@ def check_run_config(cfg: Config) -> None:
 
         check_targets_dir(cfg.targets)
     if cfg.prompting.perp_neg and not getattr(GUIDANCES.get(cfg.guidance.type).cls, "perp_neg", False):
-        raise ConfigError(f"prompting.perp_neg: guidance.type={cfg.guidance.type} does not use Perp-Neg (sds does); "
+        takers = " and ".join(n for n in GUIDANCES.names() if getattr(GUIDANCES.get(n).cls, "perp_neg", False))
+        raise ConfigError(f"prompting.perp_neg: guidance.type={cfg.guidance.type} does not use Perp-Neg ({takers} do); "
                           "set prompting.perp_neg=false")
     if cfg.viewer and importlib.util.find_spec("viser") is None:
         raise ConfigError('viewer: the live viewer needs viser; pip install -e ".[viewer]", or set viewer=false')

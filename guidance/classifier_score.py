@@ -103,10 +103,6 @@ class CSDGuidance(_ThreePredictions):
 
     check_config = staticmethod(check_csd_config)
 
-    def __init__(self, cfg: CSDConfig, prior: DiffusionPrior):
-        check_csd_config(cfg)
-        super().__init__(cfg, prior)
-
     def direction(self, x_t: Tensor, t: Tensor, noise: Tensor, cond: Tensor, uncond: Tensor, step: int,
                   cameras: Any, perp_neg: Any = None) -> Tensor:
         eps_y, eps_0, eps_neg = self.predictions(x_t, t, cond, uncond, cameras)
@@ -122,10 +118,6 @@ class NFSDGuidance(_ThreePredictions):
     """Noise-Free Score Distillation (see the module docstring)."""
 
     check_config = staticmethod(check_sds_config)
-
-    def __init__(self, cfg: NFSDConfig, prior: DiffusionPrior):
-        check_sds_config(cfg)
-        super().__init__(cfg, prior)
 
     def direction(self, x_t: Tensor, t: Tensor, noise: Tensor, cond: Tensor, uncond: Tensor, step: int,
                   cameras: Any, perp_neg: Any = None) -> Tensor:

@@ -117,7 +117,6 @@ class ISMGuidance(ScoreDistillation):
     check_config = staticmethod(check_ism_config)
 
     def __init__(self, cfg: ISMConfig, prior: DiffusionPrior):
-        check_ism_config(cfg)
         super().__init__(cfg, prior)
         self.empty = prior.encode_text([""])
 
@@ -144,7 +143,7 @@ class ISMGuidance(ScoreDistillation):
         s = (t - round(self.cfg.delta_t.value(step))).clamp_min(0)
         with torch.no_grad():
             x_s, x_t = self.invert(x0.detach().float(), t, s, cameras)
-            eps_t = prior.predict_noise_cfg(x_t, t, cond, uncond, self.cfg.guidance_scale, cameras=cameras)
+            eps_t = self.guided_eps(x_t, t, cond, uncond, cameras)
             eps_s = prior.predict_noise(x_s, s, self.empty, cameras=cameras)
         abar_t = prior.alphas_cumprod[t].float()
         weights = self.cfg.weight * ((1 - abar_t) / abar_t).sqrt()

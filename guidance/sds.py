@@ -110,7 +110,12 @@ class ScoreDistillation:
         prior: a loaded prior; the guidance never loads models itself.
     """
 
+    check_config = staticmethod(check_t_range)
+    """Validates the guidance section (at config load, and again here on construction); subclasses
+    name their own."""
+
     def __init__(self, cfg: Any, prior: DiffusionPrior):
+        self.check_config(cfg)
         self.cfg, self.prior = cfg, prior
         self.weight_fn = WEIGHTINGS[getattr(cfg, "weighting", "sds")]
 
@@ -136,6 +141,16 @@ class ScoreDistillation:
                   cameras: Any, perp_neg: Any = None) -> Tensor:
         """``[B, C, h, w]`` the direction ``w(t)`` scales into the gradient of ``x_0``."""
         raise NotImplementedError
+
+    def guided_eps(self, x_t: Tensor, t: Tensor, cond: Tensor, uncond: Tensor, cameras: Any,
+                   perp_neg: Any = None) -> Tensor:
+        """The frozen prior's classifier-free guided noise at ``cfg.guidance_scale``: with Perp-Neg's
+        conditioning when given (``cond`` is then unused), else ``eps(uncond) + s (eps(cond) - eps(uncond))``."""
+        s = self.cfg.guidance_scale
+        if perp_neg is not None:
+            return self.prior.predict_noise_perp_neg(x_t, t, perp_neg.pos, perp_neg.negatives, perp_neg.weights,
+                                                     uncond, s, cameras=cameras)
+        return self.prior.predict_noise_cfg(x_t, t, cond, uncond, s, cameras=cameras)
 
     def __call__(self, images: Tensor, cond: Tensor, uncond: Tensor, step: int, generator: torch.Generator,
                  cameras=None, t: Optional[Tensor] = None, noise: Optional[Tensor] = None,
@@ -200,16 +215,6 @@ class SDSGuidance(ScoreDistillation):
     check_config = staticmethod(check_sds_config)
     perp_neg = True
 
-    def __init__(self, cfg: SDSConfig, prior: DiffusionPrior):
-        check_sds_config(cfg)
-        super().__init__(cfg, prior)
-
     def direction(self, x_t: Tensor, t: Tensor, noise: Tensor, cond: Tensor, uncond: Tensor, step: int,
                   cameras: Any, perp_neg: Any = None) -> Tensor:
-        s = self.cfg.guidance_scale
-        if perp_neg is not None:
-            eps_hat = self.prior.predict_noise_perp_neg(x_t, t, perp_neg.pos, perp_neg.negatives, perp_neg.weights,
-                                                        uncond, s, cameras=cameras)
-        else:
-            eps_hat = self.prior.predict_noise_cfg(x_t, t, cond, uncond, s, cameras=cameras)
-        return eps_hat - noise
+        return self.guided_eps(x_t, t, cond, uncond, cameras, perp_neg) - noise

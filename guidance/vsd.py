@@ -91,7 +91,6 @@ class VSDGuidance(ScoreDistillation):
     perp_neg = True
 
     def __init__(self, cfg: VSDConfig, prior: DiffusionPrior, seed: int = 0):
-        check_sds_config(cfg)
         super().__init__(cfg, prior)
         generator = torch.Generator().manual_seed(seed)
         self.phi = copy.deepcopy(prior.unet).float()
@@ -129,13 +128,7 @@ class VSDGuidance(ScoreDistillation):
 
     def direction(self, x_t: Tensor, t: Tensor, noise: Tensor, cond: Tensor, uncond: Tensor, step: int,
                   cameras: Any, perp_neg: Any = None) -> Tensor:
-        s = self.cfg.guidance_scale
-        if perp_neg is not None:
-            eps_pre = self.prior.predict_noise_perp_neg(x_t, t, perp_neg.pos, perp_neg.negatives, perp_neg.weights,
-                                                        uncond, s, cameras=cameras)
-        else:
-            eps_pre = self.prior.predict_noise_cfg(x_t, t, cond, uncond, s, cameras=cameras)
-        return eps_pre - self.phi_eps(x_t, t, cond, cameras)
+        return self.guided_eps(x_t, t, cond, uncond, cameras, perp_neg) - self.phi_eps(x_t, t, cond, cameras)
 
     # ------------------------------------------------------------------------------------------
     def after_step(self, x0: Tensor, cond: Tensor, step: int, generator: torch.Generator,

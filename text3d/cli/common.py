@@ -176,6 +176,19 @@ class Verb:
         return split_items(args.items)
 
 
+class TrainingVerb(Verb):
+    """A verb that trains a scene (``run``, ``edit``): ``--viewer`` opens the live viewer."""
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--viewer", action="store_true",
+                            help="open the live viewer while training (= viewer=true; port: viewer_port=8080)")
+
+    @staticmethod
+    def items(args: argparse.Namespace):
+        config_path, overrides = Verb.items(args)
+        return config_path, [*overrides, *(["viewer=true"] if getattr(args, "viewer", False) else [])]
+
+
 VERBS: Dict[str, Verb] = {}
 """The verbs, in the order ``text3d --help`` lists them."""
 

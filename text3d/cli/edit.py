@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from .common import Verb, fit_and_print, register
+from .common import TrainingVerb, fit_and_print, register
 
 EPILOG = """\
 examples:
@@ -21,7 +21,7 @@ examples:
 
 
 @register
-class EditVerb(Verb):
+class EditVerb(TrainingVerb):
     name = "edit"
     help = "edit a 3D scene towards a target prompt (PDS, DDS or SDS-edit)"
     description = ("Edit a trained scene (run folder or 3DGS .ply) towards target_prompt while keeping its "
@@ -29,15 +29,6 @@ class EditVerb(Verb):
     epilog = EPILOG
     items_metavar = "CONFIG source=SOURCE target_prompt=... [key.path=value ...]"
     items_help = "an edit preset (configs/edit-*.yaml) followed by the source, the target prompt and overrides"
-
-    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--viewer", action="store_true",
-                            help="open the live viewer while training (= viewer=true; port: viewer_port=8080)")
-
-    @staticmethod
-    def items(args: argparse.Namespace):
-        config_path, overrides = Verb.items(args)
-        return config_path, [*overrides, *(["viewer=true"] if getattr(args, "viewer", False) else [])]
 
     def schema(self) -> Any:
         from text3d.edit.config import EDIT_SCHEMA

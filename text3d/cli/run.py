@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from .common import Verb, fit_and_print, register
+from .common import TrainingVerb, fit_and_print, register
 
 EPILOG = """\
 overrides:
@@ -26,21 +26,12 @@ outputs:
 
 
 @register
-class RunVerb(Verb):
+class RunVerb(TrainingVerb):
     name = "run"
     help = "optimise a 3D scene from a config preset"
     description = "Optimise a 3D scene from a YAML config preset and key.path=value overrides."
     epilog = EPILOG
     items_help = "a YAML preset (configs/*.yaml) followed by overrides, or resume=RUN_DIR"
-
-    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--viewer", action="store_true",
-                            help="open the live viewer while training (= viewer=true; port: viewer_port=8080)")
-
-    @staticmethod
-    def items(args: argparse.Namespace):
-        config_path, overrides = Verb.items(args)
-        return config_path, [*overrides, *(["viewer=true"] if getattr(args, "viewer", False) else [])]
 
     def schema(self) -> Any:
         from text3d.run.config import RUN_SCHEMA

@@ -1,24 +1,35 @@
-"""Offline 3D editing experiments with the embedded shapes prior: PDS vs SDS-edit vs DDS.
+"""Offline 3D editing with the embedded shapes prior, over a matrix no single pair can be tuned to.
 
-For quickstart source scenes (a NeRF run and/or a Gaussian run of "a red cube"), runs colour edits
-(one to the prior's held-out pair "a blue cube") and shape edits with each guidance at equal steps,
-and prints, per edit: whether the target was reached (colour / best-fitting shape by the analytic
-judge) and how much of the source was kept (silhouette IoU to the source over 8 views, mean colour
-change). It also times the edit steps (source render, edited render, prior passes, rest) and reports
-the process's peak memory. Everything is seeded: the same command prints the same figures.
+Sources are quickstart runs (NeRF and Gaussians) of every shape, each in its own colour, for each
+seed: with seeds ``s_0, s_1, ...`` the k-th seed's source of shape ``i`` (in :data:`SHAPES` order) is
+coloured ``COLOUR_NAMES[(i + 4k) % 8]``. Each source gets three colour edits (the colours 2, 4 and 6
+places on around the palette) and one shape edit (the shape 3 places on, same colour); ``--ply``
+adds, per shape, a colour edit of the first seed's Gaussian source read back from its ``gaussians.ply``
+(a 3DGS file, no run folder). Every cell runs with each ``--guidances`` (PDS and the SDS-edit and
+DDS baselines) at the edit presets' settings and equal steps.
 
-Each finished edit's row is cached in ``--cache`` (default ``<out>/rows``, one JSON per scene, target,
-guidance, steps and overrides; written atomically): a restarted or repeated command skips the rows
-it has and prints the whole table, so heavy sets can run in several background processes
-(``OMP_NUM_THREADS=1 ... --threads 1``) sharing one cache. Each edit is claimed by the process that
-runs it (``<row>.json.claim``): the others pass it over, run the rest, then wait for its row (or run it
-if that process died), so every process ends by printing the whole table.
+Per cell it prints whether the target was reached (the object's mean hue within 20 degrees of the
+palette colour and the right shape by the analytic judge), identity (silhouette IoU of edit vs source
+renders over 8 views; voxel IoU of the exported meshes, re-read from the GLB files by trimesh) and
+cleanliness (share of the object's pixels that are see-through, against the source's; opacity
+outside the source's silhouette, i.e. floaters; the exported mesh's piece count), then per scene and
+guidance the share of cells meeting each goal, and PDS against SDS-edit cell by cell.
 
-    python benchmarks/eval_edit.py --nerf-source outputs/src/quickstart/a_red_cube@... \\
-        --gs-source outputs/src/quickstart-gaussians/a_red_cube@... --steps 100 --json edits.json
+Sources are looked up under ``--sources`` (``<root>/<preset name>/<prompt slug>@<time>``, the newest
+finished run of the current preset and the seed, :mod:`planned_runs`); ``--train`` trains the missing
+ones there. Each finished edit's row is cached in ``--cache`` (default ``<out>/rows``; one JSON per
+cell, written atomically): a restarted or repeated command skips the rows it has, so the matrix can
+run in several background processes sharing one cache (``OMP_NUM_THREADS=1 ... --threads 1``). Each
+edit is claimed by the process that runs it (``<row>.json.claim``): the others pass it over, run the
+rest, then wait for its row (or run it if that process died), so every process ends with the whole table.
 
-Goals (issue 11): colour edits reach the target colour with silhouette IoU to the source >= 0.9; shape
-edits reach the target shape; PDS keeps the source better than SDS-edit at equal target success.
+    python benchmarks/eval_edit.py --sources outputs/edit_sources --train --seeds 0 1 \\
+        --json benchmarks/results/eval_edit_matrix.json --markdown benchmarks/results/eval_edit_matrix.md
+    python benchmarks/eval_edit.py --nerf-source RUN_DIR --steps 120       # one source, its 4 default cells
+
+Goals (issue 28; colour cells): >= 90 % reach the target with silhouette IoU >= 0.9, mesh voxel IoU
+>= 0.85, a see-through share at most the source's + 0.02 and one mesh piece; PDS beats SDS-edit on
+identity and cleanliness in >= 90 % of cells. Shape cells count for target and cleanliness only.
 Timings are wall-clock on whatever machine runs it: say when cores were shared.
 """
 
@@ -34,19 +45,91 @@ import sys
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-PRESETS = {"nerf": REPO / "configs" / "edit-quickstart.yaml", "gaussians": REPO / "configs" / "edit-quickstart-gaussians.yaml"}
-COLOUR_EDITS = ["a blue cube", "a green cube", "a yellow cube", "a purple cube"]  # "a blue cube": held out of the prior
-SHAPE_EDITS = ["a red sphere", "a red cylinder"]
+if str(REPO / "benchmarks") not in sys.path:
+    sys.path.insert(0, str(REPO / "benchmarks"))
+
+PRESETS = {"nerf": REPO / "configs" / "edit-quickstart.yaml", "gaussians": REPO / "configs" / "edit-quickstart-gaussians.yaml",
+           "ply": REPO / "configs" / "edit-quickstart-gaussians.yaml"}
+SOURCE_PRESETS = {"nerf": "configs/quickstart.yaml", "gaussians": "configs/quickstart-gaussians.yaml"}
 GUIDANCES = ["pds", "sds-edit", "dds"]
+COLOUR_STEPS = (2, 4, 6)
+"""A source of palette colour ``c`` is edited to colours ``c + 2``, ``c + 4``, ``c + 6`` (mod 8)."""
+SHAPE_STEP = 3
+"""A source of shape ``i`` is edited to shape ``i + 3`` (mod 7), keeping its colour."""
+GOALS = {"identity_iou": 0.9, "voxel_iou": 0.85, "semi_excess": 0.02}
 
 
+# ----------------------------------------------------------------------------------------- the plan
+def source_prompts(seed_index: int) -> List[str]:
+    """The sources' prompts for the ``seed_index``-th seed: shape ``i`` in colour ``i + 4 seed_index``."""
+    from text3d.prior.shapes import COLOUR_NAMES, SHAPES, prompt_for
+
+    return [prompt_for(shape, COLOUR_NAMES[(i + 4 * seed_index) % len(COLOUR_NAMES)]) for i, shape in enumerate(SHAPES)]
+
+
+def targets_of(source_prompt: str) -> List[tuple]:
+    """``(kind, target prompt)`` of a source: three colour edits, then one shape edit."""
+    from text3d.prior.shapes import COLOUR_NAMES, SHAPES, parse_prompt, prompt_for
+
+    shape, colour = parse_prompt(source_prompt)
+    c, i = COLOUR_NAMES.index(colour), SHAPES.index(shape)
+    colours = [("colour", prompt_for(shape, COLOUR_NAMES[(c + k) % len(COLOUR_NAMES)])) for k in COLOUR_STEPS]
+    return colours + [("shape", prompt_for(SHAPES[(i + SHAPE_STEP) % len(SHAPES)], colour))]
+
+
+def source_mesh(run: Path) -> Optional[Path]:
+    """The mesh a source run exported (``metrics.json``), or None."""
+    metrics = json.loads((run / "metrics.json").read_text()) if (run / "metrics.json").is_file() else {}
+    files = [f for f in (metrics.get("export") or {}).get("files", []) if f.endswith(".glb")]
+    return run / files[0] if files else None
+
+
+def find_sources(root: Path, seeds: Sequence[int], scenes: Sequence[str], train: bool) -> List[Dict[str, Any]]:
+    """Every planned source run (trained when missing and ``train``; passed over with a line otherwise)."""
+    from planned_runs import find_run, train_run
+
+    found = []
+    for k, seed in enumerate(seeds):
+        for scene in scenes:
+            for prompt in source_prompts(k):
+                run = find_run(root, SOURCE_PRESETS[scene], prompt, seed)
+                if run is None and train:
+                    run = train_run(root, SOURCE_PRESETS[scene], prompt, seed, extra=())
+                if run is None:
+                    print(f"missing source: {prompt!r} ({scene}, seed {seed}); pass --train", flush=True)
+                    continue
+                found.append({"scene": scene, "seed": seed, "prompt": prompt, "run": run})
+    return found
+
+
+def plan_cells(sources: List[Dict[str, Any]], guidances: Sequence[str], ply: bool) -> List[Dict[str, Any]]:
+    """The cells of the matrix: each source's targets with each guidance, then the ``.ply`` rows."""
+    cells = []
+    for src in sources:
+        for kind, target in targets_of(src["prompt"]):
+            for guidance in guidances:
+                cells.append({"scene": src["scene"], "seed": src["seed"], "source_prompt": src["prompt"],
+                              "source": str(src["run"]), "mesh": str(source_mesh(src["run"])), "kind": kind,
+                              "target": target, "guidance": guidance})
+    if ply:
+        first = min((s["seed"] for s in sources), default=None)
+        for src in sources:
+            if src["scene"] == "gaussians" and src["seed"] == first:
+                kind, target = targets_of(src["prompt"])[0]
+                cells.append({"scene": "ply", "seed": src["seed"], "source_prompt": src["prompt"],
+                              "source": str(src["run"] / "gaussians.ply"), "mesh": str(source_mesh(src["run"])),
+                              "kind": kind, "target": target, "guidance": "pds"})
+    return cells
+
+
+# ----------------------------------------------------------------------------------------- one edit
 class Timer:
     """Wraps a callable and adds its wall time to ``totals[name]`` while a training step runs
     (``outer`` marks the step itself; renders of the final outputs are not counted)."""
@@ -89,12 +172,15 @@ def split(totals: Dict[str, float], steps: int) -> Dict[str, float]:
     return {k: round(v / max(steps, 1), 4) for k, v in out.items()}
 
 
-def one_edit(kind: str, source: str, target: str, guidance: str, steps: int, out_dir: Path, prior, extra: List[str]):
+def one_edit(kind: str, source: str, target: str, guidance: str, steps: Optional[int], out_dir: Path, prior,
+             extra: List[str], export: bool = False):
+    """Run one edit in this process with the ``kind`` scene's preset (``steps=None``: the preset's);
+    returns the run, its ``metrics.json`` and the per-step time split."""
     from text3d.edit import open_edit
 
-    overrides = [f"source={source}", f"target_prompt={target}", f"steps={steps}", f"output_dir={out_dir}",
-                 f"guidance.type={guidance}", "trainer.val_every=0", "trainer.checkpoint_every=0",
-                 "trainer.turntable_frames=12", "export.enabled=false", *extra]
+    overrides = [f"source={source}", f"target_prompt={target}", f"output_dir={out_dir}", f"guidance.type={guidance}",
+                 "trainer.val_every=0", "trainer.checkpoint_every=0", "trainer.turntable_frames=12",
+                 *([] if export else ["export.enabled=false"]), *([f"steps={steps}"] if steps else []), *extra]
     if guidance != "pds":  # the baselines at the edit preset's CFG scale, for a like-for-like comparison
         overrides.append("guidance.guidance_scale=20")
     run = open_edit(PRESETS[kind], overrides, prior=prior)
@@ -102,22 +188,84 @@ def one_edit(kind: str, source: str, target: str, guidance: str, steps: int, out
     run.fit()
     # the instrumented finish also renders; only training steps count in the split
     metrics = json.loads((run.run_dir / "metrics.json").read_text())
-    return run, metrics, split(totals, steps)
+    return run, metrics, split(totals, run.step)
 
 
-def row_path(cache: Path, kind: str, source: str, target: str, guidance: str, steps: int, extra: List[str]) -> Path:
-    """The cache file of one edit: readable name plus a hash of everything that changes its result."""
-    key = json.dumps([kind, str(Path(source).resolve()), target, guidance, steps, sorted(extra)])
+def mesh_voxel_iou(a: Path, b: Path, resolution: int = 64) -> float:
+    """IoU of the solids two mesh files enclose, voxelised on one ``resolution``^3 grid over both:
+    each GLB re-read by trimesh, its surface subdivided below half a voxel, the voxels it touches
+    marked and the enclosed ones filled (``scipy.ndimage.binary_fill_holes``)."""
+    import numpy as np
+    import trimesh
+    from scipy import ndimage
+
+    meshes = [trimesh.load(p, force="mesh") for p in (a, b)]
+    lo = min(float(m.bounds[0].min()) for m in meshes) - 0.02
+    hi = max(float(m.bounds[1].max()) for m in meshes) + 0.02
+    pitch = (hi - lo) / resolution
+    solids = []
+    for m in meshes:
+        vertices, _ = trimesh.remesh.subdivide_to_size(m.vertices, m.faces, max_edge=pitch / 2)
+        cells = np.floor((vertices - lo) / pitch).astype(int).clip(0, resolution - 1)
+        grid = np.zeros((resolution,) * 3, dtype=bool)
+        grid[cells[:, 0], cells[:, 1], cells[:, 2]] = True
+        solids.append(ndimage.binary_fill_holes(grid))
+    union = (solids[0] | solids[1]).sum()
+    return float((solids[0] & solids[1]).sum() / union) if union else 0.0
+
+
+def row(cell: Dict[str, Any], metrics: Dict[str, Any], timing: Dict[str, float], edit_dir: Optional[Path]) -> Dict[str, Any]:
+    """A cell's figures from its edit's ``metrics.json`` (and the meshes, when both exist)."""
+    from text3d.prior.shapes import parse_prompt
+
+    tgt, idn, clean = metrics.get("target") or {}, metrics["identity"], metrics.get("cleanliness") or {}
+    source_shape = (parse_prompt(cell["source_prompt"]) or (None, None))[0]
+    shape_ok = tgt.get("shape_found") == (tgt.get("shape") if cell["kind"] == "shape" else source_shape)
+    reached = bool(tgt.get("hue_ok")) and shape_ok
+    export = metrics.get("export") or {}
+    glb = [f for f in export.get("files", []) if f.endswith(".glb")]
+    voxel = None
+    if glb and edit_dir is not None and cell.get("mesh") and Path(cell["mesh"]).is_file():
+        voxel = round(mesh_voxel_iou(Path(cell["mesh"]), edit_dir / glb[0]), 4)
+    out = {k: cell[k] for k in ("scene", "seed", "source_prompt", "target", "kind", "guidance")}
+    out.update(reached=reached, hue=tgt.get("hue"), hue_error=tgt.get("hue_error"), colour_found=tgt.get("colour_found"),
+               shape_found=tgt.get("shape_found"), target_iou=tgt.get("silhouette_iou"),
+               identity_iou=idn["silhouette_iou"], colour_change=idn["mean_colour_change"], voxel_iou=voxel,
+               semi=clean.get("semi_transparent"), semi_source=clean.get("semi_transparent_source"),
+               semi_excess=clean.get("semi_transparent_excess"), floaters=clean.get("floaters"),
+               stray=clean.get("stray_opacity"), pieces=export.get("pieces"), wall_s=metrics["wall_time_s"],
+               step_split_s=timing, edit_dir=str(edit_dir) if edit_dir else None)
+    out["goal"] = meets_goal(out)
+    return out
+
+
+def meets_goal(r: Dict[str, Any]) -> bool:
+    """Whether a row meets every goal of its kind (shape cells: target and cleanliness only)."""
+    clean = r["semi_excess"] is not None and r["semi_excess"] <= GOALS["semi_excess"] and r["pieces"] in (1, None)
+    if r["kind"] == "shape":
+        return bool(r["reached"] and clean)
+    return bool(r["reached"] and clean and r["identity_iou"] >= GOALS["identity_iou"]
+                and (r["voxel_iou"] is None or r["voxel_iou"] >= GOALS["voxel_iou"]))
+
+
+def cell_key(cell: Dict[str, Any]) -> List[Any]:
+    return [cell["scene"], str(Path(cell["source"]).resolve()), cell["target"], cell["guidance"]]
+
+
+def row_path(cache: Path, cell: Dict[str, Any], steps: Optional[int], extra: List[str]) -> Path:
+    """The cache file of one cell: readable name plus a hash of everything that changes its result."""
+    key = json.dumps([*cell_key(cell), steps, sorted(extra)])
     digest = hashlib.sha256(key.encode()).hexdigest()[:10]
-    return cache / f"{kind}-{'_'.join(target.split())}-{guidance}-{steps}-{digest}.json"
+    return cache / f"{cell['scene']}-{'_'.join(cell['target'].split())}-{cell['guidance']}-{steps or 'preset'}-{digest}.json"
 
 
-def cached_edit(cache: Path, kind, source, target, guidance, steps, out_dir, prior, extra) -> Optional[Dict[str, Any]]:
-    """The row of one edit: from the cache, or by running it here (then cached); None while another
+def cached_edit(cache: Path, cell: Dict[str, Any], steps: Optional[int], out_dir: Path, prior,
+                extra: List[str]) -> Optional[Dict[str, Any]]:
+    """The row of one cell: from the cache, or by running it here (then cached); None while another
     process sharing the cache runs it (it holds the row's claim, :func:`text3d.core.io.try_claim`)."""
     from text3d.core.io import release_claim, try_claim, write_json
 
-    path = row_path(cache, kind, source, target, guidance, steps, extra)
+    path = row_path(cache, cell, steps, extra)
     if path.is_file():
         return json.loads(path.read_text())
     if not try_claim(path):
@@ -125,8 +273,11 @@ def cached_edit(cache: Path, kind, source, target, guidance, steps, out_dir, pri
     try:
         if path.is_file():  # finished by another process between the two checks
             return json.loads(path.read_text())
-        _, metrics, timing = one_edit(kind, source, target, guidance, steps, out_dir, prior, extra)
-        result = {**row(kind, "a red cube", target, guidance, metrics, timing), "steps": steps, "set": list(extra)}
+        source_prompt = [f"source_prompt={cell['source_prompt']}"] if cell["scene"] == "ply" else []
+        run, metrics, timing = one_edit(cell["scene"], cell["source"], cell["target"], cell["guidance"], steps,
+                                        out_dir, prior, [*source_prompt, *extra], export=True)
+        result = {**row(cell, metrics, timing, getattr(run, "run_dir", None)), "steps": metrics.get("steps"),
+                  "set": list(extra)}
         write_json(path, result)
         return result
     finally:
@@ -154,76 +305,110 @@ def collect_rows(jobs: List[Callable[[], Optional[Dict[str, Any]]]], report: Cal
     return rows
 
 
-def row(kind, source_prompt, target, guidance, metrics, timing) -> Dict[str, Any]:
-    tgt, idn = metrics.get("target") or {}, metrics["identity"]
-    colour_edit = target.split()[-1] == source_prompt.split()[-1]
-    reached = bool(tgt.get("colour_ok")) if colour_edit else bool(tgt.get("shape_ok"))
-    return {"scene": kind, "target": target, "kind": "colour" if colour_edit else "shape", "guidance": guidance,
-            "reached": reached, "colour_found": tgt.get("colour_found"), "shape_found": tgt.get("shape_found"),
-            "target_iou": tgt.get("silhouette_iou"), "identity_iou": idn["silhouette_iou"],
-            "colour_change": idn["mean_colour_change"], "wall_s": metrics["wall_time_s"], "step_split_s": timing}
+# ----------------------------------------------------------------------------------------- reports
+def _f(value, fmt: str) -> str:
+    return "-" if value is None else format(value, fmt)
 
 
-def print_table(rows: List[Dict[str, Any]]) -> None:
-    head = f"{'scene':<9} {'target':<15} {'kind':<6} {'guidance':<8} {'reached':<7} {'colour':<7} {'shape':<9} " \
-           f"{'IoU tgt':>7} {'IoU src':>7} {'dRGB':>6} {'wall s':>7}"
-    print(head)
-    print("-" * len(head))
+COLUMNS = [("scene", "<9", "s"), ("seed", ">4", "d"), ("source_prompt", "<19", "s"), ("target", "<19", "s"),
+           ("guidance", "<8", "s"), ("reached", "<5", ""), ("hue_error", ">5", ".0f"), ("shape_found", "<8", "s"),
+           ("identity_iou", ">6", ".3f"), ("voxel_iou", ">6", ".3f"), ("semi", ">5", ".2f"), ("semi_source", ">5", ".2f"),
+           ("floaters", ">6", ".3f"), ("pieces", ">3", "d"), ("goal", "<5", ""), ("wall_s", ">6", ".0f")]
+HEADS = ["scene", "seed", "source", "target", "guidance", "reach", "dhue", "shape", "IoU", "voxel", "semi", "src",
+         "float", "pcs", "goal", "wall"]
+
+
+def print_table(rows: List[Dict[str, Any]], head: bool = True) -> None:
+    if head:
+        line = " ".join(format(h, align) for h, (_, align, _) in zip(HEADS, COLUMNS))
+        print(line + "\n" + "-" * len(line))
     for r in rows:
-        print(f"{r['scene']:<9} {r['target']:<15} {r['kind']:<6} {r['guidance']:<8} {str(r['reached']):<7} "
-              f"{str(r['colour_found']):<7} {str(r['shape_found']):<9} {r['target_iou'] or 0:>7.3f} "
-              f"{r['identity_iou']:>7.3f} {r['colour_change']:>6.3f} {r['wall_s']:>7.1f}")
+        cells = []
+        for name, align, fmt in COLUMNS:
+            value = r.get(name)
+            cells.append(format(str(value) if fmt == "" or value is None else _f(value, fmt), align))
+        print(" ".join(cells))
     sys.stdout.flush()
 
 
-def markdown_table(rows: List[Dict[str, Any]]) -> str:
-    """The rows as the markdown table of docs/editing.md."""
-    out = ["| scene | target | guidance | steps | reached | colour found | shape found | IoU to target shape | "
-           "IoU to source | dRGB |", "|---|---|---|---|---|---|---|---|---|---|"]
+def share(rows: List[Dict[str, Any]], test: Callable[[Dict[str, Any]], bool]) -> str:
+    return f"{sum(bool(test(r)) for r in rows)}/{len(rows)}" if rows else "-"
+
+
+def goal_lines(rows: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """Per scene, guidance and kind: the share of cells meeting each goal."""
+    out = []
+    groups: Dict[tuple, List[Dict[str, Any]]] = defaultdict(list)
     for r in rows:
-        held = " (held out)" if r["target"] == "a blue cube" else ""
-        out.append(f"| {'NeRF' if r['scene'] == 'nerf' else 'Gaussians'} | {r['target']}{held} | {r['guidance']} | "
-                   f"{r.get('steps', '')} | {'yes' if r['reached'] else 'no'} | {r['colour_found']} | {r['shape_found']} | "
-                   f"{r['target_iou'] or 0:.3f} | {r['identity_iou']:.3f} | {r['colour_change']:.3f} |")
+        groups[(r["scene"], r["guidance"], r["kind"])].append(r)
+    for (scene, guidance, kind), rs in sorted(groups.items()):
+        out.append({"scene": scene, "guidance": guidance, "kind": kind, "cells": len(rs),
+                    "reached": share(rs, lambda r: r["reached"]),
+                    "identity_iou>=0.9": share(rs, lambda r: r["identity_iou"] >= GOALS["identity_iou"]),
+                    "voxel_iou>=0.85": share(rs, lambda r: (r["voxel_iou"] or 0) >= GOALS["voxel_iou"]),
+                    "semi<=src+0.02": share(rs, lambda r: r["semi_excess"] is not None and r["semi_excess"] <= GOALS["semi_excess"]),
+                    "one_piece": share(rs, lambda r: r["pieces"] == 1),
+                    "all_goals": share(rs, lambda r: r["goal"])})
+    return out
+
+
+def pds_vs_sds(rows: List[Dict[str, Any]]) -> Dict[str, str]:
+    """Cell by cell, whether PDS keeps identity (silhouette IoU) and is at least as clean (see-through
+    share and floaters) as SDS-edit, per scene."""
+    by = {(r["scene"], r["seed"], r["source_prompt"], r["target"], r["guidance"]): r for r in rows}
+    wins: Dict[str, List[bool]] = defaultdict(list)
+    for (scene, seed, src, target, guidance), pds in by.items():
+        sds = by.get((scene, seed, src, target, "sds-edit"))
+        if guidance != "pds" or sds is None:
+            continue
+        wins[scene].append(pds["identity_iou"] >= sds["identity_iou"] and pds["semi"] <= sds["semi"]
+                           and pds["floaters"] <= sds["floaters"])
+    return {scene: f"{sum(w)}/{len(w)}" for scene, w in wins.items()}
+
+
+def markdown_table(rows: List[Dict[str, Any]]) -> str:
+    """Every row as a markdown table."""
+    out = ["| scene | seed | source | target | guidance | reached | hue off | shape | IoU to source | voxel IoU | "
+           "see-through (source) | floaters | pieces | all goals |", "|" + "---|" * 14]
+    for r in rows:
+        out.append(f"| {r['scene']} | {r['seed']} | {r['source_prompt']} | {r['target']} | {r['guidance']} | "
+                   f"{'yes' if r['reached'] else 'no'} | {_f(r['hue_error'], '.0f')} | {r['shape_found']} | "
+                   f"{r['identity_iou']:.3f} | {_f(r['voxel_iou'], '.3f')} | {_f(r['semi'], '.2f')} ({_f(r['semi_source'], '.2f')}) | "
+                   f"{_f(r['floaters'], '.3f')} | {r['pieces']} | {'yes' if r['goal'] else 'no'} |")
     return "\n".join(out) + "\n"
 
 
-def summary(rows: List[Dict[str, Any]]) -> None:
-    print("\nper guidance: target reached / edits, mean silhouette IoU to the source, mean colour change")
-    for g in GUIDANCES:
-        rs = [r for r in rows if r["guidance"] == g]
-        if rs:
-            n_ok = sum(r["reached"] for r in rs)
-            iou = sum(r["identity_iou"] for r in rs) / len(rs)
-            dc = sum(r["colour_change"] for r in rs) / len(rs)
-            print(f"  {g:<8} {n_ok}/{len(rs)}  IoU {iou:.3f}  dRGB {dc:.3f}")
-    print("\nPDS vs SDS-edit at equal steps where both reach the target (IoU to source, dRGB):")
-    by_key = {(r["scene"], r["target"], r.get("steps"), r["guidance"]): r for r in rows}
-    for (scene, target, steps, g), pds in by_key.items():
-        sds = by_key.get((scene, target, steps, "sds-edit"))
-        if g == "pds" and sds is not None and pds["reached"] and sds["reached"]:
-            keeps = pds["identity_iou"] >= sds["identity_iou"] and pds["colour_change"] <= sds["colour_change"]
-            print(f"  {scene:<9} {target:<15} PDS {pds['identity_iou']:.3f} / {pds['colour_change']:.3f}   "
-                  f"SDS-edit {sds['identity_iou']:.3f} / {sds['colour_change']:.3f}   PDS keeps more: {keeps}")
-    colour_pds = [r for r in rows if r["guidance"] == "pds" and r["kind"] == "colour"]
-    if colour_pds:
-        ok = sum(r["reached"] and r["identity_iou"] >= 0.9 for r in colour_pds)
-        print(f"  goal, PDS colour edits reaching the colour with IoU >= 0.9: {ok}/{len(colour_pds)}")
+def summary(rows: List[Dict[str, Any]]) -> Dict[str, Any]:
+    lines = goal_lines(rows)
+    print("\nshare of cells meeting each goal, by scene, guidance and kind:")
+    keys = [k for k in lines[0] if k not in ("scene", "guidance", "kind")] if lines else []
+    print(f"  {'scene':<9} {'guidance':<8} {'kind':<6} " + " ".join(f"{k:>16}" for k in keys))
+    for line in lines:
+        print(f"  {line['scene']:<9} {line['guidance']:<8} {line['kind']:<6} " + " ".join(f"{str(line[k]):>16}" for k in keys))
+    wins = pds_vs_sds(rows)
+    if wins:
+        print("PDS at least as good as SDS-edit on identity and cleanliness, cells: "
+              + ", ".join(f"{scene} {w}" for scene, w in wins.items()))
+    return {"goals": lines, "pds_beats_sds_edit": wins}
 
 
+# ----------------------------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
     """This script's options (the docs test parses the documented command lines with it)."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--nerf-source", default=None, help="a quickstart NeRF run folder of 'a red cube'")
-    p.add_argument("--gs-source", default=None, help="a quickstart-gaussians run folder of 'a red cube'")
-    p.add_argument("--steps", type=int, default=100, help="edit steps (equal for every guidance)")
-    p.add_argument("--colour", nargs="*", default=COLOUR_EDITS, help="colour-edit target prompts")
-    p.add_argument("--shape", nargs="*", default=SHAPE_EDITS, help="shape-edit target prompts")
-    p.add_argument("--guidances", nargs="*", default=GUIDANCES, choices=GUIDANCES)
-    p.add_argument("--compare-on", nargs="*", default=None,
-                   help="targets on which every guidance runs (default: all); other targets run PDS only")
+    p.add_argument("--sources", default=None, help="root of the matrix's source runs (<root>/<preset>/<slug>@<time>)")
+    p.add_argument("--train", action="store_true", help="train the missing sources under --sources")
+    p.add_argument("--seeds", nargs="*", type=int, default=[0, 1], help="source seeds (the k-th shifts colours by 4k)")
+    p.add_argument("--scenes", nargs="*", default=["nerf", "gaussians"], choices=["nerf", "gaussians"])
+    p.add_argument("--shapes", nargs="*", default=None, help="only sources of these shapes")
+    p.add_argument("--kinds", nargs="*", default=["colour", "shape"], choices=["colour", "shape"])
+    p.add_argument("--ply", action="store_true", help="add a colour edit per shape of the Gaussian source's .ply")
+    p.add_argument("--nerf-source", default=None, help="instead of the matrix: one NeRF run folder")
+    p.add_argument("--gs-source", default=None, help="instead of the matrix: one Gaussian run folder")
+    p.add_argument("--steps", type=int, default=None, help="edit steps (default: the presets')")
+    p.add_argument("--guidances", nargs="*", default=GUIDANCES[:2], choices=GUIDANCES)
     p.add_argument("--out", default="outputs/eval_edit", help="where the edit folders go")
-    p.add_argument("--json", default=None, help="write every row here")
+    p.add_argument("--json", default=None, help="write every row and the summary here")
     p.add_argument("--markdown", default=None, help="write the table of every row here (markdown)")
     p.add_argument("--cache", default=None, help="per-edit row cache (default: <out>/rows); cached rows are not rerun")
     p.add_argument("--set", nargs="*", default=[], help="extra key=value overrides of every edit")
@@ -231,44 +416,59 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def sources_of(args) -> List[Dict[str, Any]]:
+    """The sources: the two given run folders, or the matrix's under ``--sources``."""
+    from text3d.run.config import load_config
+
+    given = [(s, r) for s, r in (("nerf", args.nerf_source), ("gaussians", args.gs_source)) if r]
+    if given:
+        out = []
+        for scene, run in given:
+            cfg = load_config(Path(run) / "config.yaml")
+            out.append({"scene": scene, "seed": cfg.seed, "prompt": cfg.prompt, "run": Path(run)})
+        return out
+    if not args.sources:
+        raise SystemExit("eval_edit: give --sources ROOT (the matrix) or --nerf-source/--gs-source RUN_DIR")
+    found = find_sources(Path(args.sources), args.seeds, args.scenes, args.train)
+    if args.shapes:
+        from text3d.prior.shapes import parse_prompt
+
+        found = [s for s in found if parse_prompt(s["prompt"])[0] in args.shapes]
+    return found
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
+    sources = sources_of(args)
 
     from text3d.guidance.pixel_prior import PixelPrior, PixelPriorConfig
 
     prior = PixelPrior(PixelPriorConfig(), torch.device("cpu"))  # loaded once, shared by every edit
-    sources = {k: v for k, v in (("nerf", args.nerf_source), ("gaussians", args.gs_source)) if v}
+    cells = [c for c in plan_cells(sources, args.guidances, args.ply) if c["kind"] in args.kinds]
     cache = Path(args.cache or Path(args.out) / "rows")
-    jobs = [functools.partial(cached_edit, cache, kind, source, target, guidance, args.steps, Path(args.out), prior,
-                              args.set)
-            for kind, source in sources.items() for target in [*args.colour, *args.shape]
-            for guidance in (args.guidances if args.compare_on is None or target in args.compare_on else ["pds"])]
+    jobs = [functools.partial(cached_edit, cache, cell, args.steps, Path(args.out), prior, args.set) for cell in cells]
+    print(f"{len(sources)} sources, {len(cells)} cells", flush=True)
     done: List[Dict[str, Any]] = []
 
     def report(r: Dict[str, Any]) -> None:
         done.append(r)
-        print_table([r]) if len(done) > 1 else print_table(done)
-        if args.json:
-            Path(args.json).write_text(json.dumps(done, indent=1))
+        print_table([r], head=len(done) == 1)
 
     rows = collect_rows(jobs, report)
-    if args.json:  # in the table's order
-        Path(args.json).write_text(json.dumps(rows, indent=1))
+    print("\nall edits:")
+    print_table(rows)
+    figures = summary(rows)
+    if args.json:
+        from text3d.core.io import write_json
+
+        write_json(Path(args.json), {"rows": rows, **figures})
     if args.markdown:
         from text3d.core.io import write_text
 
         write_text(Path(args.markdown), markdown_table(rows))
-    print("\nall edits:")
-    print_table(rows)
-    summary(rows)
-    print("\nper-step time split (s), mean over edits:")
-    for kind in sources:
-        rs = [r["step_split_s"] for r in rows if r["scene"] == kind]
-        mean = {k: round(sum(r[k] for r in rs) / len(rs), 4) for k in rs[0]}
-        print(f"  {kind}: {mean}")
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"peak memory of this process (all edits, prior loaded once): {peak_mb:.0f} MB; "
           f"torch threads {torch.get_num_threads()}")

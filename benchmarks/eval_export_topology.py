@@ -35,7 +35,6 @@ import argparse
 import functools
 import json
 import math
-import os
 import subprocess
 import sys
 import tempfile
@@ -43,6 +42,10 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 REPO = Path(__file__).resolve().parents[1]
+if str(REPO / "benchmarks") not in sys.path:  # loaded by path (tests) as well as run as a script
+    sys.path.insert(0, str(REPO / "benchmarks"))
+
+from planned_runs import RUN_KEYS, find_run, finished, train_run, trained_with  # noqa: E402,F401
 NERF, GAUSSIANS = "configs/quickstart.yaml", "configs/quickstart-gaussians.yaml"
 PLAN = [(NERF, "a red cube", 0), (NERF, "a yellow sphere", 0), (NERF, "a green cone", 0),
         (NERF, "a blue cylinder", 11), (NERF, "an orange pyramid", 0), (NERF, "a purple capsule", 0),
@@ -224,57 +227,6 @@ def export_analytic(shape: str, setting: str, pore_size: Optional[float], out: P
     result = export_fields(None, white, (-1.0, 1.0), settings, out, grid=grid)
     name = f"analytic {shape}" + ("" if pore_size is None else f" (pore {pore_size:g})")
     return row_of(name, "analytic", shape, setting, json.loads(result.manifest.read_text()))
-
-
-RUN_KEYS = ("prompt", "seed", "output_dir", "resume", "export", "device", "trainer")
-"""Config keys a planned run may differ in from its preset: what it is, where it went, and what it
-wrote besides the model (the rest must match, or the run is stale)."""
-
-
-def trained_with(saved: Dict[str, Any], preset: Dict[str, Any], seed: Optional[int] = None) -> bool:
-    """Whether a run's ``saved`` config was the resolved ``preset`` (every key but :data:`RUN_KEYS`
-    equal) and, if given, had ``seed``."""
-    same = all(preset.get(k) == saved.get(k) for k in set(preset) | set(saved) if k not in RUN_KEYS)
-    return same and (seed is None or saved["seed"] == seed)
-
-
-def finished(run: Path, saved: Dict[str, Any]) -> bool:
-    """Whether ``run`` holds a checkpoint of its ``saved`` config's last step (trained to the end)."""
-    return (run / "ckpts" / f"step-{saved['steps']:06d}").is_dir()
-
-
-def find_run(root: Path, config: str, prompt: str, seed: Optional[int] = None) -> Optional[Path]:
-    """The newest finished run (a checkpoint of its last step) of ``prompt`` under ``root`` trained with
-    the current ``config`` (and ``seed``), or None; other runs are passed over, with a line. Each
-    run's config is read once."""
-    from text3d.run.config import load_config, to_dict
-    from text3d.core.paths import safe_component
-
-    preset = to_dict(load_config(REPO / config))
-    runs = sorted((root / safe_component(preset["name"])).glob(safe_component(prompt) + "@*"), reverse=True)
-    for run in runs:
-        if not (run / "config.yaml").is_file():
-            continue
-        saved = to_dict(load_config(run / "config.yaml"))
-        if not finished(run, saved):
-            continue
-        if trained_with(saved, preset, seed):
-            return run
-        print(f"passed over: {run} was trained with another {config} or seed", flush=True)
-    return None
-
-
-def train_run(root: Path, config: str, prompt: str, seed: int) -> Path:
-    """Train ``prompt`` with ``config`` into ``root`` (one thread: the machine may be shared)."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    argv = [sys.executable, "-m", "text3d", "run", str(REPO / config), f"prompt={prompt}", f"seed={seed}",
-            f"output_dir={root}", "export.enabled=false"]
-    print(f"training {prompt!r} ({config}, seed {seed})", flush=True)
-    subprocess.run(argv, check=True, env=env, stdout=subprocess.DEVNULL)
-    found = find_run(root, config, prompt, seed)
-    if found is None:
-        raise RuntimeError(f"no run of {prompt!r} under {root} after training")
-    return found
 
 
 def planned_runs(root: Path, train: bool) -> List[Path]:

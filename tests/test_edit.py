@@ -47,14 +47,20 @@ def test_cli_edit_writes_every_output(tmp_path, tiny_sd_dir, tiny_nerf_run, caps
         assert (edit_dir / f"{stem}.mp4").stat().st_size > 0
         frames = iio.imread(edit_dir / f"{stem}.gif")
         assert frames.shape[0] == 3
-    assert iio.imread(edit_dir / "before_after.gif").shape[2] == 2 * 32 + 2  # source | edit side by side
+    pair = iio.imread(edit_dir / "before_after.gif")
+    assert pair.shape[2] == 2 * 32 + 2  # source | edit side by side
+    assert pair.shape[1] > 32 and (pair[0, 40:, :, :] < 128).any()  # a caption band below, with dark text
     assert (edit_dir / "export" / "mesh.glb").stat().st_size > 0
     metrics = json.loads((edit_dir / "metrics.json").read_text())
     assert metrics["edit"]["source_prompt"] == "a red cube" and metrics["edit"]["guidance"] == "pds"
     assert 0 <= metrics["identity"]["silhouette_iou"] <= 1 and metrics["identity"]["views"] == 2
     assert metrics["identity"]["mean_colour_change"] >= 0 and metrics["wall_time_s"] > 0
     assert metrics["target"]["shape"] == "cube" and metrics["target"]["colour"] == "blue"
-    assert {"shape_found", "colour_found", "silhouette_iou"} <= set(metrics["target"])
+    assert {"shape_found", "colour_found", "silhouette_iou", "hue", "hue_error", "hue_ok"} <= set(metrics["target"])
+    clean = metrics["cleanliness"]
+    assert 0 <= clean["semi_transparent"] <= 1 and 0 <= clean["semi_transparent_source"] <= 1 and clean["floaters"] >= 0
+    assert clean["semi_transparent_excess"] == pytest.approx(clean["semi_transparent"] - clean["semi_transparent_source"], abs=2e-4)
+    assert isinstance(metrics["export"]["pieces"], int)  # export.json's count of the mesh's connected pieces
 
 
 @pytest.mark.parametrize("guidance", ["pds", "dds"])

@@ -13,23 +13,30 @@ import eval_edit  # noqa: E402
 
 
 def _fake_edit(calls):
-    def one_edit(kind, source, target, guidance, steps, out_dir, prior, extra):
+    def one_edit(kind, source, target, guidance, steps, out_dir, prior, extra, export=False):
         calls.append((kind, target, guidance))
-        metrics = {"target": {"colour_ok": True, "colour_found": target.split()[1]}, "wall_time_s": 1.0,
-                   "identity": {"silhouette_iou": 0.95, "mean_colour_change": 0.1}}
+        metrics = {"target": {"hue_ok": True, "shape": "cube", "shape_found": "cube", "colour_found": target.split()[1]},
+                   "wall_time_s": 1.0, "identity": {"silhouette_iou": 0.95, "mean_colour_change": 0.1},
+                   "cleanliness": {"semi_transparent": 0.1, "semi_transparent_source": 0.1, "semi_transparent_excess": 0.0,
+                                   "floaters": 0.0, "stray_opacity": 0.0}}
         return None, metrics, {"rest": 0.0}
     return one_edit
 
 
+def _cell(target):
+    return {"scene": "nerf", "seed": 0, "source_prompt": "a red cube", "source": "/src", "mesh": None,
+            "kind": "colour", "target": target, "guidance": "pds"}
+
+
 def _job(cache, target):
-    return lambda: eval_edit.cached_edit(cache, "nerf", "/src", target, "pds", 2, cache, None, [])
+    return lambda: eval_edit.cached_edit(cache, _cell(target), 2, cache, None, [])
 
 
 def test_claimed_edits_are_passed_over_then_read_from_the_other_process(tmp_path, monkeypatch):
     calls = []
     monkeypatch.setattr(eval_edit, "one_edit", _fake_edit(calls))
     cache = tmp_path / "rows"
-    other = eval_edit.row_path(cache, "nerf", "/src", "a green cube", "pds", 2, [])
+    other = eval_edit.row_path(cache, _cell("a green cube"), 2, [])
     cache.mkdir()
     Path(f"{other}.claim").write_text(str(os.getppid()))  # a running process (pytest's parent) holds it
 
@@ -59,7 +66,7 @@ def test_an_edit_whose_process_died_is_run_here(tmp_path, monkeypatch):
     cache.mkdir()
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    path = eval_edit.row_path(cache, "nerf", "/src", "a green cube", "pds", 2, [])
+    path = eval_edit.row_path(cache, _cell("a green cube"), 2, [])
     Path(f"{path}.claim").write_text(str(dead.pid))
     rows = eval_edit.collect_rows([_job(cache, "a green cube")], lambda r: None, poll_s=0.1)
     assert calls == [("nerf", "a green cube", "pds")] and rows[0]["target"] == "a green cube"

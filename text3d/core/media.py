@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import List, Sequence
 
 import imageio.v2 as imageio
 import numpy as np
@@ -55,3 +55,26 @@ def save_video(path: str | Path, frames: Sequence[Tensor | np.ndarray], fps: int
             # imageio-ffmpeg writes H.264 in yuv420p (what every player opens), which needs even sizes.
             imageio.mimsave(tmp, arrays, fps=fps, macro_block_size=2, quality=8)
     return path
+
+
+CAPTION_LINE_PX = 12
+"""Height of one caption line (PIL's default bitmap font is ~11 px tall)."""
+
+
+def add_caption(frames: Sequence[Tensor | np.ndarray], lines: Sequence[str]) -> List[np.ndarray]:
+    """The frames (``[H, W, 3]``) with a white band below holding ``lines`` of black text (uint8)."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    font = ImageFont.load_default()
+    band_h = CAPTION_LINE_PX * len(lines) + 4
+    out = []
+    for frame in frames:
+        array = frame if isinstance(frame, np.ndarray) and frame.dtype == np.uint8 else to_uint8(frame)
+        h, w = array.shape[:2]
+        canvas = Image.new("RGB", (w, h + band_h + (h + band_h) % 2), "white")  # even height (H.264)
+        canvas.paste(Image.fromarray(array), (0, 0))
+        draw = ImageDraw.Draw(canvas)
+        for i, text in enumerate(lines):
+            draw.text((3, h + 2 + i * CAPTION_LINE_PX), text, fill=(0, 0, 0), font=font)
+        out.append(np.asarray(canvas))
+    return out

@@ -25,7 +25,7 @@ import torch
 
 from text3d.core.checkpoint import Checkpoint, load_checkpoint, load_latest_checkpoint
 from text3d.core.errors import ConfigError, RunDirError
-from text3d.core.media import save_video
+from text3d.core.media import add_caption, save_video
 from text3d.core.writer import refuse_if_in_use
 from text3d.run.trainer import Run, build_optimizer, check_resumed_steps, new_run_dir
 from text3d.scene.system import NeRFSystem
@@ -167,8 +167,9 @@ class EditRun(Run):
         out = self.source.render(cameras.to(self.device), mode="albedo", train=False)
         return [{k: v[i].cpu() for k, v in out.items() if torch.is_tensor(v) and v.dim() == 4} for i in range(len(cameras))]
 
-    def turntable(self) -> List[Path]:
-        """``turntable.mp4/.gif`` of the edited scene and ``before_after.mp4/.gif``: source | edit."""
+    def turntable(self, metrics: Optional[Dict[str, Any]] = None) -> List[Path]:
+        """``turntable.mp4/.gif`` of the edited scene and ``before_after.mp4/.gif``: source | edit, captioned
+        with the edit's identity and cleanliness figures (:func:`edit_caption`) when ``metrics`` are given."""
         tcfg = self.cfg.trainer
         if tcfg.turntable_frames <= 0:
             return []
@@ -179,6 +180,8 @@ class EditRun(Run):
             after, before = self.render_views(cam)[0]["rgb"], self.render_source_views(cam)[0]["rgb"]
             edited.append(after)
             pairs.append(torch.cat([before, torch.ones(before.shape[0], 2, 3), after], dim=1))
+        if metrics is not None:
+            pairs = add_caption(pairs, edit_caption(metrics, width=pairs[0].shape[1]))
         paths = []
         for stem, frames in (("turntable", edited), ("before_after", pairs)):
             paths += [save_video(self.run_dir / f"{stem}.{ext}", frames, fps=tcfg.turntable_fps) for ext in ("mp4", "gif")]
@@ -186,7 +189,7 @@ class EditRun(Run):
 
     def metrics(self) -> Dict[str, Any]:
         from text3d.scene.cameras import turntable
-        from .metrics import identity_scores, target_scores
+        from .metrics import cleanliness_scores, identity_scores, target_scores
 
         e, c = self.edit, self.cfg.cameras
         cams = turntable(e.metric_views, c.eval_elevation, c.eval_distance, c.eval_fovy, e.metric_resolution,
@@ -196,7 +199,8 @@ class EditRun(Run):
         metrics.update(edit={"source": self.source_info, "source_prompt": e.source_prompt,
                              "target_prompt": e.target_prompt, "guidance": self.cfg.guidance.type,
                              "refine_from_step": self.refine.start_step if self.refine.enabled else None},
-                       identity=identity_scores(source, edited), target=target_scores(e.target_prompt, edited, cams),
+                       identity=identity_scores(source, edited), cleanliness=cleanliness_scores(source, edited),
+                       target=target_scores(e.target_prompt, edited, cams),
                        source_target=target_scores(e.source_prompt, source, cams))
         if self.clip is not None:
             rgb = lambda views: torch.stack([v["rgb"] for v in views])  # noqa: E731
@@ -204,6 +208,20 @@ class EditRun(Run):
                 rgb(source), rgb(edited), e.source_prompt, e.target_prompt), 4)
         return metrics
 
+
+def edit_caption(metrics: Dict[str, Any], width: int) -> List[str]:
+    """The before/after picture's caption: the target, identity, colour reached, see-through share and
+    floaters against the source's, mesh pieces (lines cut to ``width`` pixels of the default font)."""
+    idn, clean = metrics.get("identity", {}), metrics.get("cleanliness", {})
+    target = metrics.get("target") or {}
+    lines = [f"source | edit: {metrics.get('edit', {}).get('target_prompt', '')}",
+             f"IoU to source {idn.get('silhouette_iou', 0):.2f}"
+             + (f"  hue {target['hue']:.0f} ({target['hue_error']:.0f} off)" if target.get("hue") is not None else ""),
+             f"see-through {clean.get('semi_transparent', 0):.0%} (source {clean.get('semi_transparent_source', 0):.0%})",
+             f"floaters {clean.get('floaters', 0):.2f}"
+             + (f"  mesh pieces {metrics['export']['pieces']}" if (metrics.get("export") or {}).get("pieces") else "")]
+    chars = max(width // 6 - 1, 8)
+    return [line[:chars] for line in lines]
 
 
 def open_edit(config_path: Optional[str | Path], overrides: Sequence[str] = (), prior: Any = None) -> EditRun:

@@ -90,6 +90,23 @@ def palette_hues(names: Sequence[str] = COLOUR_NAMES) -> Tensor:
     return rgb_to_hue_sat_val(rgb)[0].view(-1)
 
 
+def object_hue(images: Tensor, mask: Tensor, settings: JudgeSettings = JudgeSettings()) -> Optional[float]:
+    """Circular mean hue in degrees of the saturated object pixels (the voters of :func:`classify_colour`)
+    of ``[B, 3, H, W]`` images inside ``[B, H, W]`` masks, each weighted by its saturation; None when none votes."""
+    hue, sat, val = rgb_to_hue_sat_val(images)
+    voters = mask & (sat > settings.min_saturation) & (val > settings.min_value)
+    if not bool(voters.any()):
+        return None
+    rad, w = torch.deg2rad(hue[voters]), sat[voters]
+    return float(torch.rad2deg(torch.atan2((w * rad.sin()).sum(), (w * rad.cos()).sum())) % 360.0)
+
+
+def hue_distance(a: float, b: float) -> float:
+    """Angular distance of two hues in degrees, in [0, 180]."""
+    d = abs(a - b) % 360.0
+    return min(d, 360.0 - d)
+
+
 def object_mask(images: Tensor, settings: JudgeSettings = JudgeSettings()) -> Tensor:
     """``[B, H, W]`` bool: the largest blob of pixels that are mostly object.
 

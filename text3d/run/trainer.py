@@ -7,6 +7,7 @@ optimizer, so that on CPU a resumed run ends bit-identical to an uninterrupted o
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from pathlib import Path
@@ -280,7 +281,8 @@ class Run:
             self.log.draw()
         return path
 
-    def turntable(self) -> List[Path]:
+    def turntable(self, metrics: Optional[Dict[str, Any]] = None) -> List[Path]:
+        """``turntable.mp4/.gif`` of the final scene (``metrics``: the run's figures, for captions)."""
         tcfg = self.cfg.trainer
         if tcfg.turntable_frames <= 0:
             return []
@@ -307,7 +309,6 @@ class Run:
         from text3d.prior.scene_eval import analytic_scores
 
         self.validate()
-        self.turntable()
         metrics = self.metrics()
         scores = analytic_scores(self)
         if scores is not None:  # the prompt names a shape the analytic renderer knows
@@ -320,6 +321,7 @@ class Run:
             metrics["num_gaussians"] = self.system.geometry.num_gaussians
         if self.cfg.export.enabled:
             metrics["export"] = self.export_mesh()
+        self.turntable(metrics)
         self.check_writer()
         write_json(self.run_dir / "metrics.json", metrics)
 
@@ -340,8 +342,9 @@ class Run:
         except Text3DError as e:
             logger.warning("mesh export skipped: %s", e)
             return {"error": str(e)}
+        pieces = json.loads(result.manifest.read_text()).get("topology", {}).get("pieces")
         return {"files": [str(p.relative_to(self.run_dir)) for p in result.paths], "iso_level": result.level,
-                "faces": result.faces, "seconds": round(sum(result.timings.values()), 3)}
+                "faces": result.faces, "pieces": pieces, "seconds": round(sum(result.timings.values()), 3)}
 
     # ----------------------------------------------------------------------------- checkpoints
     def state_tensors(self) -> Dict[str, torch.Tensor]:

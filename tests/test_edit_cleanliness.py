@@ -1,0 +1,116 @@
+"""An edit's cleanliness and colour figures (``text3d.edit.metrics``) on synthetic views with known
+answers, the before/after caption, and the edit benchmark's plan and mesh voxel IoU (closed form)."""
+
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from text3d.core.media import add_caption
+from text3d.edit.metrics import cleanliness_scores, semi_transparent_share, stray_opacity
+from text3d.edit.trainer import edit_caption
+from text3d.prior.evaluation import hue_distance, object_hue, palette_hues
+from text3d.prior.shapes import COLOURS, COLOUR_NAMES, SHAPES, parse_prompt
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+import eval_edit  # noqa: E402
+
+
+def disc(size=32, radius=8.0, centre=(16.0, 16.0), value=1.0):
+    y, x = torch.meshgrid(torch.arange(size) + 0.5, torch.arange(size) + 0.5, indexing="ij")
+    return ((x - centre[0]) ** 2 + (y - centre[1]) ** 2 <= radius ** 2).float() * value
+
+
+def views(opacities):
+    return [{"opacity": a[..., None], "rgb": torch.ones(*a.shape, 3)} for a in opacities]
+
+
+def test_a_solid_edit_of_a_solid_source_is_clean():
+    src = [disc(), disc(radius=6)]
+    clean = cleanliness_scores(views(src), views(src))
+    assert clean["semi_transparent"] == clean["semi_transparent_source"] == 0.0
+    assert clean["floaters"] == 0.0 and clean["stray_opacity"] == 0.0 and clean["semi_transparent_excess"] == 0.0
+
+
+def test_a_see_through_edit_counts_every_object_pixel_and_floaters_their_opacity_mass():
+    src = disc()
+    haze = disc(value=0.5)                                   # the same silhouette, half transparent
+    blob = disc(radius=2, centre=(28.0, 4.0), value=0.3)    # a floater well outside the source
+    clean = cleanliness_scores(views([src]), views([haze + blob]))
+    assert clean["semi_transparent"] == 1.0                 # every pixel the object covers is see-through
+    assert clean["floaters"] == pytest.approx(float(blob.sum() / src.sum()), abs=1e-4)
+    assert clean["stray_opacity"] == 1.0  # nothing reaches opacity 0.5: there is no solid piece, all is stray
+    assert clean["semi_transparent_excess"] == 1.0
+
+
+def test_stray_opacity_is_the_mass_outside_the_main_piece():
+    main, blob = disc(), disc(radius=2, centre=(28.0, 4.0))
+    a = (main + blob)[None]
+    assert stray_opacity(a) == pytest.approx(float(blob.sum() / a.sum()), rel=1e-4)
+    assert semi_transparent_share(torch.tensor([0.0, 0.01, 0.5, 0.5, 1.0, 1.0])) == pytest.approx(0.5)
+
+
+def test_object_hue_is_the_palette_hue_of_a_flat_object_and_hue_distance_wraps():
+    for name in COLOUR_NAMES:
+        img = torch.ones(1, 3, 8, 8)
+        img[:, :, 2:6, 2:6] = torch.tensor(COLOURS[name]).view(1, 3, 1, 1) * 0.7  # shaded: the hue is kept
+        mask = torch.zeros(1, 8, 8, dtype=torch.bool)
+        mask[:, 2:6, 2:6] = True
+        assert hue_distance(object_hue(img, mask), float(palette_hues([name])[0])) < 1e-3
+    assert hue_distance(350.0, 10.0) == 20.0 and hue_distance(0.0, 180.0) == 180.0
+    assert object_hue(torch.ones(1, 3, 4, 4), torch.ones(1, 4, 4, dtype=torch.bool)) is None  # white: no voter
+
+
+def test_the_before_after_caption_shows_identity_and_cleanliness():
+    metrics = {"edit": {"target_prompt": "a cyan torus"}, "identity": {"silhouette_iou": 0.824},
+               "target": {"hue": 166.1, "hue_error": 21.0},
+               "cleanliness": {"semi_transparent": 0.978, "semi_transparent_source": 0.139, "floaters": 0.0139},
+               "export": {"pieces": 1}}
+    lines = edit_caption(metrics, width=258)
+    assert lines[0] == "source | edit: a cyan torus"
+    assert "IoU to source 0.82" in lines[1] and "hue 166 (21 off)" in lines[1]
+    assert lines[2] == "see-through 98% (source 14%)" and lines[3] == "floaters 0.01  mesh pieces 1"
+    frames = add_caption([np.zeros((16, 40, 3), np.uint8)], lines)
+    assert frames[0].shape[0] % 2 == 0 and frames[0].shape[0] > 16 + 4 * 11 and frames[0].shape[1] == 40
+    assert (frames[0][:16] == 0).all() and (frames[0][16:] < 128).any() and (frames[0][16:] == 255).any()
+
+
+def test_the_matrix_edits_every_shape_to_three_other_colours_and_one_other_shape():
+    for k in (0, 1):
+        prompts = eval_edit.source_prompts(k)
+        assert sorted(parse_prompt(p)[0] for p in prompts) == sorted(SHAPES)
+        for p in prompts:
+            shape, colour = parse_prompt(p)
+            targets = eval_edit.targets_of(p)
+            colours = [parse_prompt(t)[1] for kind, t in targets if kind == "colour"]
+            assert len(set(colours)) == 3 and colour not in colours
+            assert all(parse_prompt(t)[0] == shape for kind, t in targets if kind == "colour")
+            (kind, t), = [x for x in targets if x[0] == "shape"]
+            assert parse_prompt(t)[1] == colour and parse_prompt(t)[0] != shape
+    assert {parse_prompt(p)[1] for p in eval_edit.source_prompts(0)} != {parse_prompt(p)[1] for p in eval_edit.source_prompts(1)}
+    sources = [{"scene": "gaussians", "seed": 3, "prompt": p, "run": Path(f"/runs/{i}")}
+               for i, p in enumerate(eval_edit.source_prompts(0))]
+    cells = eval_edit.plan_cells(sources, ["pds", "sds-edit"], ply=True)
+    assert len(cells) == 7 * 4 * 2 + 7
+    assert [c["source"] for c in cells if c["scene"] == "ply"] == [f"/runs/{i}/gaussians.ply" for i in range(7)]
+
+
+def _glb(path, mesh):
+    mesh.export(path)
+    return path
+
+
+def test_mesh_voxel_iou_of_two_boxes_is_their_closed_form_overlap(tmp_path):
+    trimesh = pytest.importorskip("trimesh")
+    a = _glb(tmp_path / "a.glb", trimesh.creation.box(extents=(1.0, 1.0, 1.0)))
+    b = _glb(tmp_path / "b.glb", trimesh.creation.box(extents=(1.0, 1.0, 1.0)).apply_translation((0.5, 0.0, 0.0)))
+    assert eval_edit.mesh_voxel_iou(a, a) == 1.0
+    assert eval_edit.mesh_voxel_iou(a, b) == pytest.approx(1 / 3, abs=0.03)  # overlap 0.5 over union 1.5
+    ring = _glb(tmp_path / "t.glb", trimesh.creation.torus(major_radius=0.35, minor_radius=0.14))
+    solid = _glb(tmp_path / "c.glb", trimesh.creation.cylinder(radius=0.49, height=0.28))
+    expected = 2 * math.pi ** 2 * 0.35 * 0.14 ** 2 / (math.pi * 0.49 ** 2 * 0.28)  # the torus lies inside the disc
+    assert eval_edit.mesh_voxel_iou(ring, solid) == pytest.approx(expected, abs=0.06)  # the hole is not filled

@@ -157,3 +157,35 @@ def test_3dgs_ply_sources_load(tmp_path, tiny_sd_dir, tiny_gaussian_run, tiny_pr
     assert out["opacity"].amax() > 0.5  # the orbit cameras see the object
     torch.testing.assert_close(run.prior.encode_images(out["rgb"].permute(0, 3, 1, 2), None), src)
     run.train_step()
+
+
+@pytest.mark.parametrize("preset,source", [(NERF_PRESET, "tiny_nerf_run"), (GS_PRESET, "tiny_gaussian_run")])
+def test_the_opacity_anchor_keeps_the_sources_opacity(tmp_path, tiny_sd_dir, tiny_prior, preset, source, request):
+    """``edit.keep_opacity``: the loss gains ``weight * sum((alpha - alpha_src)^2) / views`` of the held
+    view (the frozen source's render of the same cameras), and the edited opacity stays nearer the
+    source's with it than without, on fixed views the edit never trained on."""
+    src = request.getfixturevalue(source)
+
+    def edit(weight):
+        run = open_edit(preset, edit_args(tmp_path, tiny_sd_dir, src, "target_prompt=a blue cube", f"name=k{weight}",
+                                          f"edit.keep_opacity={weight}", "guidance.guidance_scale=100"), prior=tiny_prior)
+        for group in run.optimizer.param_groups:  # large steps, so a few of them move the geometry
+            group["lr"] *= 10
+        terms = []
+        for _ in range(6):
+            terms.append(run.train_step().get("keep"))
+            run.step += 1
+        cams = run.sampler.eval_cameras(3, 32, 32)
+        drift = [(a["opacity"] - b["opacity"]).abs().mean() for a, b in zip(run.render_views(cams), run.render_source_views(cams))]
+        return float(sum(drift)) / len(drift), terms, run
+
+    free, terms, _ = edit(0)
+    assert terms == [None] * 6  # no term without a weight
+    kept, terms, run = edit(1000)
+    assert kept < 0.5 * free, (kept, free)
+    assert all(t is not None and t >= 0 for t in terms) and max(terms) > 0
+    # the term itself: the held view's source opacity against a given render
+    alpha_src = run.source_view(run.sample_cameras(), "albedo")[1]
+    alpha = torch.rand_like(alpha_src)
+    got = run.loss_terms({"opacity": alpha}, torch.zeros(()))["keep"]
+    assert float(got) == pytest.approx(1000 * float((alpha - alpha_src).square().sum()) / alpha.shape[0], rel=1e-5)

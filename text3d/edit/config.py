@@ -55,6 +55,10 @@ class EditConfig:
     """``.ply`` sources: camera distance from the bounds' centre; 0 = 6 bounding radii (quickstart framing)."""
     orbit_elevations: List[float] = field(default_factory=lambda: [-10.0, 60.0])
     """``.ply`` sources: elevation range of the orbit cameras, degrees."""
+    keep_opacity: float = bounded(0.0, lo=0.0)
+    """Weight of the opacity anchor: the squared difference of the edited and the frozen source's
+    opacity, summed over each training view's pixels (the guidances' scale) and averaged over views. It keeps the source's geometry through a colour
+    edit (no see-through surface, no floaters); 0 lets the geometry move (shape edits)."""
     metric_views: int = bounded(8, lo=1, hi=360)
     """Fixed views (evenly spaced in azimuth at the eval elevation) of the identity and target figures."""
     metric_resolution: int = bounded(64, lo=8, hi=1024)

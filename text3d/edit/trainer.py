@@ -88,7 +88,7 @@ class EditRun(Run):
         _load_system(self.source, self.system.state_dict(), f"the source {edit.source}")
         self.source.requires_grad_(False)
         self.source_prompts = PromptProcessor(self.prior, edit.source_prompt, cfg.negative_prompt, cfg.prompting)
-        self._source_cache: Optional[Tuple[Tuple[int, str], torch.Tensor]] = None
+        self._source_cache: Optional[Tuple[Tuple[int, str], Tuple[torch.Tensor, torch.Tensor]]] = None
         self.refinement = Refinement(self.refine, self.prior, self.sampler, cfg.seed) if self.refine.enabled else None
         self.clip = None
         if edit.clip_model:
@@ -131,14 +131,29 @@ class EditRun(Run):
         return self.guidance(out["rgb"], cond, uncond, step=self.step, generator=self.generator, cameras=cams,
                              source_x0=self.source_x0(cams, mode), source_cond=source_cond)
 
-    @torch.no_grad()
     def source_x0(self, cams, mode: str) -> torch.Tensor:
         """Encoded renders of the frozen source from ``cams`` (deterministic; cached while the view is held)."""
+        return self.source_view(cams, mode)[0]
+
+    @torch.no_grad()
+    def source_view(self, cams, mode: str) -> Tuple[torch.Tensor, torch.Tensor]:
+        """``(x_0^src, opacity)`` of the frozen source from ``cams``: its encoded renders and their
+        ``[B, H, W, 1]`` opacity (deterministic; rendered once while the view is held)."""
         key = (self.step // self.edit.hold_steps, mode)
         if self._source_cache is None or self._source_cache[0] != key:
-            rgb = self.source.render(cams, mode=mode, train=False)["rgb"]
-            self._source_cache = (key, self.prior.encode_images(rgb.permute(0, 3, 1, 2), None))
+            out = self.source.render(cams, mode=mode, train=False)
+            x0 = self.prior.encode_images(out["rgb"].permute(0, 3, 1, 2), None)
+            self._source_cache = (key, (x0, out["opacity"]))
         return self._source_cache[1]
+
+    def loss_terms(self, out: Dict[str, torch.Tensor], guidance_loss: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """The run's terms plus the opacity anchor (``edit.keep_opacity``) against the held view's source render."""
+        terms = super().loss_terms(out, guidance_loss)
+        cache = self._source_cache  # the held view's, rendered by guide() for this step's cameras
+        if self.edit.keep_opacity > 0 and cache is not None and cache[0][0] == self.step // self.edit.hold_steps:
+            diff = out["opacity"] - cache[1][1]  # summed over pixels, averaged over views: the guidances' scale
+            terms["keep"] = self.edit.keep_opacity * diff.square().sum() / diff.shape[0]
+        return terms
 
     def checkpoint_meta(self) -> Dict[str, Any]:
         return {"edit_source": self.source_info}

@@ -110,11 +110,11 @@ def find_sources(root: Path, seeds: Sequence[int], scenes: Sequence[str], train:
 
 
 def plan_cells(sources: List[Dict[str, Any]], guidances: Sequence[str], ply: bool) -> List[Dict[str, Any]]:
-    """The cells of the matrix: each source's targets with each guidance, then the ``.ply`` rows."""
+    """The cells of the matrix: each guidance on each source's targets, then the ``.ply`` rows (PDS)."""
     cells = []
-    for src in sources:
-        for kind, target in targets_of(src["prompt"]):
-            for guidance in guidances:
+    for guidance in guidances:  # guidance by guidance: a partial run has whole tables of the first ones
+        for src in sources:
+            for kind, target in targets_of(src["prompt"]):
                 cells.append({"scene": src["scene"], "seed": src["seed"], "source_prompt": src["prompt"],
                               "source": str(src["run"]), "mesh": str(source_mesh(src["run"])), "kind": kind,
                               "target": target, "guidance": guidance})
@@ -191,15 +191,30 @@ def one_edit(kind: str, source: str, target: str, guidance: str, steps: Optional
     return run, metrics, split(totals, run.step)
 
 
+def world_mesh(path: Path):
+    """A GLB re-read by trimesh, its vertices taken back to the scene's world frame with the inverse of
+    the ``world_to_export`` matrix of the ``export.json`` beside it (each export is scaled and centred
+    on its own, so two exports compare only in world coordinates); as written when there is none."""
+    import numpy as np
+    import trimesh
+
+    mesh = trimesh.load(path, force="mesh")
+    manifest = Path(path).parent / "export.json"
+    frame = json.loads(manifest.read_text()).get("frame", {}) if manifest.is_file() else {}
+    if "world_to_export" in frame:
+        mesh.apply_transform(np.linalg.inv(np.asarray(frame["world_to_export"], dtype=np.float64)))
+    return mesh
+
+
 def mesh_voxel_iou(a: Path, b: Path, resolution: int = 64) -> float:
-    """IoU of the solids two mesh files enclose, voxelised on one ``resolution``^3 grid over both:
-    each GLB re-read by trimesh, its surface subdivided below half a voxel, the voxels it touches
-    marked and the enclosed ones filled (``scipy.ndimage.binary_fill_holes``)."""
+    """IoU of the solids two mesh files enclose in world coordinates (:func:`world_mesh`), voxelised
+    on one ``resolution``^3 grid over both: each surface subdivided below half a voxel, the voxels it
+    touches marked and the enclosed ones filled (``scipy.ndimage.binary_fill_holes``)."""
     import numpy as np
     import trimesh
     from scipy import ndimage
 
-    meshes = [trimesh.load(p, force="mesh") for p in (a, b)]
+    meshes = [world_mesh(p) for p in (a, b)]
     lo = min(float(m.bounds[0].min()) for m in meshes) - 0.02
     hi = max(float(m.bounds[1].max()) for m in meshes) + 0.02
     pitch = (hi - lo) / resolution

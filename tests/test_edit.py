@@ -189,3 +189,26 @@ def test_the_opacity_anchor_keeps_the_sources_opacity(tmp_path, tiny_sd_dir, tin
     alpha = torch.rand_like(alpha_src)
     got = run.loss_terms({"opacity": alpha}, torch.zeros(()))["keep"]
     assert float(got) == pytest.approx(1000 * float((alpha - alpha_src).square().sum()) / alpha.shape[0], rel=1e-5)
+
+
+def test_an_edits_export_keeps_the_detail_its_source_was_trained_to(tmp_path, tiny_sd_dir, tiny_prior):
+    """An edit rendering coarser than its source exports with the source's pore size (two of the finest
+    pixel that supervised the scene), in the edit run and through ``text3d export`` of the edit folder."""
+    from conftest import EDIT_FAST
+    from text3d.export.mesh import PORE_PIXELS, settings_for_run, supervised_pixel
+    from text3d.run import open_run
+    from text3d.scene.rundir import load_geometry, scene_config
+
+    source = open_run(REPO / "configs" / "smoke-tiny-sd.yaml",
+                      [f"prior.model={tiny_sd_dir}", f"output_dir={tmp_path / 'src'}", "steps=1", "name=fine",
+                       "renderer.num_samples_per_ray=16", *EDIT_FAST, "cameras.width=64", "cameras.height=64"],
+                      prior=tiny_prior).fit()
+    source_pixel = supervised_pixel(scene_config(source).cameras)
+    run = open_edit(NERF_PRESET, edit_args(tmp_path, tiny_sd_dir, source, "target_prompt=a blue cube", "steps=2"),
+                    prior=tiny_prior)
+    own = settings_for_run(run.cfg.export, run.cfg).pore_size
+    assert own == pytest.approx(2 * PORE_PIXELS * source_pixel, rel=1e-4)  # the edit's 32 px renders: twice as coarse
+    assert run.export_settings().pore_size == pytest.approx(PORE_PIXELS * source_pixel, rel=1e-4)
+    run.fit()
+    assert load_geometry(run.run_dir)[1]["supervised_pixel"] == pytest.approx(source_pixel)  # text3d export reads it
+    assert run.export_settings().pore_size == pytest.approx(PORE_PIXELS * source_pixel, rel=1e-4)

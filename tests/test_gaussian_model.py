@@ -117,6 +117,27 @@ def test_reset_opacity_caps_and_clears_adam_moments():
     assert (opt.state[model.opacity_logits]["exp_avg"] == 0).all()
 
 
+def test_projected_colours_draw_the_same_and_get_their_gradient_back():
+    """A base colour beyond [0, 1] is drawn clamped and its channel gets no gradient; projected (after
+    every step with ``project_colours``) it draws the same and the channel can move again."""
+    from text3d.renderers.gaussians import SH_C0
+
+    model = _model(n=3, sh_degree=0, project_colours=True)
+    rgb = torch.tensor([[1.6, 0.5, -0.4], [0.2, 1.0, 0.0], [0.3, 0.4, 0.5]])
+    with torch.no_grad():
+        model.sh0[:, 0] = (rgb - 0.5) / SH_C0
+    drawn = model.base_colors().clone()
+    model.base_colors().sum().backward()
+    assert model.sh0.grad[0, 0, 0] == 0 and model.sh0.grad[0, 0, 2] == 0  # the clamp stops the gradient
+    opt = torch.optim.Adam([model.sh0], lr=0.0)
+    model.after_step(0, opt, torch.Generator())
+    torch.testing.assert_close(model.base_colors(), drawn)  # nothing drawn changed
+    torch.testing.assert_close(0.5 + SH_C0 * model.sh0[:, 0], rgb.clamp(0, 1))
+    model.sh0.grad = None
+    model.base_colors().sum().backward()
+    assert (model.sh0.grad[0, 0] != 0).all()  # every channel moves again
+
+
 def test_init_from_point_cloud_mesh_and_ply(tmp_path):
     import trimesh
 

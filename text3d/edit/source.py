@@ -79,6 +79,8 @@ def open_source(source: str, orbit_distance: float = 0.0,
 
 
 def _run_source(path: Path) -> EditSource:
+    from text3d.export.mesh import supervised_pixel
+
     cfg, ckpt, _ = load_run_checkpoint(path)
     raw = dataclasses.asdict(cfg)
     scene = {name: raw[name] for name in SCENE_SECTIONS}
@@ -86,6 +88,9 @@ def _run_source(path: Path) -> EditSource:
         scene["geometry"].update(init="random", init_path=None, num_points=1)
     state = {k[len("system."):]: v for k, v in ckpt.tensors.items() if k.startswith("system.")}
     info = {"kind": "run", "path": str(path), "checkpoint": str(ckpt.path), "step": int(ckpt.meta["step"])}
+    pixels = [p for p in (supervised_pixel(cfg.cameras), (ckpt.meta.get("edit_source") or {}).get("supervised_pixel")) if p]
+    if pixels:  # the finest pixel that supervised the scene, over its history (an edit's export keeps that detail)
+        info["supervised_pixel"] = min(pixels)
     return EditSource("run", str(path), cfg.prompt, scene, state, info)
 
 

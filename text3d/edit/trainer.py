@@ -155,6 +155,13 @@ class EditRun(Run):
             terms["keep"] = self.edit.keep_opacity * diff.square().sum() / diff.shape[0]
         return terms
 
+    def export_settings(self):
+        """As a run's, with the pore size from the finest pixel that supervised the scene, the source's
+        included: the edit renders at its own (often coarser) resolution, yet keeps the source's detail."""
+        from text3d.export.mesh import settings_for_run
+
+        return settings_for_run(self.cfg.export, self.cfg, self.source_info.get("supervised_pixel"))
+
     def checkpoint_meta(self) -> Dict[str, Any]:
         return {"edit_source": self.source_info}
 

@@ -145,13 +145,14 @@ def supervised_pixel(cameras: Any) -> Optional[float]:
     return 2.0 * distance * math.tan(fovy / 2) / height
 
 
-def settings_for_run(settings: ExportConfig, cfg: Any) -> ExportConfig:
+def settings_for_run(settings: ExportConfig, cfg: Any, source_pixel: Optional[float] = None) -> ExportConfig:
     """``settings`` with an unset ``pore_size`` taken from the run's cameras: :data:`PORE_PIXELS` of its
-    finest training pixel (:func:`supervised_pixel`)."""
+    finest training pixel (:func:`supervised_pixel`), or of ``source_pixel`` when finer (an edit keeps
+    the detail its source was trained to, at whatever resolution the edit itself renders)."""
     if settings.pore_size is not None:
         return settings
-    pixel = supervised_pixel(getattr(cfg, "cameras", None))
-    return settings if pixel is None else dataclasses.replace(settings, pore_size=round(PORE_PIXELS * pixel, 6))
+    pixels = [p for p in (supervised_pixel(getattr(cfg, "cameras", None)), source_pixel) if p]
+    return dataclasses.replace(settings, pore_size=round(PORE_PIXELS * min(pixels), 6)) if pixels else settings
 
 
 def _surface(grid: DensityGrid, settings: ExportConfig, timings: Dict[str, float]) -> Tuple[Surface, Dict[str, Any]]:

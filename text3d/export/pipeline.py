@@ -47,7 +47,7 @@ def export_run_dir(run_dir: Path, settings: ExportConfig, out_dir: Optional[Path
         refuse_if_in_use(path, "run folder")  # its export/ is written by the run when it finishes
     claim_export_folder(out, path, key="--out" if out_dir is not None else "export", own=own)
     geometry, source = load_geometry(path)
-    settings = settings_for_run(settings, scene_config(path))
+    settings = settings_for_run(settings, scene_config(path), source.get("supervised_pixel"))
     with hold_folder(path) if own else contextlib.nullcontext():
         return export_any(geometry, settings, out, name=object_name(source.get("prompt", "")), source=source,
                           progress=progress)

@@ -325,6 +325,12 @@ class Run:
         self.check_writer()
         write_json(self.run_dir / "metrics.json", metrics)
 
+    def export_settings(self):
+        """The run's export settings, an unset pore size taken from its finest training pixel."""
+        from text3d.export.mesh import settings_for_run
+
+        return settings_for_run(self.cfg.export, self.cfg)
+
     def export_mesh(self) -> Dict[str, Any]:
         """Export the geometry (NeRF or Gaussians) as configured in ``cfg.export`` into ``run_dir/export``.
 
@@ -332,12 +338,11 @@ class Run:
         run: the checkpoint is saved, and ``text3d export`` can be tried with other settings.
         """
         from text3d.export import export_any, object_name
-        from text3d.export.mesh import settings_for_run
         from text3d.core.errors import Text3DError
 
         source = {"run_dir": str(self.run_dir.absolute()), "step": self.step, "prompt": self.cfg.prompt}
         try:
-            result = export_any(self.system.geometry, settings_for_run(self.cfg.export, self.cfg), self.run_dir / "export",
+            result = export_any(self.system.geometry, self.export_settings(), self.run_dir / "export",
                                 name=object_name(self.cfg.prompt), source=source)
         except Text3DError as e:
             logger.warning("mesh export skipped: %s", e)

@@ -92,6 +92,11 @@ class GaussianGeometryConfig:
     """Factor on each Gaussian's shortest axis: 1 = off; 0.1 draws flat, 2DGS-like surfels whose
     shortest axis is a normal. It applies wherever the Gaussians are drawn or exported, and
     ``gaussians.ply`` holds the flattened scales, so other tools see what was drawn."""
+    project_colours: bool = False
+    """After every step, bring each Gaussian's base colour back into [0, 1], the
+    range it is drawn clamped to. A channel beyond it draws as 0 or 1 but gets no gradient through
+    the clamp, so it can never move back (a red Gaussian's green cannot rise): edits of a source
+    whose colours left the range need this to change colour at all."""
     seed: Optional[int] = bounded(None, lo=0)
     """Seed of the initialisation; ``None`` = drawn from the caller's RNG state (a run seeds it)."""
 
@@ -211,10 +216,19 @@ class GaussianModel(nn.Module):
     def after_step(self, step: int, optimizer: torch.optim.Optimizer, generator: torch.Generator) -> None:
         """Densify / prune / reset opacities when the schedule says so (``step`` is the step just taken)."""
         cfg, s = self.cfg, step + 1
+        if cfg.project_colours:
+            self.project_colours()
         if cfg.densify_from <= s < cfg.densify_until and s % cfg.densify_every == 0:
             self.densify_and_prune(optimizer, generator)
         if cfg.opacity_reset_every and s % cfg.opacity_reset_every == 0 and s < cfg.densify_until:
             self.reset_opacity(optimizer)
+
+    @torch.no_grad()
+    def project_colours(self) -> None:
+        """Base colours (``sh0``) moved into the [0, 1] range they are drawn clamped to: the drawn
+        colours stay as they are, and every channel gets a gradient again."""
+        rgb = sh_dc_to_rgb(self.sh0).clamp(0, 1)
+        self.sh0.copy_((rgb - 0.5) / SH_C0)
 
     @torch.no_grad()
     def densify_and_prune(self, optimizer: Optional[torch.optim.Optimizer], generator: torch.Generator) -> Dict[str, int]:

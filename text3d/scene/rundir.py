@@ -72,6 +72,9 @@ def load_geometry(run_dir: str | Path) -> Tuple[nn.Module, Dict[str, Any]]:
     cfg, ckpt, geometry = load_run_checkpoint(run_dir)
     source = {"run_dir": str(Path(run_dir).absolute()), "checkpoint": str(ckpt.path), "step": int(ckpt.meta["step"]),
               "prompt": cfg.prompt}
+    pixel = (ckpt.meta.get("edit_source") or {}).get("supervised_pixel")
+    if pixel:  # an edit folder: the finest pixel that supervised its source (its export keeps that detail)
+        source["supervised_pixel"] = pixel
     return geometry, source
 
 

@@ -12,7 +12,7 @@ import torch
 from text3d.core.media import add_caption
 from text3d.edit.metrics import cleanliness_scores, semi_transparent_share, stray_opacity
 from text3d.edit.trainer import edit_caption
-from text3d.prior.evaluation import hue_distance, object_hue, palette_hues
+from text3d.prior.evaluation import colour_shares, hue_distance, object_hue, palette_hues
 from text3d.prior.shapes import COLOURS, COLOUR_NAMES, SHAPES, parse_prompt
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
@@ -63,6 +63,16 @@ def test_object_hue_is_the_palette_hue_of_a_flat_object_and_hue_distance_wraps()
         assert hue_distance(object_hue(img, mask), float(palette_hues([name])[0])) < 1e-3
     assert hue_distance(350.0, 10.0) == 20.0 and hue_distance(0.0, 180.0) == 180.0
     assert object_hue(torch.ones(1, 3, 4, 4), torch.ones(1, 4, 4, dtype=torch.bool)) is None  # white: no voter
+
+
+def test_colour_shares_count_patches_left_in_another_colour():
+    img = torch.ones(1, 3, 8, 8)
+    img[:, :, :, :6] = torch.tensor(COLOURS["cyan"]).view(1, 3, 1, 1)
+    img[:, :, :2, 6:] = torch.tensor(COLOURS["orange"]).view(1, 3, 1, 1)   # 4 of 52 coloured pixels
+    mask = torch.ones(1, 8, 8, dtype=torch.bool)
+    shares = colour_shares(img, mask)
+    assert shares["cyan"] == pytest.approx(48 / 52) and shares["orange"] == pytest.approx(4 / 52)
+    assert sum(shares.values()) == pytest.approx(1.0) and colour_shares(torch.ones(1, 3, 4, 4), mask[:, :4, :4]) == {}
 
 
 def test_the_before_after_caption_shows_identity_and_cleanliness():

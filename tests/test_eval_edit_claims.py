@@ -13,9 +13,9 @@ import eval_edit  # noqa: E402
 
 
 def _fake_edit(calls):
-    def one_edit(kind, source, target, guidance, steps, out_dir, prior, extra, export=False):
+    def one_edit(kind, source, target, guidance, steps, out_dir, prior, extra, export=False, edit_kind="colour"):
         calls.append((kind, target, guidance))
-        metrics = {"target": {"hue_ok": True, "shape": "cube", "shape_found": "cube", "colour_found": target.split()[1]},
+        metrics = {"target": {"hue_ok": True, "colour_share": 1.0, "shape": "cube", "shape_found": "cube", "colour_found": target.split()[1]},
                    "wall_time_s": 1.0, "identity": {"silhouette_iou": 0.95, "mean_colour_change": 0.1},
                    "cleanliness": {"semi_transparent": 0.1, "semi_transparent_source": 0.1, "semi_transparent_excess": 0.0,
                                    "floaters": 0.0, "stray_opacity": 0.0}}

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from text3d.prior.evaluation import (classify_colour, hue_distance, largest_component, mask_iou,
+from text3d.prior.evaluation import (classify_colour, colour_shares, hue_distance, largest_component, mask_iou,
                                        object_hue, palette_hues, silhouettes_all_shapes)
 from text3d.prior.shapes import COLOUR_NAMES, SHAPES, parse_prompt
 from text3d.scene.cameras import Cameras
@@ -61,7 +61,8 @@ def target_scores(prompt: str, views: List[Dict[str, Tensor]], cameras: Cameras)
     Returns:
         ``None`` when the analytic judge does not know the prompt; else ``shape``, ``colour`` (asked),
         ``shape_found`` (best-fitting shape), ``silhouette_iou`` (to the asked shape), ``colour_found``
-        (the palette colour most object pixels are nearest to), ``hue`` (the object's mean hue, degrees),
+        (the palette colour most object pixels are nearest to), ``colour_share`` (the share of them
+        nearest to the asked colour: patches left in another colour lower it), ``hue`` (the object's mean hue, degrees),
         ``hue_error`` (to the asked colour's), ``shape_ok``, ``colour_ok`` (``colour_found`` is the asked
         colour) and ``hue_ok`` (``hue_error <= HUE_TOLERANCE``).
     """
@@ -79,7 +80,9 @@ def target_scores(prompt: str, views: List[Dict[str, Tensor]], cameras: Cameras)
     shape_found = names[int(iou.argmax())]
     hue = object_hue(rgb.permute(2, 0, 1)[None], masks.reshape(1, n * h, w))
     error = None if hue is None else hue_distance(hue, float(palette_hues([colour])[0]))
+    share = colour_shares(rgb.permute(2, 0, 1)[None], masks.reshape(1, n * h, w))
     return {"shape": shape, "colour": colour, "shape_found": shape_found, "colour_found": colour_found,
+            "colour_share": round(share.get(colour, 0.0), 4),
             "hue": None if hue is None else round(hue, 1), "hue_error": None if error is None else round(error, 1),
             "silhouette_iou": round(float(iou[names.index(shape)]), 4), "shape_ok": shape_found == shape,
             "colour_ok": colour_found == colour, "hue_ok": error is not None and error <= HUE_TOLERANCE}

@@ -101,6 +101,19 @@ def object_hue(images: Tensor, mask: Tensor, settings: JudgeSettings = JudgeSett
     return float(torch.rad2deg(torch.atan2((w * rad.sin()).sum(), (w * rad.cos()).sum())) % 360.0)
 
 
+def colour_shares(images: Tensor, mask: Tensor, settings: JudgeSettings = JudgeSettings()) -> Dict[str, float]:
+    """Share of the saturated object pixels (the voters of :func:`classify_colour`) of ``[B, 3, H, W]``
+    images inside ``[B, H, W]`` masks nearest to each palette colour (empty when none votes)."""
+    hue, sat, val = rgb_to_hue_sat_val(images)
+    voters = mask & (sat > settings.min_saturation) & (val > settings.min_value)
+    if not bool(voters.any()):
+        return {}
+    ref = palette_hues().to(images.device)
+    diff = (hue[voters][:, None] - ref).abs() % 360.0
+    counts = torch.bincount(torch.minimum(diff, 360.0 - diff).argmin(dim=-1), minlength=len(ref))
+    return {name: float(c) / float(counts.sum()) for name, c in zip(COLOUR_NAMES, counts)}
+
+
 def hue_distance(a: float, b: float) -> float:
     """Angular distance of two hues in degrees, in [0, 180]."""
     d = abs(a - b) % 360.0

@@ -159,7 +159,8 @@ def test_3dgs_ply_sources_load(tmp_path, tiny_sd_dir, tiny_gaussian_run, tiny_pr
     run.train_step()
 
 
-@pytest.mark.parametrize("preset,source", [(NERF_PRESET, "tiny_nerf_run"), (GS_PRESET, "tiny_gaussian_run")])
+@pytest.mark.parametrize("preset,source", [(NERF_PRESET, "tiny_nerf_run"),
+                                           (REPO / "configs" / "edit-shape-quickstart-gaussians.yaml", "tiny_gaussian_run")])
 def test_the_opacity_anchor_keeps_the_sources_opacity(tmp_path, tiny_sd_dir, tiny_prior, preset, source, request):
     """``edit.keep_opacity``: the loss gains ``weight * sum((alpha - alpha_src)^2) / views`` of the held
     view (the frozen source's render of the same cameras), and the edited opacity stays nearer the
@@ -212,3 +213,20 @@ def test_an_edits_export_keeps_the_detail_its_source_was_trained_to(tmp_path, ti
     run.fit()
     assert load_geometry(run.run_dir)[1]["supervised_pixel"] == pytest.approx(source_pixel)  # text3d export reads it
     assert run.export_settings().pore_size == pytest.approx(PORE_PIXELS * source_pixel, rel=1e-4)
+
+
+def test_a_gaussian_colour_edit_moves_only_the_colours(tmp_path, tiny_sd_dir, tiny_gaussian_run, tiny_prior):
+    """The Gaussian appearance preset: every geometric parameter stays bit-identical to the source's,
+    the colours move and stay in the range they are drawn in (``geometry.project_colours``)."""
+    from text3d.renderers.gaussians import SH_C0
+
+    run = open_edit(GS_PRESET, edit_args(tmp_path, tiny_sd_dir, tiny_gaussian_run, "target_prompt=a blue cube", "steps=4",
+                                         "guidance.guidance_scale=100"), prior=tiny_prior)
+    run.fit()
+    a, b = final_tensors(run.run_dir), load_checkpoint(latest_checkpoint(tiny_gaussian_run)).tensors
+    for name in ("means", "log_scales", "quats", "opacity_logits"):
+        assert torch.equal(a[f"system.geometry.{name}"], b[f"system.geometry.{name}"]), name
+    sh0 = a["system.geometry.sh0"]
+    assert not torch.equal(sh0, b["system.geometry.sh0"])
+    rgb = 0.5 + SH_C0 * sh0
+    assert rgb.min() >= -1e-6 and rgb.max() <= 1 + 1e-6

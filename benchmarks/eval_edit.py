@@ -192,7 +192,10 @@ def one_edit(kind: str, source: str, target: str, guidance: str, steps: Optional
                  "trainer.val_every=0", "trainer.checkpoint_every=0", "trainer.turntable_frames=12",
                  *([] if export else ["export.enabled=false"]), *([f"steps={steps}"] if steps else []), *extra]
     if guidance != "pds":  # the baselines at the edit preset's CFG scale, for a like-for-like comparison
-        overrides.append("guidance.guidance_scale=20")
+        import yaml
+
+        scale = yaml.safe_load(PRESETS[kind].read_text())["guidance"]["guidance_scale"]
+        overrides.append(f"guidance.guidance_scale={scale}")
     run = open_edit((SHAPE_PRESETS if edit_kind == "shape" else PRESETS)[kind], overrides, prior=prior)
     totals = instrument(run)
     run.fit()

@@ -415,6 +415,24 @@ def markdown_table(rows: List[Dict[str, Any]]) -> str:
     return "\n".join(out) + "\n"
 
 
+def picture(rows: List[Dict[str, Any]], path: Path, columns: int = 4, frame: int = 3) -> Optional[Path]:
+    """A grid of the rows' captioned before/after pictures (frame ``frame`` of each ``before_after.gif``)."""
+    import imageio.v3 as iio
+    import numpy as np
+
+    from text3d.core.media import save_image
+
+    tiles = [iio.imread(Path(r["edit_dir"]) / "before_after.gif", index=frame)[..., :3]
+             for r in rows if r.get("edit_dir") and (Path(r["edit_dir"]) / "before_after.gif").is_file()]
+    if not tiles:
+        return None
+    h, w = max(t.shape[0] for t in tiles), max(t.shape[1] for t in tiles)
+    tiles = [np.pad(t, ((0, h - t.shape[0]), (0, w - t.shape[1]), (0, 0)), constant_values=255) for t in tiles]
+    tiles += [np.full_like(tiles[0], 255)] * (-len(tiles) % columns)
+    grid = np.concatenate([np.concatenate(tiles[i:i + columns], axis=1) for i in range(0, len(tiles), columns)], axis=0)
+    return save_image(path, grid)
+
+
 def summary(rows: List[Dict[str, Any]]) -> Dict[str, Any]:
     lines = goal_lines(rows)
     print("\nshare of cells meeting each goal, by scene, guidance and kind:")
@@ -448,6 +466,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="outputs/eval_edit", help="where the edit folders go")
     p.add_argument("--json", default=None, help="write every row and the summary here")
     p.add_argument("--markdown", default=None, help="write the table of every row here (markdown)")
+    p.add_argument("--picture", default=None, help="write a grid of the edits' captioned before/after pictures here (PNG)")
     p.add_argument("--cache", default=None, help="per-edit row cache (default: <out>/rows); cached rows are not rerun")
     p.add_argument("--set", nargs="*", default=[], help="extra key=value overrides of every edit")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
@@ -507,6 +526,8 @@ def main(argv=None) -> int:
         from text3d.core.io import write_text
 
         write_text(Path(args.markdown), markdown_table(rows))
+    if args.picture:
+        picture(rows, Path(args.picture))
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"peak memory of this process (all edits, prior loaded once): {peak_mb:.0f} MB; "
           f"torch threads {torch.get_num_threads()}")

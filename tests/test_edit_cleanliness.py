@@ -124,3 +124,21 @@ def test_mesh_voxel_iou_of_two_boxes_is_their_closed_form_overlap(tmp_path):
     solid = _glb(tmp_path / "c.glb", trimesh.creation.cylinder(radius=0.49, height=0.28))
     expected = 2 * math.pi ** 2 * 0.35 * 0.14 ** 2 / (math.pi * 0.49 ** 2 * 0.28)  # the torus lies inside the disc
     assert eval_edit.mesh_voxel_iou(ring, solid) == pytest.approx(expected, abs=0.06)  # the hole is not filled
+
+
+def test_the_matrix_picture_tiles_every_edits_before_after(tmp_path):
+    import imageio.v3 as iio
+
+    rows = []
+    for i, (h, w) in enumerate([(20, 30), (16, 30), (20, 30)]):
+        folder = tmp_path / f"e{i}"
+        folder.mkdir()
+        frames = np.stack([np.full((h, w, 3), 40 * i + 2 * f, np.uint8) for f in range(4)])  # distinct frames
+        iio.imwrite(folder / "before_after.gif", frames)
+        rows.append({"edit_dir": str(folder)})
+    rows.append({"edit_dir": None})  # a row without pictures is left out
+    out = eval_edit.picture(rows, tmp_path / "grid.png", columns=2, frame=1)
+    grid = iio.imread(out)
+    assert grid.shape[:2] == (40, 60)  # 3 tiles on 2 columns, each padded to 20 x 30
+    assert abs(int(grid[0, 0, 0]) - 2) <= 2 and abs(int(grid[0, 30, 0]) - 42) <= 2  # frame 1 of each
+    assert (grid[16:20, 30:] == 255).all() and (grid[20:, 30:] == 255).all()  # padding and the empty slot

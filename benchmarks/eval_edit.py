@@ -466,6 +466,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="outputs/eval_edit", help="where the edit folders go")
     p.add_argument("--json", default=None, help="write every row and the summary here")
     p.add_argument("--markdown", default=None, help="write the table of every row here (markdown)")
+    p.add_argument("--report-only", action="store_true", help="print the cached rows only (no edit runs), naming the missing cells")
     p.add_argument("--picture", default=None, help="write a grid of the edits' captioned before/after pictures here (PNG)")
     p.add_argument("--cache", default=None, help="per-edit row cache (default: <out>/rows); cached rows are not rerun")
     p.add_argument("--set", nargs="*", default=[], help="extra key=value overrides of every edit")
@@ -506,6 +507,12 @@ def main(argv=None) -> int:
     prior = PixelPrior(PixelPriorConfig(), torch.device("cpu"))  # loaded once, shared by every edit
     cells = [c for c in plan_cells(sources, args.guidances, args.ply) if c["kind"] in args.kinds]
     cache = Path(args.cache or Path(args.out) / "rows")
+    if args.report_only:  # the cached rows only, the missing cells named
+        paths = [row_path(cache, cell, args.steps, args.set) for cell in cells]
+        missing = [f"{c['scene']}/{c['seed']} {c['source_prompt']} -> {c['target']} ({c['guidance']})"
+                   for c, path in zip(cells, paths) if not path.is_file()]
+        print(f"{len(cells) - len(missing)} of {len(cells)} cells measured; not yet: " + ("; ".join(missing) or "none"))
+        cells = [c for c, path in zip(cells, paths) if path.is_file()]
     jobs = [functools.partial(cached_edit, cache, cell, args.steps, Path(args.out), prior, args.set) for cell in cells]
     print(f"{len(sources)} sources, {len(cells)} cells", flush=True)
     done: List[Dict[str, Any]] = []

@@ -501,10 +501,11 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     sources = sources_of(args)
+    prior = None  # --report-only runs no edit
+    if not args.report_only:
+        from text3d.guidance.pixel_prior import PixelPrior, PixelPriorConfig
 
-    from text3d.guidance.pixel_prior import PixelPrior, PixelPriorConfig
-
-    prior = PixelPrior(PixelPriorConfig(), torch.device("cpu"))  # loaded once, shared by every edit
+        prior = PixelPrior(PixelPriorConfig(), torch.device("cpu"))  # loaded once, shared by every edit
     cells = [c for c in plan_cells(sources, args.guidances, args.ply) if c["kind"] in args.kinds]
     cache = Path(args.cache or Path(args.out) / "rows")
     if args.report_only:  # the cached rows only, the missing cells named

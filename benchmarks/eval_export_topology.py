@@ -45,7 +45,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO / "benchmarks") not in sys.path:  # loaded by path (tests) as well as run as a script
     sys.path.insert(0, str(REPO / "benchmarks"))
 
-from planned_runs import RUN_KEYS, find_run, finished, train_run, trained_with  # noqa: E402,F401
+from planned_runs import find_run, train_run  # noqa: E402
+
 NERF, GAUSSIANS = "configs/quickstart.yaml", "configs/quickstart-gaussians.yaml"
 PLAN = [(NERF, "a red cube", 0), (NERF, "a yellow sphere", 0), (NERF, "a green cone", 0),
         (NERF, "a blue cylinder", 11), (NERF, "an orange pyramid", 0), (NERF, "a purple capsule", 0),

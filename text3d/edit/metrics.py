@@ -17,9 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from text3d.prior.evaluation import (classify_colour, colour_shares, hue_distance, largest_component, mask_iou,
+from text3d.prior.evaluation import (colour_shares, hue_distance, largest_component, mask_iou,
                                        object_hue, palette_hues, silhouettes_all_shapes)
-from text3d.prior.shapes import COLOUR_NAMES, SHAPES, parse_prompt
+from text3d.prior.shapes import SHAPES, parse_prompt
 from text3d.scene.cameras import Cameras
 
 OPACITY_THRESHOLD = 0.5
@@ -73,16 +73,16 @@ def target_scores(prompt: str, views: List[Dict[str, Tensor]], cameras: Cameras)
     masks = _masks(views)
     iou = mask_iou(masks, silhouettes_all_shapes(cameras.to("cpu"))).mean(dim=0)  # [S]
     names = list(SHAPES)
-    n, h, w = masks.shape
-    rgb = torch.stack([v["rgb"] for v in views]).reshape(n * h, w, 3)
-    found = int(classify_colour(rgb.permute(2, 0, 1)[None], masks.reshape(1, n * h, w))[0])
-    colour_found = COLOUR_NAMES[found] if found >= 0 else None
+    n, h, w = masks.shape  # every view side by side in one image: one vote over all of them
+    image = torch.stack([v["rgb"] for v in views]).reshape(n * h, w, 3).permute(2, 0, 1)[None]
+    mask = masks.reshape(1, n * h, w)
+    shares = colour_shares(image, mask)
+    colour_found = max(shares, key=shares.get) if shares else None  # the vote's winner (classify_colour)
     shape_found = names[int(iou.argmax())]
-    hue = object_hue(rgb.permute(2, 0, 1)[None], masks.reshape(1, n * h, w))
+    hue = object_hue(image, mask)
     error = None if hue is None else hue_distance(hue, float(palette_hues([colour])[0]))
-    share = colour_shares(rgb.permute(2, 0, 1)[None], masks.reshape(1, n * h, w))
     return {"shape": shape, "colour": colour, "shape_found": shape_found, "colour_found": colour_found,
-            "colour_share": round(share.get(colour, 0.0), 4),
+            "colour_share": round(shares.get(colour, 0.0), 4),
             "hue": None if hue is None else round(hue, 1), "hue_error": None if error is None else round(error, 1),
             "silhouette_iou": round(float(iou[names.index(shape)]), 4), "shape_ok": shape_found == shape,
             "colour_ok": colour_found == colour, "hue_ok": error is not None and error <= HUE_TOLERANCE}

@@ -55,6 +55,8 @@ class ExportResult:
     vertices: int
     faces: int
     timings: Dict[str, float] = field(default_factory=dict)
+    pieces: Optional[int] = None
+    """Connected pieces of the written mesh (``export.json``'s ``topology.pieces``)."""
 
 
 StageFn = Callable[[str], None]
@@ -250,7 +252,7 @@ def export_grid(grid: DensityGrid, colors: SurfaceColorFn, settings: ExportConfi
         write_json(staging / MANIFEST_NAME, info)
     paths = [out_dir / name for names in files.values() for name in names]
     return ExportResult(paths, out_dir / MANIFEST_NAME, grid.level, grid.level_source, len(surface.vertices),
-                        len(surface.faces), timings)
+                        len(surface.faces), timings, pieces=info["topology"]["pieces"])
 
 
 def _manifest(settings: ExportConfig, grid: DensityGrid, surface: Surface, frame: Dict[str, Any],

@@ -90,11 +90,26 @@ def palette_hues(names: Sequence[str] = COLOUR_NAMES) -> Tensor:
     return rgb_to_hue_sat_val(rgb)[0].view(-1)
 
 
-def object_hue(images: Tensor, mask: Tensor, settings: JudgeSettings = JudgeSettings()) -> Optional[float]:
-    """Circular mean hue in degrees of the saturated object pixels (the voters of :func:`classify_colour`)
-    of ``[B, 3, H, W]`` images inside ``[B, H, W]`` masks, each weighted by its saturation; None when none votes."""
+def colour_voters(images: Tensor, mask: Tensor, settings: JudgeSettings = JudgeSettings()) -> Tuple[Tensor, Tensor, Tensor]:
+    """``(hue, saturation, voters)`` of ``[B, 3, H, W]`` images: the pixels inside ``[B, H, W]`` masks
+    saturated and bright enough to say a colour (``[B, H, W]`` each)."""
     hue, sat, val = rgb_to_hue_sat_val(images)
-    voters = mask & (sat > settings.min_saturation) & (val > settings.min_value)
+    return hue, sat, mask & (sat > settings.min_saturation) & (val > settings.min_value)
+
+
+def palette_votes(images: Tensor, mask: Tensor, settings: JudgeSettings = JudgeSettings()) -> Tensor:
+    """``[B, C]`` count of each image's voters (:func:`colour_voters`) nearest in hue to each palette colour."""
+    hue, _, voters = colour_voters(images, mask, settings)
+    ref = palette_hues().to(images.device)
+    diff = (hue[..., None] - ref).abs() % 360.0
+    nearest = torch.minimum(diff, 360.0 - diff).argmin(dim=-1)  # [B, H, W]
+    return (F.one_hot(nearest, len(ref)) * voters[..., None]).sum(dim=(1, 2))
+
+
+def object_hue(images: Tensor, mask: Tensor, settings: JudgeSettings = JudgeSettings()) -> Optional[float]:
+    """Circular mean hue in degrees of the voters (:func:`colour_voters`) of ``[B, 3, H, W]`` images
+    inside ``[B, H, W]`` masks, each weighted by its saturation; None when none votes."""
+    hue, sat, voters = colour_voters(images, mask, settings)
     if not bool(voters.any()):
         return None
     rad, w = torch.deg2rad(hue[voters]), sat[voters]
@@ -102,16 +117,11 @@ def object_hue(images: Tensor, mask: Tensor, settings: JudgeSettings = JudgeSett
 
 
 def colour_shares(images: Tensor, mask: Tensor, settings: JudgeSettings = JudgeSettings()) -> Dict[str, float]:
-    """Share of the saturated object pixels (the voters of :func:`classify_colour`) of ``[B, 3, H, W]``
-    images inside ``[B, H, W]`` masks nearest to each palette colour (empty when none votes)."""
-    hue, sat, val = rgb_to_hue_sat_val(images)
-    voters = mask & (sat > settings.min_saturation) & (val > settings.min_value)
-    if not bool(voters.any()):
-        return {}
-    ref = palette_hues().to(images.device)
-    diff = (hue[voters][:, None] - ref).abs() % 360.0
-    counts = torch.bincount(torch.minimum(diff, 360.0 - diff).argmin(dim=-1), minlength=len(ref))
-    return {name: float(c) / float(counts.sum()) for name, c in zip(COLOUR_NAMES, counts)}
+    """Share of the voters (:func:`colour_voters`) of ``[B, 3, H, W]`` images inside ``[B, H, W]`` masks,
+    all images together, nearest to each palette colour (empty when none votes)."""
+    counts = palette_votes(images, mask, settings).sum(dim=0)
+    total = int(counts.sum())
+    return {name: float(c) / total for name, c in zip(COLOUR_NAMES, counts)} if total else {}
 
 
 def hue_distance(a: float, b: float) -> float:
@@ -137,13 +147,7 @@ def object_mask(images: Tensor, settings: JudgeSettings = JudgeSettings()) -> Te
 
 def classify_colour(images: Tensor, mask: Tensor, settings: JudgeSettings = JudgeSettings()) -> Tensor:
     """``[B]`` index into :data:`COLOUR_NAMES` by a hue vote of the saturated object pixels; -1 when none votes."""
-    hue, sat, val = rgb_to_hue_sat_val(images)
-    voters = mask & (sat > settings.min_saturation) & (val > settings.min_value)
-    ref = palette_hues().to(images.device)
-    diff = (hue[..., None] - ref).abs() % 360.0
-    nearest = torch.minimum(diff, 360.0 - diff).argmin(dim=-1)  # [B, H, W]
-    votes = F.one_hot(nearest, len(ref)) * voters[..., None]
-    counts = votes.sum(dim=(1, 2))
+    counts = palette_votes(images, mask, settings)
     return torch.where(counts.sum(dim=1) > 0, counts.argmax(dim=1), torch.full_like(counts[:, 0], -1))
 
 

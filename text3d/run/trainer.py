@@ -7,7 +7,6 @@ optimizer, so that on CPU a resumed run ends bit-identical to an uninterrupted o
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
@@ -347,9 +346,8 @@ class Run:
         except Text3DError as e:
             logger.warning("mesh export skipped: %s", e)
             return {"error": str(e)}
-        pieces = json.loads(result.manifest.read_text()).get("topology", {}).get("pieces")
         return {"files": [str(p.relative_to(self.run_dir)) for p in result.paths], "iso_level": result.level,
-                "faces": result.faces, "pieces": pieces, "seconds": round(sum(result.timings.values()), 3)}
+                "faces": result.faces, "pieces": result.pieces, "seconds": round(sum(result.timings.values()), 3)}
 
     # ----------------------------------------------------------------------------- checkpoints
     def state_tensors(self) -> Dict[str, torch.Tensor]:

@@ -72,10 +72,16 @@ def load_geometry(run_dir: str | Path) -> Tuple[nn.Module, Dict[str, Any]]:
     cfg, ckpt, geometry = load_run_checkpoint(run_dir)
     source = {"run_dir": str(Path(run_dir).absolute()), "checkpoint": str(ckpt.path), "step": int(ckpt.meta["step"]),
               "prompt": cfg.prompt}
-    pixel = (ckpt.meta.get("edit_source") or {}).get("supervised_pixel")
+    pixel = edit_source_pixel(ckpt)
     if pixel:  # an edit folder: the finest pixel that supervised its source (its export keeps that detail)
         source["supervised_pixel"] = pixel
     return geometry, source
+
+
+def edit_source_pixel(ckpt: Checkpoint) -> Optional[float]:
+    """The finest pixel that supervised an edit's source, as the edit's checkpoint records it (None
+    for a run's checkpoint, or an edit of a ``.ply``)."""
+    return (ckpt.meta.get("edit_source") or {}).get("supervised_pixel")
 
 
 def load_run_checkpoint(run_dir: str | Path) -> Tuple[SceneConfig, Checkpoint, nn.Module]:

@@ -1,7 +1,7 @@
 """Diffusion priors and score-distillation guidance (installed as ``text3d.guidance``).
 
 Priors loaded with diffusers (:mod:`.stable_diffusion`: any SD 1.x/2.x hub id or folder;
-:mod:`.tiny`: the tiny test pipeline; :mod:`.pixel_prior`: the embedded shapes prior), prompts
+:mod:`.tiny`: the tiny test pipeline; :mod:`.pixel_prior`: the embedded shapes prior; :mod:`.latent_prior`: the miniature SD), prompts
 (:mod:`.prompts`), SDS (:mod:`.sds`), CSD and NFSD (:mod:`.classifier_score`), ISM (:mod:`.ism`), VSD (:mod:`.vsd`, with LoRA adapters from :mod:`.lora`), PDS / DDS / SDS-edit (:mod:`.pds`, :mod:`.dds`), attention
 processors (:mod:`.attention`), SDEdit (:mod:`.sdedit`) and reference-camera conditioning
 (:mod:`.reference_camera`). Importing the package registers the priors and guidances in
@@ -28,6 +28,7 @@ from .stable_diffusion import (
     resolve_model_folder,
 )
 from . import pixel_prior  # noqa: F401  (registers prior.type: pixel)
+from . import latent_prior  # noqa: F401  (registers prior.type: latent)
 from .tiny import TINY_MODEL_NAME, build_tiny_sd_pipeline, ensure_tiny_sd, save_tiny_sd, tiny_sd_cache_dir
 
 __all__ = [

@@ -13,9 +13,10 @@ from .common import Verb, register
 @register
 class TrainPriorVerb(Verb):
     name = "train-prior"
-    help = "train the embedded shapes prior from scratch (CPU or GPU)"
-    description = ("Train the embedded shapes prior (a small pixel-space diffusion model of primitives) "
-                   "from a recipe such as configs/train-prior.yaml. A stopped run continues from its work "
+    help = "train an embedded shapes prior (pixel, or the miniature SD) from scratch (CPU or GPU)"
+    description = ("Train an embedded shapes prior from a recipe: configs/train-prior.yaml (a small pixel-space "
+                   "diffusion model of primitives) or configs/train-latent-prior.yaml (type: latent, a miniature "
+                   "Stable Diffusion: VAE, then UNet). A stopped run continues from its work "
                    "folder when started again with the same recipe.")
     epilog = "example: text3d train-prior configs/train-prior.yaml iterations=6000 --out /tmp/my-prior"
     items_metavar = "[CONFIG] [key.path=value ...]"
@@ -34,23 +35,22 @@ class TrainPriorVerb(Verb):
         return TRAIN_PRIOR_SCHEMA
 
     def config(self, args: argparse.Namespace) -> Any:
-        from text3d.prior.training import load_train_config
+        from text3d.prior.recipes import load_recipe
 
-        return load_train_config(*self.items(args))
+        return load_recipe(*self.items(args))
 
     def run(self, args: argparse.Namespace) -> int:
-        from text3d.prior.model import BUILTIN_PRIOR_DIR
-        from text3d.prior.training import train_prior
+        from text3d.prior.recipes import default_out, train
 
         cfg = self.config(args)
         with progress_bars(not args.no_progress) as bars:
             def progress(step: int, total: int, figures: dict) -> None:
-                bars.update("train-prior", step, total, unit="it", loss=f"{figures['loss']:.4f}",
-                            lr=f"{figures['lr']:.1e}")
+                extra = {"lr": f"{figures['lr']:.1e}"} if "lr" in figures else {"stage": figures.get("stage", "")}
+                bars.update("train-prior", step, total, unit="it", loss=f"{figures['loss']:.4f}", **extra)
 
             try:
-                folder = train_prior(cfg, args.out or BUILTIN_PRIOR_DIR, progress=progress, work_dir=args.work_dir,
-                                     replace=args.replace)
+                folder = train(cfg, args.out or default_out(cfg), progress=progress, work_dir=args.work_dir,
+                               replace=args.replace)
             except KeyboardInterrupt:
                 bars.close()
                 print("interrupted; run the same command again to continue from the last state", file=sys.stderr)

@@ -15,6 +15,13 @@ anti-aliasing (``supersample``) blends towards white, which does not change hue 
 
 Prompts are ``"a <colour> <shape>"`` (``"an orange cone"``), optionally with a view suffix
 (``", front view"``), see :func:`prompt_for` and :func:`parse_prompt`.
+
+**Stripes.** An object may carry one two-colour pattern fixed to it: its vertical extent
+(:attr:`Primitive.z_extent`, canonical pose) is cut into :data:`STRIPE_BANDS` equal horizontal bands,
+and surface points in the middle band (:func:`stripe_mask`) have the stripe colour, the rest the base
+colour. Prompts say ``"a red cube with a blue stripe"`` (:func:`parse_pattern`), and
+``render_shading(..., stripes=True)`` also returns the shading of the stripe alone, from which any
+pair of colours follows exactly (:func:`colourize`).
 """
 
 from __future__ import annotations
@@ -112,18 +119,21 @@ class Primitive:
     """Signed distance, points ``[..., 3]`` (world units) -> ``[...]``."""
     bound: float
     """Radius of a ball around the origin that contains the shape (for ray culling)."""
+    z_extent: Tuple[float, float]
+    """``(z_lo, z_hi)``: the shape's lowest and highest z (world units), from its SDF parameters; the
+    stripe bands (:func:`stripe_mask`) divide this range."""
 
 
 PRIMITIVES: Dict[str, Primitive] = {
     prim.name: prim
     for prim in (
-        Primitive("cube", sdf_cube, 0.33 * math.sqrt(3)),
-        Primitive("sphere", sdf_sphere, 0.45),
-        Primitive("cone", sdf_cone, math.hypot(0.32, 0.45)),
-        Primitive("cylinder", sdf_cylinder, math.hypot(0.3, 0.45)),
-        Primitive("torus", sdf_torus, 0.35 + 0.14),
-        Primitive("pyramid", sdf_pyramid, math.sqrt(2 * 0.35**2 + 0.35**2)),
-        Primitive("capsule", sdf_capsule, 0.3 + 0.25),
+        Primitive("cube", sdf_cube, 0.33 * math.sqrt(3), (-0.33, 0.33)),
+        Primitive("sphere", sdf_sphere, 0.45, (-0.45, 0.45)),
+        Primitive("cone", sdf_cone, math.hypot(0.32, 0.45), (-0.45, 0.45)),
+        Primitive("cylinder", sdf_cylinder, math.hypot(0.3, 0.45), (-0.45, 0.45)),
+        Primitive("torus", sdf_torus, 0.35 + 0.14, (-0.14, 0.14)),
+        Primitive("pyramid", sdf_pyramid, math.sqrt(2 * 0.35**2 + 0.35**2), (-0.35, 0.35)),
+        Primitive("capsule", sdf_capsule, 0.3 + 0.25, (-0.55, 0.55)),
     )
 }
 
@@ -171,10 +181,15 @@ COLOUR_SYNONYMS: Dict[str, str] = {"violet": "purple", "magenta": "pink", "turqu
 
 VIEW_SUFFIXES: Tuple[str, ...] = ("front view", "side view", "back view", "overhead view")
 
+PATTERN_WORDS: Tuple[str, ...] = ("with", "stripe")
+"""The words of the pattern phrase of :func:`prompt_for` (``"... with a blue stripe"``)."""
+STRIPE_WORDS: Tuple[str, ...] = ("stripe", "stripes", "striped")
+"""Words that name the stripe pattern in a prompt (:func:`parse_pattern`)."""
+
 
 def vocabulary() -> List[str]:
     """Every word the prompts of the prior's training set use (tests check each one tokenizes)."""
-    words = {"a", "an", "view", "object"} | set(SHAPES) | set(COLOUR_NAMES)
+    words = {"a", "an", "view", "object"} | set(SHAPES) | set(COLOUR_NAMES) | set(PATTERN_WORDS)
     words |= {suffix.split()[0] for suffix in VIEW_SUFFIXES}
     return sorted(words)
 
@@ -184,26 +199,20 @@ def with_article(words: str) -> str:
     return ("an " if words[:1] in "aeiou" else "a ") + words
 
 
-def prompt_for(shape: str, colour: str) -> str:
-    """The canonical prompt of a shape and colour: ``"a red cube"``, ``"an orange cone"``."""
-    return with_article(f"{colour} {shape}")
+def prompt_for(shape: str, colour: str, stripe: Optional[str] = None) -> str:
+    """The canonical prompt of a shape and colour: ``"a red cube"``, ``"an orange cone"``; with a
+    ``stripe`` colour, ``"a red cube with a blue stripe"``."""
+    plain = with_article(f"{colour} {shape}")
+    return plain if stripe is None else f"{plain} with {with_article(stripe)} stripe"
 
 
 _WORD = re.compile(r"[a-z]+")
 
 
-def parse_prompt(text: str) -> Optional[Tuple[str, str]]:
-    """Find the shape and colour a prompt asks for.
-
-    Case, punctuation, articles, a view suffix (``"a red cube, front view"``), a plural and the
-    synonyms in :data:`SHAPE_SYNONYMS` / :data:`COLOUR_SYNONYMS` are accepted.
-
-    Returns:
-        ``(shape, colour)`` with canonical names, or ``None`` unless the prompt names exactly one
-        shape and one colour.
-    """
+def _names(words: Sequence[str]) -> Tuple[set, set]:
+    """The canonical shapes and colours ``words`` name (synonyms and plurals accepted)."""
     shapes, colours = set(), set()
-    for word in _WORD.findall(text.lower()):
+    for word in words:
         candidates = [word, word[:-1]] if word.endswith("s") else [word]
         for w in candidates:
             shape = w if w in PRIMITIVES else SHAPE_SYNONYMS.get(w)
@@ -212,6 +221,67 @@ def parse_prompt(text: str) -> Optional[Tuple[str, str]]:
                 shapes |= {shape} - {None}
                 colours |= {colour} - {None}
                 break
+    return shapes, colours
+
+
+def _split_stripe(words: List[str]) -> Tuple[List[str], Optional[List[str]]]:
+    """Split a prompt's words into the object's and the stripe phrase's (None: no single stripe phrase).
+
+    The stripe phrase is ``"with ... stripe(s)"`` (from the last ``"with"`` before the stripe word)
+    or the one word before ``"striped"`` (``"blue-striped"``, ``"blue striped"``).
+    """
+    at = [i for i, w in enumerate(words) if w in STRIPE_WORDS]
+    if len(at) != 1:
+        return words, None
+    i = at[0]
+    if words[i] == "striped":
+        start = i - 1 if i > 0 and _names(words[i - 1:i])[1] else i
+    else:
+        withs = [j for j in range(i) if words[j] == "with"]
+        start = withs[-1] if withs else i
+    return words[:start] + words[i + 1:], words[start:i]
+
+
+def parse_pattern(text: str) -> Optional[Tuple[str, str, Optional[str]]]:
+    """Find the shape, base colour and stripe colour a prompt asks for.
+
+    Accepts what :func:`parse_prompt` does, plus one stripe phrase: ``"a red cube with a blue stripe"``,
+    ``"... with blue stripes"``, ``"a blue-striped red cube"`` / ``"a blue striped red cube"``.
+
+    Returns:
+        ``(shape, base colour, stripe colour)`` with canonical names (stripe ``None`` for a plain
+        prompt), or ``None`` unless the prompt names exactly one shape and one base colour, and, when it
+        mentions stripes, exactly one stripe colour.
+    """
+    words = _WORD.findall(text.lower())
+    rest, phrase = _split_stripe(words)
+    shapes, colours = _names(rest)
+    if len(shapes) != 1 or len(colours) != 1:
+        return None
+    if phrase is None:
+        if any(w in STRIPE_WORDS for w in words):
+            return None  # several stripe words
+        return shapes.pop(), colours.pop(), None
+    stripe_shapes, stripe_colours = _names(phrase)
+    if stripe_shapes or len(stripe_colours) != 1:
+        return None
+    return shapes.pop(), colours.pop(), stripe_colours.pop()
+
+
+def parse_prompt(text: str) -> Optional[Tuple[str, str]]:
+    """Find the shape and colour a prompt asks for.
+
+    Case, punctuation, articles, a view suffix (``"a red cube, front view"``), a plural and the
+    synonyms in :data:`SHAPE_SYNONYMS` / :data:`COLOUR_SYNONYMS` are accepted. A stripe phrase
+    (:func:`parse_pattern`) is set aside: ``"a red cube with a blue stripe"`` gives ``("cube", "red")``,
+    the base colour.
+
+    Returns:
+        ``(shape, colour)`` with canonical names, or ``None`` unless the prompt names exactly one
+        shape and one colour (outside its stripe phrase).
+    """
+    rest, _ = _split_stripe(_WORD.findall(text.lower()))
+    shapes, colours = _names(rest)
     if len(shapes) != 1 or len(colours) != 1:
         return None
     return shapes.pop(), colours.pop()
@@ -323,8 +393,57 @@ def _supersampled(cameras: Cameras, factor: int) -> Cameras:
                    cameras.elevation, cameras.distance, cameras.light_positions)
 
 
+STRIPE_BANDS = 3
+"""Equal horizontal bands a primitive's vertical extent is cut into; the middle one is the stripe."""
+
+
+def stripe_bounds(shape: str) -> Tuple[float, float]:
+    """``(z0, z1)``: the world z range of ``shape``'s stripe, the middle of :data:`STRIPE_BANDS` bands."""
+    if shape not in PRIMITIVES:
+        raise ValueError(f"unknown shape {shape!r}; valid: {', '.join(SHAPES)}")
+    lo, hi = PRIMITIVES[shape].z_extent
+    band = (hi - lo) / STRIPE_BANDS
+    mid = STRIPE_BANDS // 2
+    return lo + mid * band, lo + (mid + 1) * band
+
+
+def stripe_mask(shapes: Union[Sequence[str], Tensor], points: Tensor) -> Tensor:
+    """Which world points ``[B, ..., 3]`` (on shape ``b``'s surface, canonical pose) lie in its stripe.
+
+    Args:
+        shapes: ``B`` shape names or ``[B]`` indices into :data:`SHAPES`, one per leading entry of ``points``.
+        points: ``[B, ..., 3]`` world points (NaN points are outside).
+
+    Returns:
+        ``[B, ...]`` bool: ``z0 <= z <= z1`` with :func:`stripe_bounds` of each point's shape.
+    """
+    idx = _shape_indices(shapes, points.shape[0])
+    bounds = torch.tensor([stripe_bounds(SHAPES[i]) for i in idx.tolist()], dtype=points.dtype,
+                          device=points.device).view(-1, *([1] * (points.dim() - 2)), 2)
+    z = points[..., 2]
+    return (z >= bounds[..., 0]) & (z <= bounds[..., 1])
+
+
+def _trace_shape(shape: str, origins: Tensor, dirs: Tensor, light: Tensor, settings: TraceSettings,
+                 stripes: bool) -> Tuple[Tensor, Tensor, Optional[Tensor]]:
+    """Trace rays ``[N, 3]`` at one shape lit from ``light [N, 3]``: ``shade``, ``hit`` and (with
+    ``stripes``) ``shade`` where the hit lies in the stripe, else None; each ``[N]``."""
+    prim = PRIMITIVES[shape]
+    t, hit = sphere_trace(prim.sdf, origins, dirs, prim.bound, settings)
+    lit = torch.zeros_like(t)
+    band = torch.zeros_like(t) if stripes else None
+    if hit.any():
+        points = origins[hit] + t[hit, None] * dirs[hit]
+        normals = sdf_normals(prim.sdf, points, settings.normal_eps)
+        lit[hit] = AMBIENT + (1 - AMBIENT) * (normals * light[hit]).sum(-1).clamp(min=0)
+        if stripes:
+            lo, hi = stripe_bounds(shape)
+            band[hit] = lit[hit] * ((points[:, 2] >= lo) & (points[:, 2] <= hi)).to(lit.dtype)
+    return lit, hit, band
+
+
 def render_shading(shapes: Union[Sequence[str], Tensor], cameras: Cameras, supersample: int = 2,
-                   settings: TraceSettings = TraceSettings()) -> Tuple[Tensor, Tensor]:
+                   settings: TraceSettings = TraceSettings(), stripes: bool = False) -> Tuple[Tensor, ...]:
     """Colour-independent renders: shading and coverage, from which any colour follows exactly.
 
     A pixel's colour is ``rgb = colour * shading + (1 - coverage)`` (see :func:`colourize`), since
@@ -334,50 +453,74 @@ def render_shading(shapes: Union[Sequence[str], Tensor], cameras: Cameras, super
         shapes: ``B`` shape names, or ``[B]`` indices into :data:`SHAPES`.
         cameras: ``B`` cameras (any device; rendering runs on ``cameras.device``).
         supersample: sub-pixels per pixel side (anti-aliasing); 1 = one ray per pixel.
+        stripes: also return the shading of the stripe (:func:`stripe_mask`) alone, from the same trace.
 
     Returns:
-        ``shading [B, H, W]``: the mean over sub-pixels of ``hit * shade``; and
-        ``coverage [B, H, W]``: the fraction of sub-pixels that hit the shape (the silhouette).
+        ``shading [B, H, W]``: the mean over sub-pixels of ``hit * shade``;
+        ``coverage [B, H, W]``: the fraction of sub-pixels that hit the shape (the silhouette); and
+        with ``stripes`` a third, ``stripe_shading [B, H, W]``: the mean of ``hit * shade * in_stripe``
+        (so ``0 <= stripe_shading <= shading``).
     """
     B, H, W, s = len(cameras), cameras.height, cameras.width, int(supersample)
     if s < 1:
         raise ValueError(f"supersample must be >= 1, got {supersample}")
     idx = _shape_indices(shapes, B)
-    fine = _supersampled(cameras, s)
-    origins, dirs = fine.rays()  # [B, sH, sW, 3]
+    origins, dirs = _supersampled(cameras, s).rays()  # [B, sH, sW, 3]
     light = F.normalize(torch.tensor(LIGHT_DIR_CAMERA, dtype=dirs.dtype, device=dirs.device), dim=0)
     light_world = cameras.c2w[:, :3, :3] @ light  # [B, 3]
-    shade = torch.zeros(B, H * s, W * s, dtype=dirs.dtype, device=dirs.device)
-    hits = torch.zeros_like(shade)
+    planes = torch.zeros(3 if stripes else 2, B, H * s, W * s, dtype=dirs.dtype, device=dirs.device)
     for shape_id in idx.unique().tolist():
-        prim = PRIMITIVES[SHAPES[shape_id]]
         views = (idx == shape_id).nonzero().squeeze(1).to(dirs.device)
         o, d = origins[views].reshape(-1, 3), dirs[views].reshape(-1, 3)
-        t, hit = sphere_trace(prim.sdf, o, d, prim.bound, settings)
-        lit = torch.zeros_like(t)
-        if hit.any():
-            normals = sdf_normals(prim.sdf, o[hit] + t[hit, None] * d[hit], settings.normal_eps)
-            l = light_world[views].repeat_interleave(H * s * W * s, dim=0)[hit]
-            lit[hit] = AMBIENT + (1 - AMBIENT) * (normals * l).sum(-1).clamp(min=0)
-        shade[views] = lit.view(-1, H * s, W * s)
-        hits[views] = hit.to(lit.dtype).view(-1, H * s, W * s)
+        l = light_world[views].repeat_interleave(H * s * W * s, dim=0)
+        lit, hit, band = _trace_shape(SHAPES[shape_id], o, d, l, settings, stripes)
+        for k, plane in enumerate((lit, hit.to(lit.dtype), band)[:len(planes)]):
+            planes[k, views] = plane.view(-1, H * s, W * s)
     pool = lambda x: F.avg_pool2d(x[:, None], s)[:, 0] if s > 1 else x  # noqa: E731
-    return pool(shade), pool(hits)
+    return tuple(pool(p) for p in planes)
 
 
-def colourize(shading: Tensor, coverage: Tensor, colours: Tensor) -> Tensor:
+def colourize(shading: Tensor, coverage: Tensor, colours: Tensor, stripe_shading: Optional[Tensor] = None,
+              stripe_colours: Optional[Tensor] = None) -> Tensor:
     """``rgb [B, H, W, 3] = colour * shading + (1 - coverage)`` on a white background, in [0, 1].
+
+    With ``stripe_shading`` and ``stripe_colours``, ``rgb = colour * (shading - stripe_shading) +
+    stripe_colour * stripe_shading + (1 - coverage)``, computed as ``colour * shading + (stripe_colour -
+    colour) * stripe_shading + (1 - coverage)``: a sample whose stripe colour equals its colour (a plain
+    sample in a striped batch) is then bit-for-bit the plain render.
 
     Args:
         shading, coverage: ``[B, H, W]`` from :func:`render_shading`.
         colours: ``[B, 3]`` RGB in [0, 1].
+        stripe_shading: ``[B, H, W]`` from ``render_shading(..., stripes=True)``.
+        stripe_colours: ``[B, 3]`` RGB in [0, 1] of the stripes (given with ``stripe_shading``).
     """
+    if (stripe_shading is None) != (stripe_colours is None):
+        raise ValueError("stripe_shading and stripe_colours go together; got only one of them")
     colours = colours.to(shading)
-    return (colours[:, None, None, :] * shading[..., None] + (1 - coverage)[..., None]).clamp(0, 1)
+    rgb = colours[:, None, None, :] * shading[..., None]
+    if stripe_shading is not None:
+        delta = stripe_colours.to(shading) - colours
+        rgb = rgb + delta[:, None, None, :] * stripe_shading[..., None]
+    return (rgb + (1 - coverage)[..., None]).clamp(0, 1)
+
+
+def stripe_colour_tensor(stripe_colours: Union[Sequence[Optional[str]], Tensor], colours: Tensor) -> Tensor:
+    """``[B, 3]`` stripe RGB from ``B`` colour names, where a ``None`` entry (a plain sample) takes
+    its row of the base ``colours [B, 3]`` (or a ``[B, 3]`` tensor, returned as is)."""
+    if isinstance(stripe_colours, Tensor):
+        return colour_tensor(stripe_colours, len(colours))
+    names = list(stripe_colours)
+    if len(names) != len(colours):
+        raise ValueError(f"expected {len(colours)} stripe colours (one per camera), got {len(names)}")
+    plain = torch.tensor([c is None for c in names], dtype=torch.bool, device=colours.device)
+    named = colour_tensor([COLOUR_NAMES[0] if c is None else c for c in names], len(names))
+    return torch.where(plain[:, None], colours.float(), named.to(colours.device))
 
 
 def render_shapes(shapes: Union[Sequence[str], Tensor], colours: Union[Sequence[str], Tensor], cameras: Cameras,
-                  supersample: int = 2, settings: TraceSettings = TraceSettings()) -> Tuple[Tensor, Tensor]:
+                  supersample: int = 2, settings: TraceSettings = TraceSettings(),
+                  stripe_colours: Union[Sequence[Optional[str]], Tensor, None] = None) -> Tuple[Tensor, Tensor]:
     """Render coloured primitives on white, exactly (up to anti-aliasing), one per camera.
 
     Args:
@@ -386,13 +529,20 @@ def render_shapes(shapes: Union[Sequence[str], Tensor], colours: Union[Sequence[
         cameras: ``B`` cameras; rays come from :meth:`Cameras.rays`, so pixels line up with
             every renderer that uses the same cameras.
         supersample: sub-pixels per pixel side; 2 renders 4 rays per pixel and averages them.
+        stripe_colours: paint a stripe (:func:`stripe_mask`) of these colours: ``B`` colour names (a
+            ``None`` entry leaves that sample plain) or ``[B, 3]`` RGB; ``None``: all plain.
 
     Returns:
         ``rgb [B, H, W, 3]`` in [0, 1] on a white background, and
         ``silhouette [B, H, W]`` in [0, 1]: the covered fraction of each pixel (``> 0.5`` for a mask).
     """
-    shading, coverage = render_shading(shapes, cameras, supersample, settings)
-    return colourize(shading, coverage, colour_tensor(colours, len(cameras))), coverage
+    rgb = colour_tensor(colours, len(cameras))
+    if stripe_colours is None:
+        shading, coverage = render_shading(shapes, cameras, supersample, settings)
+        return colourize(shading, coverage, rgb), coverage
+    stripe_rgb = stripe_colour_tensor(stripe_colours, rgb)
+    shading, coverage, stripe_shading = render_shading(shapes, cameras, supersample, settings, stripes=True)
+    return colourize(shading, coverage, rgb, stripe_shading, stripe_rgb), coverage
 
 
 def render_depth(shapes: Union[Sequence[str], Tensor], cameras: Cameras,

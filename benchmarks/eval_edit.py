@@ -469,6 +469,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report-only", action="store_true", help="print the cached rows only (no edit runs), naming the missing cells")
     p.add_argument("--picture", default=None, help="write a grid of the edits' captioned before/after pictures here (PNG)")
     p.add_argument("--cache", default=None, help="per-edit row cache (default: <out>/rows); cached rows are not rerun")
+    p.add_argument("--where-measured", default=None, metavar="GUIDANCE",
+                   help="only the cells already measured with GUIDANCE (a baseline on the same cells)")
     p.add_argument("--set", nargs="*", default=[], help="extra key=value overrides of every edit")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     return p
@@ -508,6 +510,8 @@ def main(argv=None) -> int:
         prior = PixelPrior(PixelPriorConfig(), torch.device("cpu"))  # loaded once, shared by every edit
     cells = [c for c in plan_cells(sources, args.guidances, args.ply) if c["kind"] in args.kinds]
     cache = Path(args.cache or Path(args.out) / "rows")
+    if args.where_measured:
+        cells = [c for c in cells if row_path(cache, {**c, "guidance": args.where_measured}, args.steps, args.set).is_file()]
     if args.report_only:  # the cached rows only, the missing cells named
         paths = [row_path(cache, cell, args.steps, args.set) for cell in cells]
         missing = [f"{c['scene']}/{c['seed']} {c['source_prompt']} -> {c['target']} ({c['guidance']})"

@@ -179,3 +179,46 @@ def test_a_changed_recipe_is_refused_on_resume(tmp_path):
     train_latent_prior(_recipe("vae.iterations=1", "iterations=1"), tmp_path / "p")
     with pytest.raises(ConfigError, match="another recipe"):
         train_latent_prior(_recipe("vae.iterations=1", "iterations=1", "vae.lr=0.01"), tmp_path / "p", replace=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# The command line: bad recipes and damaged folders are one line, exit 2
+BAD_LATENT_RECIPES = [
+    (["model.vae.channels=[8,8]"], ["model.vae.channels", "f = 2"]),
+    (["model.vae.norm_groups=3"], ["model.vae.norm_groups"]),
+    (["vae.lr=0"], ["vae.lr"]),
+    (["vae.kl_weight=-1"], ["vae.kl_weight"]),
+    (["data.stripe_prob=2"], ["data.stripe_prob"]),
+    (["data.held_out_striped=[red cube]"], ["data.held_out_striped", "red cube"]),
+    (["data.held_out_striped=[red cube with a red stripe]"], ["data.held_out_striped"]),
+    (["vae.typo=1"], ["vae.typo"]),
+]
+
+
+@pytest.mark.parametrize("extra,words", BAD_LATENT_RECIPES, ids=[" ".join(r[0]) for r in BAD_LATENT_RECIPES])
+def test_bad_latent_recipe(tmp_path, expect_bad_input, extra, words):
+    expect_bad_input(["train-prior", *TINY_RECIPE, "iterations=1", *extra, "--out", tmp_path / "prior", "--no-progress"],
+                     *words, watch=tmp_path)
+
+
+def test_unknown_recipe_type(tmp_path, expect_bad_input):
+    expect_bad_input(["train-prior", "type=voxel", "--out", tmp_path / "p", "--no-progress"], "type", "pixel, latent",
+                     watch=tmp_path)
+
+
+def test_damaged_latent_prior_folder_is_one_line(tmp_path, tiny_latent_dir, expect_bad_input):
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_latent_dir, broken)
+    (broken / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(b"\x00" * 10)
+    out = tmp_path / "out"
+    out.mkdir()
+    common = ["run", "configs/quickstart.yaml", "prior.type=latent", "steps=1", f"output_dir={out}", "--no-progress"]
+    expect_bad_input([*common, f"prior.model={broken}"], "prior.model", watch=out)
+    expect_bad_input([*common, f"prior.model={tmp_path / 'missing'}"], "prior.model", "does not exist", watch=out)
+    pixel = tmp_path / "pixel"
+    shutil.copytree(tiny_latent_dir, pixel)
+    meta = json.loads((pixel / "text3d_prior.json").read_text())
+    (pixel / "text3d_prior.json").write_text(json.dumps({**meta, "type": "pixel"}))
+    expect_bad_input([*common, f"prior.model={pixel}"], "prior.type: pixel", watch=out)

@@ -121,7 +121,7 @@ def eval_samples(prior, per: int, seed: int, picture: Optional[str]) -> Dict:
     return report
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--vae", action="store_true")
     ap.add_argument("--samples", action="store_true")
@@ -132,7 +132,11 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--picture", default=None)
     ap.add_argument("--json", default=None)
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
     report: Dict = {}
     if args.vae:
         if args.work_dir:

@@ -24,6 +24,8 @@ import sys
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
+from torch import Tensor
+
 import torch
 
 from text3d.core.checkpoint import load_latest_checkpoint
@@ -97,26 +99,49 @@ def eval_vae(vae, scaling_factor: Optional[float], per: int, seed: int, picture:
     return report
 
 
+def held_out_combos(meta: Dict) -> List[Combo]:
+    """The plain pairs and striped combinations the prior never saw in training (from its metadata)."""
+    from text3d.prior.shapes import parse_pattern
+
+    texts = [*meta.get("held_out", []), *meta.get("held_out_striped", [])]
+    return [parse_pattern(t) for t in texts if parse_pattern(t) is not None]
+
+
+def sample_images(prior, cases: List[Combo], seed: int, batch: int = 64):
+    """One sample per case at random training-range cameras, with the documented sampler."""
+    gen = torch.Generator().manual_seed(seed)
+    size = int(prior.unet.config.sample_size) * 2 ** (len(prior.vae.config.block_out_channels) - 1)
+    cams = evaluation_cameras(len(cases), gen, resolution=size)
+    images = torch.cat([sample_latent(prior, [prompt_for(*c) for c in cases[i:i + batch]], cams.index(slice(i, i + batch)),
+                                      generator=gen) for i in range(0, len(cases), batch)])
+    return cams, images
+
+
+def rate(values: Tensor) -> float:
+    return round(float(values.float().mean()), 4) if values.numel() else float("nan")
+
+
 @torch.no_grad()
 def eval_samples(prior, per: int, seed: int, picture: Optional[str]) -> Dict:
-    items = combos()
-    cases = [c for c in items for _ in range(per)]
-    gen = torch.Generator().manual_seed(seed)
-    cams = evaluation_cameras(len(cases), gen, resolution=int(prior.unet.config.sample_size) * 4)
-    images = torch.cat([sample_latent(prior, [prompt_for(*c) for c in cases[i:i + 64]], cams[i:i + 64],
-                                      generator=gen) for i in range(0, len(cases), 64)])
-    shapes, colours = [c[0] for c in cases], [c[1] for c in cases]
-    verdict = judge(images, cams, shapes, colours)
-    striped = [i for i, c in enumerate(cases) if c[2] is not None]
-    pattern = judge_stripes(images[striped], cams[striped], [shapes[i] for i in striped],
-                            [colours[i] for i in striped], [cases[i][2] for i in striped])
-    held = set(map(tuple, prior.meta.get("held_out_combos", [])))
-    report = {"samples": len(cases), "colour_ok": round(float(verdict["colour_ok"].float().mean()), 4),
-              "shape_ok": round(float(verdict["shape_ok"].float().mean()), 4),
-              "pattern_ok": round(float(pattern["pattern_ok"].float().mean()), 4),
-              "held_out": sorted(held)}
+    """Colour (plain samples), shape (all), pattern (striped samples: base and stripe colour in their regions)."""
+    held = held_out_combos(prior.meta)
+    cases = [c for c in combos() if c not in held for _ in range(per)] + [c for c in held for _ in range(4)]
+    cams, images = sample_images(prior, cases, seed)
+    verdict = judge(images, cams, [c[0] for c in cases], [c[1] for c in cases])
+    plain = torch.tensor([c[2] is None for c in cases])
+    idx = [i for i, c in enumerate(cases) if c[2] is not None]
+    pattern = torch.zeros(len(cases), dtype=torch.bool)
+    stripes = judge_stripes(images[idx], cams.index(idx), [cases[i][0] for i in idx], [cases[i][1] for i in idx],
+                            [cases[i][2] for i in idx])
+    pattern[idx] = stripes["pattern_ok"]
+    is_held = torch.tensor([c in held for c in cases])
+    right = torch.where(plain, verdict["colour_ok"], pattern) & verdict["shape_ok"]
+    report = {"samples": len(cases), "colour_ok_plain": rate(verdict["colour_ok"][plain & ~is_held]),
+              "shape_ok": rate(verdict["shape_ok"][~is_held]), "pattern_ok_striped": rate(pattern[~plain & ~is_held]),
+              "background_ok": rate(verdict["background_ok"][~is_held]),
+              "held_out": {prompt_for(*c): f"{int(right[[k == c for k in cases]].sum())}/4" for c in held}}
     if picture:
-        big = torch.nn.functional.interpolate(images[:: max(1, per)][:112], scale_factor=4, mode="nearest")
+        big = torch.nn.functional.interpolate(images[:: max(1, per)][:128], scale_factor=4, mode="nearest")
         save_image(picture, image_grid(big, 16))
     return report
 

@@ -161,9 +161,7 @@ def _vae_recipe(cfg: TrainLatentPriorConfig) -> Dict[str, Any]:
 
 
 def _unet_recipe(cfg: TrainLatentPriorConfig) -> Dict[str, Any]:
-    full = dataclasses.asdict(cfg)
-    full["vae"] = {**full["vae"]}
-    return {k: v for k, v in full.items() if k not in _FREE_KEYS}
+    return {k: v for k, v in dataclasses.asdict(cfg).items() if k not in _FREE_KEYS}
 
 
 # --------------------------------------------------------------------------------------------

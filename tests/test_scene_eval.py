@@ -12,12 +12,13 @@ from text3d.prior.shapes import render_shapes
 class FakeRun:
     """A 'run' whose renders are the analytic renders of a given shape and colour."""
 
-    def __init__(self, prompt: str, shape: str, colour: str):
+    def __init__(self, prompt: str, shape: str, colour: str, stripe=None):
         self.cfg = SimpleNamespace(prompt=prompt, cameras=RandomCameraConfig(eval_distance=3.0, eval_fovy=32.0))
-        self.shape, self.colour = shape, colour
+        self.shape, self.colour, self.stripe = shape, colour, stripe
 
     def render_views(self, cameras, mode="albedo"):
-        rgb, coverage = render_shapes([self.shape] * len(cameras), [self.colour] * len(cameras), cameras)
+        rgb, coverage = render_shapes([self.shape] * len(cameras), [self.colour] * len(cameras), cameras,
+                                      stripe_colours=[self.stripe] * len(cameras))
         return [{"rgb": rgb[i], "opacity": coverage[i, ..., None]} for i in range(len(cameras))]
 
 
@@ -35,3 +36,16 @@ def test_a_wrong_shape_or_colour_scores_low():
 @pytest.mark.parametrize("prompt", ["a hamburger", "a red cube and a blue sphere"])
 def test_prompts_without_one_known_shape_are_not_scored(prompt):
     assert analytic_scores(FakeRun(prompt, "cube", "red")) is None
+
+
+@pytest.mark.parametrize("shape", ["cube", "cylinder", "cone", "capsule"])
+def test_a_striped_scene_is_judged_by_its_pattern(shape):
+    """The exact striped render passes; the same object plain, or with the colours swapped, fails."""
+    prompt = f"a red {shape} with a blue stripe"
+    right = analytic_scores(FakeRun(prompt, shape, "red", "blue"), resolution=48)
+    assert right["pattern_ok"] and right["pattern_ok_share"] == 1.0 and right["stripe_found"] == "blue"
+    assert right["colour_found"] == "red" and right["colour_ok"] and right["pattern_views"] >= 6
+    plain = analytic_scores(FakeRun(prompt, shape, "red"), resolution=48)
+    assert not plain["pattern_ok"] and plain["stripe_found"] == "red"
+    swapped = analytic_scores(FakeRun(prompt, shape, "blue", "red"), resolution=48)
+    assert not swapped["pattern_ok"] and not swapped["colour_ok"]

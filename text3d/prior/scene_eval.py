@@ -12,8 +12,8 @@ from typing import Any, Dict, Optional
 import torch
 
 from text3d.scene.cameras import turntable
-from .evaluation import classify_colour
-from .shapes import COLOUR_NAMES, parse_prompt, render_shapes
+from .evaluation import classify_colour, judge_stripes
+from .shapes import COLOUR_NAMES, parse_pattern, parse_prompt, render_shapes
 
 
 @torch.no_grad()
@@ -31,7 +31,8 @@ def analytic_scores(run: Any, n_views: int = 8, resolution: int = 64, elevation:
     Returns:
         ``None`` when the prompt names no single known shape and colour; else ``shape``,
         ``colour`` (prompted), ``silhouette_iou`` (mean), ``silhouette_iou_per_view``,
-        ``colour_found`` (a colour name or ``None``) and ``colour_ok``.
+        ``colour_found`` (a colour name or ``None``) and ``colour_ok``; for a striped prompt
+        (``"a red cube with a blue stripe"``) also :func:`stripe_scores`.
     """
     parsed = parse_prompt(run.cfg.prompt)
     if parsed is None:
@@ -48,6 +49,32 @@ def analytic_scores(run: Any, n_views: int = 8, resolution: int = 64, elevation:
     rgb = torch.stack([v["rgb"] for v in views]).reshape(n_views * resolution, resolution, 3)
     found = classify_colour(rgb.permute(2, 0, 1)[None], mask.reshape(1, n_views * resolution, resolution))[0].item()
     colour_found = COLOUR_NAMES[found] if found >= 0 else None
-    return {"shape": shape, "colour": colour, "silhouette_iou": round(float(iou.mean()), 4),
-            "silhouette_iou_per_view": [round(float(x), 4) for x in iou], "colour_found": colour_found,
-            "colour_ok": colour_found == colour, "views": n_views, "resolution": resolution}
+    scores = {"shape": shape, "colour": colour, "silhouette_iou": round(float(iou.mean()), 4),
+              "silhouette_iou_per_view": [round(float(x), 4) for x in iou], "colour_found": colour_found,
+              "colour_ok": colour_found == colour, "views": n_views, "resolution": resolution}
+    pattern = parse_pattern(run.cfg.prompt)
+    if pattern is not None and pattern[2] is not None:
+        scores.update(stripe_scores(torch.stack([v["rgb"] for v in views]).permute(0, 3, 1, 2), cams, shape, colour,
+                                    pattern[2]))
+    return scores
+
+
+def _mode(ids: torch.Tensor) -> Optional[str]:
+    ids = ids[ids >= 0]
+    return COLOUR_NAMES[int(ids.mode().values)] if ids.numel() else None
+
+
+def stripe_scores(images: torch.Tensor, cams: Any, shape: str, colour: str, stripe: str,
+                  min_share: float = 0.75) -> Dict[str, Any]:
+    """The pattern of a striped prompt judged in each view (:func:`judge_stripes`; views where the
+    stripe is not fully seen are left out): the base and stripe colours found (the most frequent over
+    the views; the base replaces the whole-object ``colour_found``), the share of views with both
+    right, and ``pattern_ok`` when that share is at least ``min_share``."""
+    n = images.shape[0]
+    verdict = judge_stripes(images, cams, [shape] * n, [colour] * n, [stripe] * n)
+    seen = verdict["stripe_pixels"] > 0
+    share = float(verdict["pattern_ok"][seen].float().mean()) if seen.any() else 0.0
+    base_found = _mode(verdict["pred_base"][seen])
+    return {"stripe": stripe, "stripe_found": _mode(verdict["pred_stripe"][seen]), "colour_found": base_found,
+            "colour_ok": base_found == colour, "pattern_views": int(seen.sum()),
+            "pattern_ok_share": round(share, 4), "pattern_ok": share >= min_share}

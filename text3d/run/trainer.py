@@ -313,6 +313,8 @@ class Run:
         if scores is not None:  # the prompt names a shape the analytic renderer knows
             metrics.update(silhouette_iou=scores["silhouette_iou"], colour_found=scores["colour_found"],
                            analytic=scores)
+            if "pattern_ok" in scores:
+                metrics.update(stripe_found=scores["stripe_found"], pattern_ok=scores["pattern_ok"])
         if hasattr(self.system.geometry, "num_gaussians"):  # Gaussian runs: the standard 3DGS .ply
             from text3d.scene.gaussians import model_params, write_ply
 

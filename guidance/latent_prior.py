@@ -12,20 +12,15 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
 
 import torch
-from torch import Tensor
 
 from text3d.core.errors import ConfigError
 from text3d.prior.latent_model import BUILTIN_LATENT_PRIOR_DIR, read_latent_meta
-from text3d.prior.model import camera_features
 
 from .registry import PRIORS
+from .priors import CameraConditioned
 from .stable_diffusion import StableDiffusionPrior, StableDiffusionPriorConfig
-
-if TYPE_CHECKING:
-    from text3d.scene.cameras import Cameras
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +45,7 @@ def latent_prior_folder(model: str) -> Path:
 
 
 @PRIORS.register("latent", LatentPriorConfig)
-class LatentPrior(StableDiffusionPrior):
+class LatentPrior(CameraConditioned, StableDiffusionPrior):
     """The latent shapes prior behind the common prior interface, through the Stable Diffusion loader.
 
     Args:
@@ -61,6 +56,8 @@ class LatentPrior(StableDiffusionPrior):
         ModelNotFoundError: the folder holds no trained latent prior (the message says how to train one).
         ConfigError: the folder holds another kind of prior.
     """
+
+    kind = "latent"
 
     @classmethod
     def check_config(cls, cfg) -> None:
@@ -79,13 +76,3 @@ class LatentPrior(StableDiffusionPrior):
         self.cfg = cfg
         logger.info("loaded the latent shapes prior %s (%d px -> %d^2 x %d latents)", self.meta.get("version", "?"),
                     self.image_size, self.x0_size, self.x0_channels)
-
-    def camera_class_labels(self, cameras: Optional["Cameras"]) -> Optional[Tensor]:
-        """``[B, 12]`` :func:`text3d.prior.model.camera_features` in the prior's dtype.
-
-        Raises:
-            ValueError: ``cameras`` is None (this prior needs to know where each render was seen from).
-        """
-        if cameras is None:
-            raise ValueError("the latent prior is camera-conditioned: pass the renders' cameras to predict_noise")
-        return camera_features(cameras.azimuth.cpu(), cameras.elevation.cpu()).to(self.device, self.dtype)

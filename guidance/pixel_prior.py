@@ -11,20 +11,17 @@ import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, List, Optional
+from typing import List, Optional
 
 import torch
 from torch import Tensor
 
 from text3d.core.errors import ConfigError
-from text3d.prior.model import BUILTIN_PRIOR_DIR, camera_features, load_prior
+from text3d.prior.model import BUILTIN_PRIOR_DIR, load_prior
 from .registry import PRIORS
 from text3d.prior.shapes import COLOUR_SYNONYMS, SHAPE_SYNONYMS, vocabulary
 
-from .priors import DiffusionPrior, resize_square, resolve_dtype
-
-if TYPE_CHECKING:
-    from text3d.scene.cameras import Cameras
+from .priors import CameraConditioned, DiffusionPrior, resize_square, resolve_dtype
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +46,7 @@ def prior_folder(model: str) -> Path:
 
 
 @PRIORS.register("pixel", PixelPriorConfig)
-class PixelPrior(DiffusionPrior):
+class PixelPrior(CameraConditioned, DiffusionPrior):
     """The embedded shapes prior behind the common prior interface.
 
     Args:
@@ -61,6 +58,7 @@ class PixelPrior(DiffusionPrior):
     """
 
     latent_space = False
+    kind = "pixel"
 
     def __init__(self, cfg: PixelPriorConfig, device: torch.device):
         dtype = resolve_dtype(cfg.dtype, device)
@@ -103,13 +101,3 @@ class PixelPrior(DiffusionPrior):
     def decode(self, x0: Tensor) -> Tensor:
         """``x_0`` in [-1, 1] -> images in [0, 1], float32."""
         return (x0.float() * 0.5 + 0.5).clamp(0, 1)
-
-    def camera_class_labels(self, cameras: Optional["Cameras"]) -> Optional[Tensor]:
-        """``[B, 12]`` :func:`text3d.prior.model.camera_features` in the prior's dtype.
-
-        Raises:
-            ValueError: ``cameras`` is None (this prior needs to know where each render was seen from).
-        """
-        if cameras is None:
-            raise ValueError("the pixel prior is camera-conditioned: pass the renders' cameras to predict_noise")
-        return camera_features(cameras.azimuth.cpu(), cameras.elevation.cpu()).to(self.device, self.dtype)

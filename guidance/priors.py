@@ -363,3 +363,21 @@ class DiffusionPrior(abc.ABC):
         if emb.ndim != 3 or emb.shape[0] not in (1, batch):
             raise ValueError(f"{name}: expected shape ({batch} or 1, L, D), got {tuple(emb.shape)}")
         return emb.expand(batch, -1, -1)
+
+
+class CameraConditioned:
+    """Mixin of the embedded priors: each render's camera reaches the UNet through its class embedding
+    as :func:`text3d.prior.model.camera_features` (azimuth and elevation harmonics)."""
+
+    def camera_class_labels(self, cameras: Optional["Cameras"]) -> Optional[Tensor]:
+        """``[B, 12]`` camera features in the prior's dtype.
+
+        Raises:
+            ValueError: ``cameras`` is None (the prior needs to know where each render was seen from).
+        """
+        from text3d.prior.model import camera_features
+
+        if cameras is None:
+            raise ValueError(f"the {self.kind} prior is camera-conditioned: pass the renders' cameras to predict_noise")
+        return camera_features(cameras.azimuth.cpu(), cameras.elevation.cpu()).to(self.device, self.dtype)
+

@@ -32,7 +32,7 @@ from torch import Tensor, nn
 from text3d.core.bounds import bounded
 from text3d.core.errors import ConfigError, ModelNotFoundError
 from text3d.core.io import read_json_object
-from .model import CAMERA_FEATURES, CLIP_TOKENIZER_DIR, META_FILE, PriorModelConfig, build_text_encoder, \
+from .model import CAMERA_FEATURES, CLIP_TOKENIZER_DIR, META_FILE, PriorModelConfig, build_text_encoder, build_unet, \
     camera_features, check_model_config, load_clip_tokenizer
 
 if TYPE_CHECKING:
@@ -124,26 +124,8 @@ def build_vae(cfg: LatentModelConfig, scaling_factor: float = 1.0) -> nn.Module:
 
 def build_latent_unet(cfg: LatentModelConfig) -> nn.Module:
     """The latent ``UNet2DConditionModel``: attention where SD has it, camera class embedding (random weights)."""
-    from diffusers import UNet2DConditionModel
-
     check_latent_model_config(cfg)
-    down = tuple("CrossAttnDownBlock2D" if a else "DownBlock2D" for a in cfg.cross_attention)
-    up = tuple("CrossAttnUpBlock2D" if a else "UpBlock2D" for a in reversed(cfg.cross_attention))
-    return UNet2DConditionModel(
-        sample_size=latent_size(cfg),
-        in_channels=cfg.vae.latent_channels,
-        out_channels=cfg.vae.latent_channels,
-        block_out_channels=tuple(cfg.unet_channels),
-        layers_per_block=cfg.layers_per_block,
-        down_block_types=down,
-        up_block_types=up,
-        mid_block_type="UNetMidBlock2DCrossAttn",
-        cross_attention_dim=cfg.text_hidden_size,
-        attention_head_dim=cfg.attention_heads,  # diffusers reads this as the number of heads
-        norm_num_groups=cfg.norm_groups,
-        class_embed_type="projection",
-        projection_class_embeddings_input_dim=len(CAMERA_FEATURES),
-    )
+    return build_unet(cfg, latent_size(cfg), cfg.vae.latent_channels)
 
 
 def build_latent_scheduler(cfg: LatentModelConfig):

@@ -152,17 +152,18 @@ def build_text_encoder(cfg: PriorModelConfig, tokenizer) -> nn.Module:
     ))
 
 
-def build_unet(cfg: PriorModelConfig) -> nn.Module:
-    """A pixel-space ``UNet2DConditionModel`` with text cross-attention and camera class embedding (random weights)."""
+def build_unet(cfg: PriorModelConfig, sample_size: Optional[int] = None, channels: int = 3) -> nn.Module:
+    """A ``UNet2DConditionModel`` with text cross-attention and camera class embedding (random weights):
+    on ``channels`` x ``sample_size``² inputs, by default the pixel prior's RGB images at ``cfg.resolution``."""
     from diffusers import UNet2DConditionModel
 
     check_model_config(cfg)
     down = tuple("CrossAttnDownBlock2D" if a else "DownBlock2D" for a in cfg.cross_attention)
     up = tuple("CrossAttnUpBlock2D" if a else "UpBlock2D" for a in reversed(cfg.cross_attention))
     return UNet2DConditionModel(
-        sample_size=cfg.resolution,
-        in_channels=3,
-        out_channels=3,
+        sample_size=sample_size or cfg.resolution,
+        in_channels=channels,
+        out_channels=channels,
         block_out_channels=tuple(cfg.unet_channels),
         layers_per_block=cfg.layers_per_block,
         down_block_types=down,

@@ -37,11 +37,15 @@ import torch
 from text3d.scene.cameras import turntable
 from text3d.guidance.attention import SharedAttentionConfig
 from text3d.multiview.modes import MultiviewSettings, SamplerConfig, sample_multiview
-from text3d.prior.evaluation import classify_colour, mask_iou, object_mask, silhouettes_all_shapes
+from text3d.prior.evaluation import classify_colour, mask_iou, object_mask, silhouettes_all_shapes, stripe_regions
 from text3d.prior.shapes import SHAPES, parse_prompt
 
 UNDER_SPECIFIED = ["a cube", "a torus", "a cone", "a red object", "a blue object", "a green object"]
 SPECIFIED = ["a red cube", "a green torus", "an orange cone", "a red sphere", "a blue cylinder", "a green pyramid"]
+LATENT_UNDER_SPECIFIED = ["a cube", "a cylinder", "a striped capsule", "a red cube with a stripe",
+                          "a sphere with a blue stripe", "a striped cone"]   # colour or pattern open
+LATENT_SPECIFIED = ["a red cube", "a green cylinder", "a pink capsule with a cyan stripe",
+                    "a red cube with a blue stripe", "an orange sphere with a blue stripe", "a yellow cone with a purple stripe"]
 POSED = ("cube", "pyramid")
 RESULTS = Path(__file__).resolve().parent / "results"
 VARIANTS = {  # settings tried against the agreement goal: StyleAligned's knobs (mode=shared), camera schedule
@@ -67,16 +71,28 @@ def judge_sets(images: torch.Tensor, cams, n: int) -> Dict[str, torch.Tensor]:
     own = ious.gather(1, set_shape_v[:, None])[:, 0]
     ref_sil = sil.view(S, n, *sil.shape[1:])[:, :1].expand(-1, n, -1, -1, -1).reshape_as(sil)
     at_ref = mask_iou(mask, ref_sil).gather(1, set_shape_v[:, None])[:, 0]
+    base, stripe = stripe_colours(images, cams, set_shape_v)
     return {"colour": colour.view(S, n), "shape": shape.view(S, n), "iou": own.view(S, n),
-            "iou_at_ref": at_ref.view(S, n), "set_shape": set_shape}
+            "iou_at_ref": at_ref.view(S, n), "set_shape": set_shape, "base": base.view(S, n),
+            "stripe": stripe.view(S, n)}
+
+
+def stripe_colours(images: torch.Tensor, cams, shape_ids: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Each view's palette colour in the base bands and in the stripe band of its set's shape at its own
+    camera (the exact render's regions, :func:`stripe_regions`); a plain object has the same in both."""
+    base_region, stripe_region = stripe_regions(cams, [SHAPES[int(i)] for i in shape_ids])
+    mask = object_mask(images)
+    return classify_colour(images, base_region & mask), classify_colour(images, stripe_region & mask)
 
 
 def figures(units: List[dict]) -> Dict[str, float]:
     """Set agreement, mean per-view IoU and pose pasted over cached units (one set each)."""
     agree, ious, pasted = [], [], []
     for u in units:
-        col, shp = u["colour"], u["shape"]
-        agree.append(all(c == col[0] for c in col) and all(s == shp[0] for s in shp) and col[0] >= 0)
+        shp = u["shape"]
+        col = list(zip(u["base"], u["stripe"])) if "stripe" in u else u["colour"]  # latent world: pattern too
+        found = min(col[0]) >= 0 if "stripe" in u else col[0] >= 0
+        agree.append(all(c == col[0] for c in col) and all(s == shp[0] for s in shp) and found)
         ious += u["iou"]
         if u["set_shape"] >= 0 and SHAPES[u["set_shape"]] in POSED:
             pasted += [r > o + 0.05 for r, o in zip(u["iou_at_ref"][1:], u["iou"][1:])]
@@ -85,8 +101,9 @@ def figures(units: List[dict]) -> Dict[str, float]:
             "seconds": sum(u["seconds"] for u in units), "sets": len(units)}
 
 
-def unit_key(n: int, noise: str, mode: str, variant: str, steps: int, prompt: str, seed: int) -> str:
-    return f"N={n}|noise={noise}|mode={mode}|variant={variant}|steps={steps}|prompt={prompt}|seed={seed}"
+def unit_key(n: int, noise: str, mode: str, variant: str, steps: int, prompt: str, seed: int, prior: str = "pixel") -> str:
+    key = f"N={n}|noise={noise}|mode={mode}|variant={variant}|steps={steps}|prompt={prompt}|seed={seed}"
+    return key if prior == "pixel" else f"{key}|prior={prior}"
 
 
 def settings_of(mode: str, noise: str, variant: str, steps: int) -> MultiviewSettings:
@@ -113,7 +130,8 @@ def run_unit(prior, prompt: str, n: int, noise: str, mode: str, variant: str, st
         return {"iou": iou.tolist(), "seconds": sec}
     j = judge_sets(images, cams, n)
     return {"colour": j["colour"][0].tolist(), "shape": j["shape"][0].tolist(), "iou": j["iou"][0].tolist(),
-            "iou_at_ref": j["iou_at_ref"][0].tolist(), "set_shape": int(j["set_shape"][0]), "seconds": sec}
+            "iou_at_ref": j["iou_at_ref"][0].tolist(), "set_shape": int(j["set_shape"][0]), "seconds": sec,
+            "base": j["base"][0].tolist(), "stripe": j["stripe"][0].tolist()}
 
 
 def read_caches(folder: Path) -> Dict[str, dict]:
@@ -129,23 +147,24 @@ def read_caches(folder: Path) -> Dict[str, dict]:
 def queue(args) -> Iterator[Tuple[int, str, str, str, str, int]]:
     """``(n, noise, mode, variant, prompt, seed)`` of every unit asked for, baseline first per ``N``."""
     seeds = range(args.seed, args.seed + args.seeds)
+    specified, under = (LATENT_SPECIFIED, LATENT_UNDER_SPECIFIED) if args.prior == "latent" else (SPECIFIED, UNDER_SPECIFIED)
     for n in [int(v) for v in args.views.split(",")]:
         if not args.no_baseline:
-            yield from ((n, "independent", "specified", "default", p, s) for p in SPECIFIED for s in seeds)
+            yield from ((n, "independent", "specified", "default", p, s) for p in specified for s in seeds)
         for noise in args.noise.split(","):
             for mode in args.modes.split(","):
                 for variant in args.variants.split(","):
                     if mode != "shared" and set(VARIANTS[variant]) - {"reference_camera"}:
                         continue  # attention knobs mean something only to mode=shared
-                    yield from ((n, noise, mode, variant, p, s) for p in UNDER_SPECIFIED for s in seeds)
+                    yield from ((n, noise, mode, variant, p, s) for p in under for s in seeds)
 
 
-def report(done: Dict[str, dict], steps: int) -> List[dict]:
-    """Print one line per setting found in the caches; return the rows."""
+def report(done: Dict[str, dict], steps: int, prior: str = "pixel") -> List[dict]:
+    """Print one line per setting found in the caches (of ``prior``); return the rows."""
     groups: Dict[Tuple, List[dict]] = {}
     for key, unit in done.items():
         f = dict(part.split("=", 1) for part in key.split("|"))
-        if int(f["steps"]) == steps:
+        if int(f["steps"]) == steps and f.get("prior", "pixel") == prior:
             groups.setdefault((int(f["N"]), f["noise"], f["mode"], f["variant"]), []).append(unit)
     rows = []
     for (n, noise, mode, variant), units in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2] != "independent", kv[0])):
@@ -177,6 +196,13 @@ def picture(prior, path: str, steps: int, n: int) -> None:
     save_image(path, image_grid(tiles, cols=n))
 
 
+def load_prior(kind: str, model: str):
+    """The embedded prior of ``kind`` (``pixel`` or ``latent``) from ``model`` (``builtin`` or a folder)."""
+    from text3d.guidance.registry import PRIORS
+
+    return PRIORS.build(PRIORS.get(kind).config_cls(model=model), torch.device("cpu"))
+
+
 def build_parser() -> argparse.ArgumentParser:
     """This script's options (the docs test parses the documented command lines with it)."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -194,6 +220,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--json", default=None, help="write the summary rows to this file")
     ap.add_argument("--report-only", action="store_true", help="sample nothing, print the caches' figures")
     ap.add_argument("--picture", default=None, help="save independent vs shared views of 'a cube' here")
+    ap.add_argument("--prior", choices=["pixel", "latent"], default="pixel",
+                    help="the embedded prior: pixel, or latent (the miniature SD; its prompts leave colour or pattern open)")
+    ap.add_argument("--prior-model", default="builtin", help="the prior's folder (default: the shipped one)")
     return ap
 
 
@@ -204,13 +233,11 @@ def main(argv=None) -> None:
 
     cache_path = Path(args.cache)
     if not args.report_only:
-        from text3d.guidance.pixel_prior import PixelPrior, PixelPriorConfig
-
-        prior = PixelPrior(PixelPriorConfig(), torch.device("cpu"))
+        prior = load_prior(args.prior, args.prior_model)
         mine = json.loads(cache_path.read_text()) if cache_path.is_file() else {}
         units = list(queue(args))
         for n, noise, mode, variant, prompt, seed in (reversed(units) if args.reverse else units):
-            key = unit_key(n, noise, mode, variant, args.steps, prompt, seed)
+            key = unit_key(n, noise, mode, variant, args.steps, prompt, seed, args.prior)
             if key in mine or key in read_caches(cache_path.parent):
                 continue
             mine[key] = run_unit(prior, prompt, n, noise, mode, variant, args.steps, seed)
@@ -218,7 +245,7 @@ def main(argv=None) -> None:
             print(f"{key}: {mine[key]['seconds']:.1f} s", flush=True)
         if args.picture:
             picture(prior, args.picture, args.steps, int(args.views.split(",")[-1]))
-    rows = report(read_caches(cache_path.parent), args.steps)
+    rows = report(read_caches(cache_path.parent), args.steps, args.prior)
     if args.json:
         write_json(args.json, rows)
 

@@ -18,7 +18,7 @@ def test_wheel_installs_the_three_import_roots(tmp_path):
         assert path in names, path
     assert not any(n.startswith(("renderers/", "guidance/", "tests/")) for n in names)
     # the embedded prior and the CLIP vocabulary ship whole: a plain (non-editable) install runs the quickstart
-    for folder in ("shapes_prior", "clip_tokenizer"):
+    for folder in ("shapes_prior", "latent_prior", "clip_tokenizer"):
         root = REPO / "text3d" / "data" / folder
         data = {p.relative_to(REPO).as_posix() for p in root.rglob("*") if p.is_file()}
         assert data and data <= names, sorted(data - names)

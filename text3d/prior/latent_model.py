@@ -21,7 +21,6 @@ camera features.
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, Literal, Optional
@@ -32,8 +31,8 @@ from torch import Tensor, nn
 from text3d.core.bounds import bounded
 from text3d.core.errors import ConfigError, ModelNotFoundError
 from text3d.core.io import read_json_object
-from .model import CAMERA_FEATURES, CLIP_TOKENIZER_DIR, META_FILE, PriorModelConfig, build_text_encoder, build_unet, \
-    camera_features, check_model_config, load_clip_tokenizer
+from .model import CAMERA_FEATURES, META_FILE, PriorModelConfig, build_text_encoder, build_unet, camera_features, \
+    check_model_config, copy_tokenizer, load_clip_tokenizer
 
 if TYPE_CHECKING:
     from text3d.scene.cameras import Cameras
@@ -211,10 +210,7 @@ def save_latent_prior(prior: LatentPriorModules, folder: Path, meta: Dict[str, A
     for name in ("vae", "unet", "text_encoder"):
         getattr(prior, name).save_pretrained(folder / name, safe_serialization=True)
     prior.scheduler.save_pretrained(folder / "scheduler")
-    tok_dir = folder / "tokenizer"
-    tok_dir.mkdir(exist_ok=True)
-    for name in ("vocab.json", "merges.txt", "tokenizer_config.json", "LICENSE"):
-        shutil.copyfile(CLIP_TOKENIZER_DIR / name, tok_dir / name)
+    copy_tokenizer(folder)
     (folder / "model_index.json").write_text(json.dumps(MODEL_INDEX, indent=2), encoding="utf-8")
     meta = {"format_version": LATENT_FORMAT_VERSION, "type": "latent", "camera_features": list(CAMERA_FEATURES),
             **meta}

@@ -246,6 +246,14 @@ def is_prior_folder(folder: Path) -> bool:
     return META_FILE in names and names <= PRIOR_ENTRIES
 
 
+def copy_tokenizer(folder: Path) -> None:
+    """The package's CLIP tokenizer files into ``folder/tokenizer`` (every prior folder carries them)."""
+    tok_dir = Path(folder) / "tokenizer"
+    tok_dir.mkdir(exist_ok=True)
+    for name in ("vocab.json", "merges.txt", "tokenizer_config.json", "LICENSE"):
+        shutil.copyfile(CLIP_TOKENIZER_DIR / name, tok_dir / name)
+
+
 def save_prior(prior: PriorModules, folder: Path, meta: Dict[str, Any]) -> Path:
     """Write the prior as a diffusers-style folder (safetensors + configs) with its metadata.
 
@@ -257,10 +265,7 @@ def save_prior(prior: PriorModules, folder: Path, meta: Dict[str, Any]) -> Path:
     prior.unet.save_pretrained(folder / "unet", safe_serialization=True)
     prior.text_encoder.save_pretrained(folder / "text_encoder", safe_serialization=True)
     prior.scheduler.save_pretrained(folder / "scheduler")
-    tok_dir = folder / "tokenizer"
-    tok_dir.mkdir(exist_ok=True)
-    for name in ("vocab.json", "merges.txt", "tokenizer_config.json", "LICENSE"):
-        shutil.copyfile(CLIP_TOKENIZER_DIR / name, tok_dir / name)
+    copy_tokenizer(folder)
     index = {
         "_class_name": "Text3DShapesPrior",
         "_note": "a text3d pixel-space prior: load it with text3d.prior.model.load_prior",

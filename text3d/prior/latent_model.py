@@ -31,8 +31,8 @@ from torch import Tensor, nn
 from text3d.core.bounds import bounded
 from text3d.core.errors import ConfigError, ModelNotFoundError
 from text3d.core.io import read_json_object
-from .model import CAMERA_FEATURES, META_FILE, PriorModelConfig, build_text_encoder, build_unet, camera_features, \
-    check_model_config, copy_tokenizer, load_clip_tokenizer
+from .model import CAMERA_FEATURES, META_FILE, PriorModelConfig, build_text_encoder, build_unet, \
+    check_model_config, copy_tokenizer, denoise, load_clip_tokenizer
 
 if TYPE_CHECKING:
     from text3d.scene.cameras import Cameras
@@ -251,22 +251,7 @@ def sample_latent(prior: LatentPriorModules, prompts: List[str], cameras: "Camer
     Returns:
         ``[B, 3, R, R]`` float32 images in [0, 1] (or the ``[B, 4, r, r]`` scaled latents).
     """
-    from diffusers import DDIMScheduler
-
-    from .model import encode_prompts
-
-    B, size = len(prompts), int(prior.unet.config.sample_size)
-    scheduler = DDIMScheduler.from_config(prior.scheduler.config)  # own copy: set_timesteps mutates
-    scheduler.set_timesteps(steps)
-    dev = prior.device
-    emb = encode_prompts(prior, [negative_prompt] * B + list(prompts))
-    cams = camera_features(cameras.azimuth.cpu(), cameras.elevation.cpu()).to(dev)
-    cams = torch.cat([cams, cams])
-    x = torch.randn(B, int(prior.unet.config.in_channels), size, size, generator=generator).to(dev)
-    for t in scheduler.timesteps:
-        out = prior.unet(torch.cat([x, x]), t.to(dev), encoder_hidden_states=emb, class_labels=cams).sample
-        out_u, out_c = out.float().chunk(2)
-        x = scheduler.step(out_u + cfg_scale * (out_c - out_u), t, x, eta=eta, generator=generator).prev_sample
+    x = denoise(prior, prompts, cameras, steps, cfg_scale, generator, eta, negative_prompt)
     if return_latents:
         return x
     return (prior.vae.decode(x / prior.scaling_factor).sample.float() * 0.5 + 0.5).clamp(0, 1)

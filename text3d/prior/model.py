@@ -348,23 +348,41 @@ def sample(prior: PriorModules | Path | str, prompts: Sequence[str], cameras: "C
     Returns:
         ``[B, 3, R, R]`` float32 images in [0, 1] on the prior's device.
     """
+    prior = prior if isinstance(prior, PriorModules) else load_prior(prior)
+    x = denoise(prior, prompts, cameras, steps, cfg_scale, generator, eta, negative_prompt)
+    return (x * 0.5 + 0.5).clamp(0, 1)
+
+
+@torch.no_grad()
+def denoise(prior: Any, prompts: Sequence[str], cameras: "Cameras", steps: int, cfg_scale: float,
+            generator: Optional[torch.Generator], eta: float, negative_prompt: str = "") -> Tensor:
+    """The DDIM loop of the embedded priors, from pure noise to ``x_0`` in the UNet's space (pixels in
+    [-1, 1], or scaled latents): classifier-free guidance on the raw output, the camera in both halves.
+
+    Args:
+        prior: anything with ``unet``, ``text_encoder``, ``tokenizer``, ``scheduler`` and ``device``
+            (:class:`PriorModules`, :class:`text3d.prior.latent_model.LatentPriorModules`).
+        Others: as :func:`sample`.
+
+    Returns:
+        ``[B, C, r, r]`` float32 on the prior's device.
+    """
     from diffusers import DDIMScheduler
 
-    prior = prior if isinstance(prior, PriorModules) else load_prior(prior)
-    B, res = len(prompts), int(prior.unet.config.sample_size)
+    B, size = len(prompts), int(prior.unet.config.sample_size)
     if cameras.azimuth.shape != (B,) or cameras.elevation.shape != (B,):
         raise ValueError(f"expected {B} cameras (one per prompt), got azimuths {tuple(cameras.azimuth.shape)} "
                          f"and elevations {tuple(cameras.elevation.shape)}")
     scheduler = DDIMScheduler.from_config(prior.scheduler.config)  # own copy: set_timesteps mutates
     scheduler.set_timesteps(steps)
-    dev, dt = prior.device, prior.dtype
+    dev, dt = prior.device, next(prior.unet.parameters()).dtype
     emb = encode_prompts(prior, [negative_prompt] * B + list(prompts)).to(dt)
     cams = camera_features(cameras.azimuth.cpu(), cameras.elevation.cpu()).to(dev, dt)
     cams = torch.cat([cams, cams])
-    x = torch.randn(B, 3, res, res, generator=generator).to(dev)
+    x = torch.randn(B, int(prior.unet.config.in_channels), size, size, generator=generator).to(dev)
     for t in scheduler.timesteps:
         out = prior.unet(torch.cat([x, x]).to(dt), t.to(dev), encoder_hidden_states=emb, class_labels=cams).sample
         out_u, out_c = out.float().chunk(2)
         guided = out_u + cfg_scale * (out_c - out_u)
         x = scheduler.step(guided, t, x, eta=eta, generator=generator).prev_sample
-    return (x * 0.5 + 0.5).clamp(0, 1)
+    return x

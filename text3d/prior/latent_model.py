@@ -251,7 +251,8 @@ def sample_latent(prior: LatentPriorModules, prompts: List[str], cameras: "Camer
     Returns:
         ``[B, 3, R, R]`` float32 images in [0, 1] (or the ``[B, 4, r, r]`` scaled latents).
     """
-    x = denoise(prior, prompts, cameras, steps, cfg_scale, generator, eta, negative_prompt)
+    x = denoise(prior, prompts, cameras, int(prior.unet.config.in_channels), steps, cfg_scale, generator, eta,
+                negative_prompt)
     if return_latents:
         return x
     return (prior.vae.decode(x / prior.scaling_factor).sample.float() * 0.5 + 0.5).clamp(0, 1)

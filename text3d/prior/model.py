@@ -349,12 +349,12 @@ def sample(prior: PriorModules | Path | str, prompts: Sequence[str], cameras: "C
         ``[B, 3, R, R]`` float32 images in [0, 1] on the prior's device.
     """
     prior = prior if isinstance(prior, PriorModules) else load_prior(prior)
-    x = denoise(prior, prompts, cameras, steps, cfg_scale, generator, eta, negative_prompt)
+    x = denoise(prior, prompts, cameras, 3, steps, cfg_scale, generator, eta, negative_prompt)
     return (x * 0.5 + 0.5).clamp(0, 1)
 
 
 @torch.no_grad()
-def denoise(prior: Any, prompts: Sequence[str], cameras: "Cameras", steps: int, cfg_scale: float,
+def denoise(prior: Any, prompts: Sequence[str], cameras: "Cameras", channels: int, steps: int, cfg_scale: float,
             generator: Optional[torch.Generator], eta: float, negative_prompt: str = "") -> Tensor:
     """The DDIM loop of the embedded priors, from pure noise to ``x_0`` in the UNet's space (pixels in
     [-1, 1], or scaled latents): classifier-free guidance on the raw output, the camera in both halves.
@@ -362,6 +362,7 @@ def denoise(prior: Any, prompts: Sequence[str], cameras: "Cameras", steps: int, 
     Args:
         prior: anything with ``unet``, ``text_encoder``, ``tokenizer``, ``scheduler`` and ``device``
             (:class:`PriorModules`, :class:`text3d.prior.latent_model.LatentPriorModules`).
+        channels: of ``x_0`` (3 for pixels, the VAE's latent channels).
         Others: as :func:`sample`.
 
     Returns:
@@ -379,7 +380,7 @@ def denoise(prior: Any, prompts: Sequence[str], cameras: "Cameras", steps: int, 
     emb = encode_prompts(prior, [negative_prompt] * B + list(prompts)).to(dt)
     cams = camera_features(cameras.azimuth.cpu(), cameras.elevation.cpu()).to(dev, dt)
     cams = torch.cat([cams, cams])
-    x = torch.randn(B, int(prior.unet.config.in_channels), size, size, generator=generator).to(dev)
+    x = torch.randn(B, channels, size, size, generator=generator).to(dev)
     for t in scheduler.timesteps:
         out = prior.unet(torch.cat([x, x]).to(dt), t.to(dev), encoder_hidden_states=emb, class_labels=cams).sample
         out_u, out_c = out.float().chunk(2)

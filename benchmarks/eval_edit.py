@@ -64,6 +64,14 @@ SHAPE_PRESETS = {"nerf": REPO / "configs" / "edit-shape-quickstart.yaml",
                  "ply": REPO / "configs" / "edit-shape-quickstart-gaussians.yaml"}
 """The edit preset of each scene kind for shape edits (the geometry may move)."""
 SOURCE_PRESETS = {"nerf": "configs/quickstart.yaml", "gaussians": "configs/quickstart-gaussians.yaml"}
+LATENT_PRESETS = {  # --prior latent: the miniature Stable Diffusion's presets (colour and pattern edits)
+    "PRESETS": {"nerf": REPO / "configs" / "edit-quickstart-latent.yaml",
+                "gaussians": REPO / "configs" / "edit-quickstart-gaussians-latent.yaml",
+                "ply": REPO / "configs" / "edit-quickstart-gaussians-latent.yaml"},
+    "SOURCE_PRESETS": {"nerf": "configs/quickstart-latent.yaml", "gaussians": "configs/quickstart-gaussians-latent.yaml"},
+}
+PATTERN_STEP = 4
+"""``--prior latent``: a source of colour ``c`` also gets a stripe of colour ``c + 4`` (mod 8), its base kept."""
 GUIDANCES = ["pds", "sds-edit", "dds"]
 COLOUR_STEPS = (2, 4, 6)
 """A source of palette colour ``c`` is edited to colours ``c + 2``, ``c + 4``, ``c + 6`` (mod 8)."""
@@ -82,14 +90,24 @@ def source_prompts(seed_index: int) -> List[str]:
     return [prompt_for(shape, COLOUR_NAMES[(i + 4 * seed_index) % len(COLOUR_NAMES)]) for i, shape in enumerate(SHAPES)]
 
 
-def targets_of(source_prompt: str) -> List[tuple]:
-    """``(kind, target prompt)`` of a source: three colour edits, then one shape edit."""
+def targets_of(source_prompt: str, patterns: bool = False) -> List[tuple]:
+    """``(kind, target prompt)`` of a source: three colour edits, one shape edit, and with ``patterns``
+    (the latent prior's world) a pattern edit: the same object with a stripe."""
     from text3d.prior.shapes import COLOUR_NAMES, SHAPES, parse_prompt, prompt_for
 
     shape, colour = parse_prompt(source_prompt)
     c, i = COLOUR_NAMES.index(colour), SHAPES.index(shape)
     colours = [("colour", prompt_for(shape, COLOUR_NAMES[(c + k) % len(COLOUR_NAMES)])) for k in COLOUR_STEPS]
-    return colours + [("shape", prompt_for(SHAPES[(i + SHAPE_STEP) % len(SHAPES)], colour))]
+    stripe = [("pattern", prompt_for(shape, colour, COLOUR_NAMES[(c + PATTERN_STEP) % len(COLOUR_NAMES)]))] if patterns else []
+    return colours + [("shape", prompt_for(SHAPES[(i + SHAPE_STEP) % len(SHAPES)], colour))] + stripe
+
+
+def use_prior(kind: str) -> None:
+    """Point the plan at the presets of the embedded prior ``kind`` (``pixel``: as written; ``latent``:
+    :data:`LATENT_PRESETS`, the pattern edits added by :func:`plan_cells`)."""
+    if kind == "latent":
+        for name, presets in LATENT_PRESETS.items():
+            globals()[name].update(presets)
 
 
 def source_mesh(run: Path) -> Optional[Path]:
@@ -118,12 +136,14 @@ def find_sources(roots: Sequence[Path], seeds: Sequence[int], scenes: Sequence[s
     return found
 
 
-def plan_cells(sources: List[Dict[str, Any]], guidances: Sequence[str], ply: bool) -> List[Dict[str, Any]]:
-    """The cells of the matrix: each guidance on each source's targets, then the ``.ply`` rows (PDS)."""
+def plan_cells(sources: List[Dict[str, Any]], guidances: Sequence[str], ply: bool,
+               patterns: bool = False) -> List[Dict[str, Any]]:
+    """The cells of the matrix: each guidance on each source's targets (:func:`targets_of`), then the
+    ``.ply`` rows (PDS)."""
     cells = []
     for guidance in guidances:  # guidance by guidance: a partial run has whole tables of the first ones
         for src in sources:
-            for kind, target in targets_of(src["prompt"]):
+            for kind, target in targets_of(src["prompt"], patterns):
                 cells.append({"scene": src["scene"], "seed": src["seed"], "source_prompt": src["prompt"],
                               "source": str(src["run"]), "mesh": str(source_mesh(src["run"])), "kind": kind,
                               "target": target, "guidance": guidance})
@@ -249,7 +269,10 @@ def row(cell: Dict[str, Any], metrics: Dict[str, Any], timing: Dict[str, float],
     tgt, idn, clean = metrics.get("target") or {}, metrics["identity"], metrics.get("cleanliness") or {}
     source_shape = (parse_prompt(cell["source_prompt"]) or (None, None))[0]
     shape_ok = tgt.get("shape_found") == (tgt.get("shape") if cell["kind"] == "shape" else source_shape)
-    reached = bool(tgt.get("hue_ok")) and (tgt.get("colour_share") or 0.0) >= GOALS["colour_share"] and shape_ok
+    if "pattern_ok" in tgt:  # a striped target: base and stripe colours in the exact render's bands
+        reached = bool(tgt["pattern_ok"]) and shape_ok
+    else:
+        reached = bool(tgt.get("hue_ok")) and (tgt.get("colour_share") or 0.0) >= GOALS["colour_share"] and shape_ok
     export = metrics.get("export") or {}
     glb = [f for f in export.get("files", []) if f.endswith(".glb")]
     voxel = None
@@ -457,7 +480,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", nargs="*", type=int, default=[0, 1], help="source seeds (the k-th shifts colours by 4k)")
     p.add_argument("--scenes", nargs="*", default=["nerf", "gaussians"], choices=["nerf", "gaussians"])
     p.add_argument("--shapes", nargs="*", default=None, help="only sources of these shapes")
-    p.add_argument("--kinds", nargs="*", default=["colour", "shape"], choices=["colour", "shape"])
+    p.add_argument("--kinds", nargs="*", default=["colour", "shape", "pattern"], choices=["colour", "shape", "pattern"],
+                   help="edit kinds to run (pattern edits exist with --prior latent only)")
+    p.add_argument("--prior", choices=["pixel", "latent"], default="pixel",
+                   help="the embedded prior: pixel (32 px RGB) or latent (the miniature Stable Diffusion, its presets)")
     p.add_argument("--ply", action="store_true", help="add a colour edit per shape of the Gaussian source's .ply")
     p.add_argument("--nerf-source", default=None, help="instead of the matrix: one NeRF run folder")
     p.add_argument("--gs-source", default=None, help="instead of the matrix: one Gaussian run folder")
@@ -502,13 +528,14 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
+    use_prior(args.prior)
     sources = sources_of(args)
     prior = None  # --report-only runs no edit
     if not args.report_only:
-        from text3d.guidance.pixel_prior import PixelPrior, PixelPriorConfig
+        from text3d.guidance.registry import PRIORS
 
-        prior = PixelPrior(PixelPriorConfig(), torch.device("cpu"))  # loaded once, shared by every edit
-    cells = [c for c in plan_cells(sources, args.guidances, args.ply) if c["kind"] in args.kinds]
+        prior = PRIORS.build(PRIORS.get(args.prior).config_cls(), torch.device("cpu"))  # loaded once, shared
+    cells = [c for c in plan_cells(sources, args.guidances, args.ply, args.prior == "latent") if c["kind"] in args.kinds]
     cache = Path(args.cache or Path(args.out) / "rows")
     if args.where_measured:
         cells = [c for c in cells if row_path(cache, {**c, "guidance": args.where_measured}, args.steps, args.set).is_file()]

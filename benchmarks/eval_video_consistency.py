@@ -167,11 +167,15 @@ def main() -> int:
     ap.add_argument("--floor-seeds", type=int, default=4, help="i.i.d. seeds for the noise-independent floor")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is faster on a shared 2-core machine)")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--prior", choices=["pixel", "latent"], default="pixel",
+                    help="the embedded prior: pixel (32 px RGB) or latent (the miniature Stable Diffusion: "
+                         "noise warped on its latent grid)")
+    ap.add_argument("--prior-model", default="builtin", help="the prior's folder (default: the shipped one)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    from text3d.guidance.pixel_prior import PixelPrior, PixelPriorConfig
+    from text3d.guidance.registry import PRIORS
 
-    prior = PixelPrior(PixelPriorConfig(), torch.device("cpu"))
+    prior = PRIORS.build(PRIORS.get(args.prior).config_cls(model=args.prior_model), torch.device("cpu"))
     base = VideoConfig(frames=args.frames, steps=args.steps, strength=args.strength, alpha=args.alpha,
                        degrees_per_frame=args.degrees_per_frame,
                        resolution=128, warp="nearest", background="static", batch_size=max(16, args.frames))

@@ -109,6 +109,24 @@ def test_the_matrix_edits_every_shape_to_three_other_colours_and_one_other_shape
     assert [c["source"] for c in cells if c["scene"] == "ply"] == [f"/runs/{i}/gaussians.ply" for i in range(7)]
 
 
+def test_the_latent_matrix_adds_a_stripe_in_another_colour_keeping_shape_and_base():
+    from text3d.prior.shapes import parse_pattern
+
+    for p in eval_edit.source_prompts(0):
+        shape, colour = parse_prompt(p)
+        assert all(kind != "pattern" for kind, _ in eval_edit.targets_of(p))
+        (kind, t), = [x for x in eval_edit.targets_of(p, patterns=True) if x[0] == "pattern"]
+        got_shape, base, stripe = parse_pattern(t)
+        assert (got_shape, base) == (shape, colour) and stripe not in (None, colour)
+    sources = [{"scene": "nerf", "seed": 0, "prompt": p, "run": Path(f"/runs/{i}")}
+               for i, p in enumerate(eval_edit.source_prompts(0))]
+    assert len(eval_edit.plan_cells(sources, ["pds"], ply=False, patterns=True)) == 7 * 5
+    for preset in eval_edit.LATENT_PRESETS["PRESETS"].values():
+        assert preset.is_file()
+    for preset in eval_edit.LATENT_PRESETS["SOURCE_PRESETS"].values():
+        assert (eval_edit.REPO / preset).is_file()
+
+
 def _glb(path, mesh):
     mesh.export(path)
     return path

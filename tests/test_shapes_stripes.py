@@ -212,3 +212,22 @@ def test_judge_stripes_on_exact_renders():
     assert judged["base_ok"].all() and not judged["stripe_ok"].any() and not judged["pattern_ok"].any()
     other = render_shapes(shapes, stripe, cams)[0].permute(0, 3, 1, 2)  # plain in the stripe colour
     assert not judge_stripes(other, cams, shapes, base, stripe)["pattern_ok"].any()
+
+
+def test_an_edits_striped_target_is_judged_by_its_pattern():
+    from text3d.edit.metrics import target_scores
+    from text3d.scene.cameras import turntable
+
+    cams = turntable(6, 15.0, 3.0, 32.0, 32, 32)
+    shapes = ["cube"] * 6
+
+    def views(stripe):
+        rgb, coverage = render_shapes(shapes, ["red"] * 6, cams, stripe_colours=stripe)
+        return [{"rgb": c, "opacity": a[..., None]} for c, a in zip(rgb, coverage)]
+
+    striped = target_scores("a red cube with a blue stripe", views(["blue"] * 6), cams)
+    assert striped["pattern_ok"] and striped["colour_found"] == "red" and striped["stripe_found"] == "blue"
+    assert striped["shape_found"] == "cube" and striped["pattern_views"] > 0
+    plain = target_scores("a red cube with a blue stripe", views(None), cams)
+    assert not plain["pattern_ok"] and plain["colour_found"] == "red" and plain["stripe_found"] == "red"
+    assert "pattern_ok" not in target_scores("a red cube", views(None), cams)

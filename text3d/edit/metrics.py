@@ -19,7 +19,8 @@ from torch import Tensor
 
 from text3d.prior.evaluation import (colour_shares, hue_distance, largest_component, mask_iou,
                                        object_hue, palette_hues, silhouettes_all_shapes)
-from text3d.prior.shapes import SHAPES, parse_prompt
+from text3d.prior.scene_eval import stripe_scores
+from text3d.prior.shapes import SHAPES, parse_pattern, parse_prompt
 from text3d.scene.cameras import Cameras
 
 OPACITY_THRESHOLD = 0.5
@@ -81,11 +82,16 @@ def target_scores(prompt: str, views: List[Dict[str, Tensor]], cameras: Cameras)
     shape_found = names[int(iou.argmax())]
     hue = object_hue(image, mask)
     error = None if hue is None else hue_distance(hue, float(palette_hues([colour])[0]))
-    return {"shape": shape, "colour": colour, "shape_found": shape_found, "colour_found": colour_found,
-            "colour_share": round(shares.get(colour, 0.0), 4),
-            "hue": None if hue is None else round(hue, 1), "hue_error": None if error is None else round(error, 1),
-            "silhouette_iou": round(float(iou[names.index(shape)]), 4), "shape_ok": shape_found == shape,
-            "colour_ok": colour_found == colour, "hue_ok": error is not None and error <= HUE_TOLERANCE}
+    scores = {"shape": shape, "colour": colour, "shape_found": shape_found, "colour_found": colour_found,
+              "colour_share": round(shares.get(colour, 0.0), 4),
+              "hue": None if hue is None else round(hue, 1), "hue_error": None if error is None else round(error, 1),
+              "silhouette_iou": round(float(iou[names.index(shape)]), 4), "shape_ok": shape_found == shape,
+              "colour_ok": colour_found == colour, "hue_ok": error is not None and error <= HUE_TOLERANCE}
+    pattern = parse_pattern(prompt)
+    if pattern is not None and pattern[2] is not None:
+        images = torch.stack([v["rgb"] for v in views]).permute(0, 3, 1, 2)
+        scores.update(stripe_scores(images, cameras.to("cpu"), shape, colour, pattern[2]))
+    return scores
 
 
 def _grown(mask: Tensor, pixels: int) -> Tensor:

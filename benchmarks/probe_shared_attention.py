@@ -1,0 +1,182 @@
+"""Where does shared attention act on an embedded prior? Layers x steps x processor, against independent sampling.
+
+Issue 27 asks, where a mechanism shows no effect, *which layers, which steps, which resolution*. This
+probe samples sets of ``N`` views (independent initial and ancestral noise, ``reference_camera 0``,
+the documented sampler) with a processor on a subset of the UNet's self-attention layers during a
+window of the sampling steps, and reports
+
+- **view match**: the share of non-reference views whose judged base colour, stripe colour and shape
+  equal the reference view's (independent sampling: chance, about 1/8);
+- **set agreement**: the share of sets whose views all match (what ``eval_multiview.py`` reports).
+
+Processors: ``shared`` (StyleAligned: own + reference keys/values, AdaIN of queries and keys) and
+``kv-first`` (Text2Video-Zero: the reference's keys/values only, the strongest coupling attention
+can give). Layer groups are read from the UNet's processor names (``down``, ``mid``, ``up``, and
+``top`` = the down and up blocks at the highest latent resolution); a step window ``a:b`` installs the
+processor for steps ``a <= i < b`` of the sampler only. ``--zero`` adds two controls that say whether
+self-attention carries colour at all: the share of views whose colour changes when every
+self-attention layer outputs zeros, or the mean of its values (content-free), with the same noise.
+
+    python benchmarks/probe_shared_attention.py --prior latent --layers all,down,mid,up,top --steps 0:50
+    python benchmarks/probe_shared_attention.py --prior latent --layers all --steps 0:10,0:25,10:50 --procs kv-first
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from eval_multiview import LATENT_UNDER_SPECIFIED, judge_sets, load_prior  # noqa: E402
+
+from text3d.guidance.attention import (AttentionInstall, KeyframeAttnProcessor, SharedAttnProcessor,  # noqa: E402
+                                       _SelfAttnBase, self_attention_layers)
+from text3d.multiview.modes import MultiviewSettings, SamplerConfig, sample_multiview  # noqa: E402
+from text3d.scene.cameras import turntable  # noqa: E402
+
+
+class Windowed(_SelfAttnBase):
+    """``inner``'s core while ``state['on']``, plain per-image attention otherwise."""
+
+    def __init__(self, inner: _SelfAttnBase, state: Dict[str, bool]):
+        self.inner, self.state, self.num_views = inner, state, inner.num_views
+
+    def core(self, q, k, v, n, scale):
+        if self.state["on"]:
+            return self.inner.core(q, k, v, n, scale)
+        return torch.nn.functional.scaled_dot_product_attention(q, k, v, scale=scale)
+
+
+class ZeroAttn(_SelfAttnBase):
+    """Control: self-attention outputs nothing (the block's residual passes unchanged)."""
+
+    def core(self, q, k, v, n, scale):
+        return torch.zeros_like(q)
+
+
+class MeanAttn(_SelfAttnBase):
+    """Control: every token gets the mean of the image's values (attention that ignores content)."""
+
+    def core(self, q, k, v, n, scale):
+        return v.mean(-2, keepdim=True).expand_as(q).contiguous()
+
+
+PROCESSORS: Dict[str, Callable[[int], _SelfAttnBase]] = {
+    "shared": lambda n: SharedAttnProcessor(num_views=n),
+    "kv-first": lambda n: KeyframeAttnProcessor("first", num_views=n),
+}
+
+
+def layer_groups(unet) -> Dict[str, List[str]]:
+    """Self-attention processor names by group: all, down, mid, up, top (highest latent resolution)."""
+    names = self_attention_layers(unet)
+    last_up = f"up_blocks.{len(unet.up_blocks) - 1}."
+    return {"all": names, "down": [x for x in names if x.startswith("down_blocks.")],
+            "mid": [x for x in names if x.startswith("mid_block.")],
+            "up": [x for x in names if x.startswith("up_blocks.")],
+            "top": [x for x in names if x.startswith(("down_blocks.0.", last_up))]}
+
+
+def sample_sets(prior, prompts: Sequence[str], seeds: Sequence[int], n: int, eta: float, steps: int,
+                install: Optional[Callable[[], contextlib.AbstractContextManager]] = None,
+                window: Optional[range] = None, state: Optional[Dict[str, bool]] = None) -> List[dict]:
+    """Judge one set per prompt x seed (``install`` puts the processors on; ``window`` says when they act)."""
+    size = prior.image_size
+    cams = turntable(n, 15.0, 3.0, 32.0, size, size)
+    settings = MultiviewSettings(mode="independent", noise="independent", sampler=SamplerConfig(steps=steps, eta=eta))
+    out = []
+    for p in prompts:
+        for seed in seeds:
+            if state is not None:
+                state["on"] = window is None or 0 in window
+            progress = None if state is None else (lambda i, total: state.__setitem__("on", window is None or i in window))
+            with (install() if install else contextlib.nullcontext()):
+                images = sample_multiview(prior, [p] * n, cams, n, settings, torch.Generator().manual_seed(seed),
+                                          progress=progress)
+            j = judge_sets(images, cams, n)
+            out.append({k: j[k][0] for k in ("base", "stripe", "shape")})
+    return out
+
+
+def match_figures(sets: List[dict]) -> Dict[str, float]:
+    match, agree = [], []
+    for s in sets:
+        m = (s["base"] == s["base"][0]) & (s["stripe"] == s["stripe"][0]) & (s["shape"] == s["shape"][0])
+        match.append(m[1:].float().mean().item())
+        agree.append(float(bool(m.all()) and int(s["base"][0]) >= 0 and int(s["stripe"][0]) >= 0))
+    return {"view_match": sum(match) / len(match), "set_agreement": sum(agree) / len(agree)}
+
+
+def changed_share(a: List[dict], b: List[dict]) -> float:
+    """Share of views whose base or stripe colour differs between two samplings with the same noise."""
+    diff = [((x["base"] != y["base"]) | (x["stripe"] != y["stripe"])).float().mean().item() for x, y in zip(a, b)]
+    return sum(diff) / len(diff)
+
+
+def parse_window(text: str, steps: int) -> range:
+    a, b = (int(x) for x in text.split(":"))
+    if not 0 <= a < b <= steps:
+        raise SystemExit(f"--steps: window {text!r} must be a:b with 0 <= a < b <= {steps}")
+    return range(a, b)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--prior", choices=["pixel", "latent"], default="latent")
+    ap.add_argument("--prior-model", default="builtin", help="the prior's folder (default: the shipped one)")
+    ap.add_argument("--procs", default="shared,kv-first", help=f"comma-separated: {', '.join(PROCESSORS)}")
+    ap.add_argument("--layers", default="all,down,mid,up,top", help="comma-separated layer groups")
+    ap.add_argument("--steps", default="0:50", help="comma-separated step windows a:b")
+    ap.add_argument("--eta", type=float, default=1.0, help="DDIM eta (documented sampler: 1)")
+    ap.add_argument("--sampler-steps", type=int, default=50)
+    ap.add_argument("--views", type=int, default=8)
+    ap.add_argument("--seeds", type=int, default=2)
+    ap.add_argument("--prompts", default=",".join(LATENT_UNDER_SPECIFIED), help="comma-separated")
+    ap.add_argument("--zero", action="store_true", help="add the zero / mean self-attention controls")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    prior = load_prior(args.prior, args.prior_model)
+    groups = layer_groups(prior.unet)
+    prompts, seeds, n = args.prompts.split(","), list(range(args.seeds)), args.views
+    run = lambda **kw: sample_sets(prior, prompts, seeds, n, args.eta, args.sampler_steps, **kw)  # noqa: E731
+    rows: List[dict] = []
+
+    def report(row: dict) -> None:
+        rows.append(row)
+        print(" ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
+
+    t0 = time.perf_counter()
+    base = run()
+    report({"proc": "independent", "layers": "-", "steps": "-", **match_figures(base), "seconds": time.perf_counter() - t0})
+    if args.zero:
+        for name, cls in (("zero", ZeroAttn), ("mean", MeanAttn)):
+            sets = run(install=lambda cls=cls: AttentionInstall(prior.unet, lambda _name: cls()))
+            report({"proc": f"control-{name}", "layers": "all", "steps": "-", **match_figures(sets),
+                    "colour_changed": changed_share(base, sets)})
+    for proc in args.procs.split(","):
+        for group in args.layers.split(","):
+            for text in args.steps.split(","):
+                window, state = parse_window(text, args.sampler_steps), {"on": True}
+                factory = lambda _name, proc=proc, state=state: Windowed(PROCESSORS[proc](n), state)  # noqa: E731
+                t0 = time.perf_counter()
+                sets = run(install=lambda group=group, factory=factory: AttentionInstall(prior.unet, factory, groups[group]),
+                           window=window, state=state)
+                report({"proc": proc, "layers": group, "steps": text, **match_figures(sets),
+                        "seconds": time.perf_counter() - t0})
+    if args.json:
+        Path(args.json).write_text(json.dumps({"settings": vars(args), "rows": rows}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -6,7 +6,9 @@ video file (DIS flow), the frames are restyled with SDEdit at the same seeds wit
 correspondence-guided (warped) noise (the initial and the per-step noise alike), and with warped
 noise plus keyframe self-attention (every frame attends to the first frame's keys/values). Printed
 per case and on average: warp error (Lai et al.), its ratio to i.i.d. (goal <= 0.5), colour flip rate
-(goal near 0 with keyframe attention), seconds per frame.
+(goal near 0 with keyframe attention; the JSON also holds the flip rate of the (base, stripe-band)
+colour pair judged in the exact render's regions), seconds per frame. ``--prior latent`` runs the
+miniature Stable Diffusion (noise warped onto its latent grid) and adds the target "a striped <shape>".
 
 Why a ratio stays near 1, measured: the warp error of frames restyled with i.i.d. noise splits into a
 part that depends on the noise and a part that does not (the source's own warp error at the prior's
@@ -44,18 +46,36 @@ from text3d.video.noise import downsample_correspondence  # noqa: E402
 from text3d.video.source import run_clip, video_clip  # noqa: E402
 
 
-def target_prompts(prompt: str) -> list[str]:
-    """The run's prompt, the same shape in another colour, and "a cube"."""
+def target_prompts(prompt: str, patterns: bool = False) -> list[str]:
+    """The run's prompt, the same shape in another colour, and "a cube"; with ``patterns`` (the latent
+    prior's striped world) also the run's shape with its stripe colour open, "a striped <shape>"."""
     parsed = parse_prompt(prompt)
     if parsed is None:
         return [prompt, "a cube"]
     shape, colour = parsed
     other = COLOUR_NAMES[(COLOUR_NAMES.index(colour) + 3) % len(COLOUR_NAMES)]
-    return [prompt, with_article(f"{other} {shape}"), "a cube"]
+    return [prompt, with_article(f"{other} {shape}"), "a cube"] + ([f"a striped {shape}"] if patterns else [])
+
+
+def pattern_flip_rate(frames, clip, shape: str) -> float:
+    """Share of consecutive frame pairs whose (base colour, stripe-band colour) differ, each judged in the
+    exact render's regions of ``shape`` at the frame's camera (pairs where either is not found are left
+    out): the colour flips of a patterned object, its stripe included."""
+    from text3d.prior.evaluation import classify_colour, object_mask, stripe_regions
+
+    size = frames.shape[1]
+    cams = dataclasses.replace(clip.cameras, width=size, height=size)
+    images = frames.permute(0, 3, 1, 2).float()
+    base_region, stripe_region = stripe_regions(cams, [shape] * len(frames))
+    mask = object_mask(images)
+    pairs = list(zip(classify_colour(images, base_region & mask).tolist(),
+                     classify_colour(images, stripe_region & mask).tolist()))
+    found = [(a, b) for a, b in zip(pairs, pairs[1:]) if min(a) >= 0 and min(b) >= 0]
+    return sum(a != b for a, b in found) / len(found) if found else float("nan")
 
 
 def target_shape(prompt: str) -> str:
-    parsed = parse_prompt(prompt)
+    parsed = parse_prompt(prompt) or parse_prompt(prompt.replace("a striped ", "a red "))
     return parsed[0] if parsed else "cube"
 
 
@@ -107,9 +127,10 @@ def evaluate(prior, clip, cfg: VideoConfig, seeds: int, floor_seeds: int, refere
                 iid_frames.append(frames)
             if seed < seeds:
                 runs.append({**metrics_for(frames, clip), "seconds_per_frame": seconds / len(frames),
-                             **pose_check(frames, clip, target_shape(cfg.prompt))})
+                             **pose_check(frames, clip, target_shape(cfg.prompt)),
+                             "pattern_flip_rate": pattern_flip_rate(frames, clip, target_shape(cfg.prompt))})
         row[name] = {key: sum(r[key] for r in runs) / len(runs)
-                     for key in ("warp_error", "colour_flip_rate", "seconds_per_frame")}
+                     for key in ("warp_error", "colour_flip_rate", "pattern_flip_rate", "seconds_per_frame")}
         row[name]["colours"] = ["".join(c[0] for c in r["colours"]) for r in runs]
         for key in ("iou", "pasted"):
             row[name][key] = sum(r[key] for r in runs) / len(runs)
@@ -190,7 +211,7 @@ def main() -> int:
             clip = (run_clip(source, args.frames, 128, degrees_per_frame=args.degrees_per_frame) if prompt is None
                     else video_clip(source, args.frames, 128, base.flow_preset))
             prepare = time.perf_counter() - t0
-            for target in ([prompt] if prompt else target_prompts(clip.prompt)):
+            for target in ([prompt] if prompt else target_prompts(clip.prompt, args.prior == "latent")):
                 cfg = dataclasses.replace(base, prompt=target)
                 row = {"source": str(source), "kind": clip.kind, "prompt": target, "prepare_s": prepare,
                        **evaluate(prior, clip, cfg, args.seeds, args.floor_seeds, args.reference_camera)}
@@ -202,6 +223,11 @@ def main() -> int:
     return 0
 
 
+def nanmean(values: list) -> float:
+    kept = [v for v in values if v == v]
+    return sum(kept) / len(kept) if kept else float("nan")
+
+
 def summarise(rows: list) -> None:
     mean = lambda f: sum(f(r) for r in rows) / len(rows)  # noqa: E731
     median = lambda f: float(torch.tensor([f(r) for r in rows]).median())  # noqa: E731
@@ -209,9 +235,11 @@ def summarise(rows: list) -> None:
         print(f"{name}: ratio to i.i.d. mean {mean(lambda r: r[name]['ratio']):.3f} (median "
               f"{median(lambda r: r[name]['ratio']):.3f}; goal <= 0.5), noise-driven part removed "
               f"{mean(lambda r: r[name]['removed']):.2f} (median {median(lambda r: r[name]['removed']):.2f}), "
-              f"flip rate {mean(lambda r: r[name]['colour_flip_rate']):.3f}, own-camera IoU "
+              f"flip rate {mean(lambda r: r[name]['colour_flip_rate']):.3f} (colour and stripe: "
+              f"{nanmean([r[name]['pattern_flip_rate'] for r in rows]):.3f}), own-camera IoU "
               f"{mean(lambda r: r[name]['iou']):.2f}, pose pasted {mean(lambda r: r[name]['pasted']):.2f}")
-    print(f"iid: flip rate {mean(lambda r: r['iid']['colour_flip_rate']):.3f}; best ratio any noise could reach "
+    print(f"iid: flip rate {mean(lambda r: r['iid']['colour_flip_rate']):.3f} (colour and stripe: "
+          f"{nanmean([r['iid']['pattern_flip_rate'] for r in rows]):.3f}); best ratio any noise could reach "
           f"(floor / i.i.d.) mean {mean(lambda r: r['best_ratio']):.3f} (median {median(lambda r: r['best_ratio']):.3f}); "
           f"s/frame iid {mean(lambda r: r['iid']['seconds_per_frame']):.2f}, warped "
           f"{mean(lambda r: r['warped']['seconds_per_frame']):.2f}, +keyframe "

@@ -231,3 +231,23 @@ def test_an_edits_striped_target_is_judged_by_its_pattern():
     plain = target_scores("a red cube with a blue stripe", views(None), cams)
     assert not plain["pattern_ok"] and plain["colour_found"] == "red" and plain["stripe_found"] == "red"
     assert "pattern_ok" not in target_scores("a red cube", views(None), cams)
+
+
+def test_the_video_benchmarks_pattern_flips_count_stripe_changes_between_frames():
+    import sys
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from text3d.scene.cameras import turntable
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from eval_video_consistency import pattern_flip_rate
+
+    cams = turntable(8, 15.0, 3.0, 32.0, 32, 32)
+    clip = SimpleNamespace(cameras=cams)
+    steady = render_shapes(["cube"] * 8, ["red"] * 8, cams, stripe_colours=["blue"] * 8)[0]
+    assert pattern_flip_rate(steady, clip, "cube") == 0.0
+    alternating = render_shapes(["cube"] * 8, ["red"] * 8, cams, stripe_colours=["blue", "green"] * 4)[0]
+    assert pattern_flip_rate(alternating, clip, "cube") == 1.0
+    plain = render_shapes(["cube"] * 8, ["red"] * 8, cams)[0]  # a stripe-less object flips nothing either
+    assert pattern_flip_rate(plain, clip, "cube") == 0.0

@@ -12,29 +12,26 @@ Two stages, as Latent Diffusion trains them:
    guidance.
 
 Each stage keeps its state in the work folder (``vae/ckpts``, ``unet/ckpts``: safetensors + JSON,
-written atomically every ``checkpoint_every`` iterations) and the fixed bank of views in
-``bank.safetensors``; a stopped run started again with the same recipe resumes where it stopped,
-bit-exactly (every batch is drawn from the checkpointed generator). The finished prior is written
-to a temporary sibling of ``out_dir`` and renamed into place.
+written atomically every ``checkpoint_every`` iterations; :mod:`text3d.prior.train_state`) and the
+fixed bank of views in ``bank.safetensors``; a stopped run started again with the same recipe
+resumes where it stopped, bit-exactly (every batch is drawn from the checkpointed generator). The
+finished prior is written to a temporary sibling of ``out_dir`` and renamed into place.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
-import math
 import platform
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, Optional
 
 import torch
 from torch import Tensor, nn
 
 from text3d.core.bounds import bounded
-from text3d.core.checkpoint import load_latest_checkpoint, optimizer_from_flat, optimizer_to_flat, save_checkpoint
 from text3d.core.device import resolve_device
 from text3d.core.errors import ConfigError
 from text3d.core.io import staged_folder
@@ -44,7 +41,8 @@ from .latent_data import PatternDataConfig, PatternDataset, held_out_striped
 from .latent_model import LatentModelConfig, LatentPriorModules, build_latent_prior, check_latent_model_config, \
     encode_latents, is_latent_prior_folder, save_latent_prior
 from .model import DEFAULT_SAMPLER, encode_prompts
-from .training import EMA, ProgressFn, TrainPriorConfig, _param_groups, check_train_config, diffusion_loss, \
+from .train_state import EMA, RESUME_FREE_KEYS, TrainState, resume_recipe, run_steps
+from .training import ProgressFn, TrainPriorConfig, _param_groups, check_train_config, diffusion_loss, \
     held_out_pairs, learning_rate
 
 logger = logging.getLogger(__name__)
@@ -105,63 +103,14 @@ def check_latent_train_config(cfg: TrainLatentPriorConfig) -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# One stage's resumable state
-@dataclass
-class _Stage:
-    name: str
-    modules: Dict[str, nn.Module]
-    optimizer: torch.optim.Optimizer
-    generator: torch.Generator
-    recipe: Dict[str, Any]
-    ema: Optional[EMA] = None
-    step: int = 0
-    wall_time: float = 0.0
-    smoothed_loss: float = float("nan")
-    history: List[List[float]] = field(default_factory=list)
-
-    def save(self, work_dir: Path) -> None:
-        tensors = {f"{n}.{k}": v for n, m in self.modules.items() for k, v in m.state_dict().items()}
-        if self.ema is not None:
-            tensors.update({f"ema.{i}": t for i, t in enumerate(self.ema.shadow)})
-        optim_tensors, groups = optimizer_to_flat(self.optimizer)
-        tensors.update(optim_tensors)
-        tensors["rng.generator"] = self.generator.get_state()
-        meta = {"recipe": self.recipe, "wall_time": self.wall_time, "smoothed_loss": self.smoothed_loss,
-                "history": self.history, "ema_updates": self.ema.updates if self.ema else 0,
-                "optimizer_param_groups": groups}
-        save_checkpoint(work_dir / self.name / "ckpts", self.step, tensors, meta, keep=1)
-
-    def load(self, work_dir: Path) -> bool:
-        ckpt = load_latest_checkpoint(work_dir / self.name)
-        if ckpt is None:
-            return False
-        if json.loads(json.dumps(self.recipe)) != ckpt.meta["recipe"]:
-            raise ConfigError(f"{work_dir} holds a {self.name} stage of another recipe; delete it or pick another "
-                              f"work folder (iterations, checkpoint_every, log_every, snapshot_every, num_threads and "
-                              f"device may change on resume)")
-        for name, module in self.modules.items():
-            module.load_state_dict({k[len(name) + 1:]: v for k, v in ckpt.tensors.items() if k.startswith(name + ".")})
-        optimizer_from_flat(self.optimizer, ckpt.tensors, ckpt.meta["optimizer_param_groups"])
-        if self.ema is not None:
-            self.ema.load_state_dict({"shadow": [ckpt.tensors[f"ema.{i}"] for i in range(len(self.ema.shadow))],
-                                      "updates": ckpt.meta["ema_updates"]})
-        self.generator.set_state(ckpt.tensors["rng.generator"])
-        self.step, self.wall_time = int(ckpt.meta["step"]), float(ckpt.meta["wall_time"])
-        self.smoothed_loss, self.history = float(ckpt.meta["smoothed_loss"]), list(ckpt.meta["history"])
-        logger.info("resumed the %s stage from %s at iteration %d", self.name, ckpt.path, self.step)
-        return True
-
-
-_FREE_KEYS = ("iterations", "checkpoint_every", "log_every", "snapshot_every", "num_threads", "device")
+# What a resumed stage must match: the UNet stage the whole recipe but RESUME_FREE_KEYS
+# (train_state.resume_recipe), the VAE stage only what it depends on
+_FREE_KEYS = RESUME_FREE_KEYS  # read by tests/test_shipped_latent_prior.py
 
 
 def _vae_recipe(cfg: TrainLatentPriorConfig) -> Dict[str, Any]:
     vae = {k: v for k, v in dataclasses.asdict(cfg.vae).items() if k not in ("iterations", "scale_images")}
     return {"data": dataclasses.asdict(cfg.data), "model": dataclasses.asdict(cfg.model), "vae": vae, "seed": cfg.seed}
-
-
-def _unet_recipe(cfg: TrainLatentPriorConfig) -> Dict[str, Any]:
-    return {k: v for k, v in dataclasses.asdict(cfg).items() if k not in _FREE_KEYS}
 
 
 # --------------------------------------------------------------------------------------------
@@ -174,29 +123,17 @@ def vae_loss(vae: nn.Module, images: Tensor, generator: torch.Generator, stage: 
     return error.pow(2).mean() + stage.l1_weight * error.abs().mean() + stage.kl_weight * posterior.kl().mean()
 
 
-def _new_vae_stage(cfg: TrainLatentPriorConfig, prior: LatentPriorModules) -> _Stage:
+def _new_vae_stage(cfg: TrainLatentPriorConfig, prior: LatentPriorModules) -> TrainState:
     prior.vae.train()
     optimizer = torch.optim.AdamW(_param_groups([prior.vae], 0.0), lr=cfg.vae.lr, betas=(0.5, 0.9))
-    return _Stage("vae", {"vae": prior.vae}, optimizer, torch.Generator().manual_seed(cfg.seed + 11), _vae_recipe(cfg))
+    return TrainState("vae", {"vae": prior.vae}, optimizer, torch.Generator().manual_seed(cfg.seed + 11),
+                      _vae_recipe(cfg))
 
 
-def _vae_step(stage: _Stage, cfg: TrainLatentPriorConfig, dataset: PatternDataset) -> float:
+def _vae_step(stage: TrainState, cfg: TrainLatentPriorConfig, dataset: PatternDataset) -> float:
     batch = dataset.sample(cfg.vae.batch_size, stage.generator)
     loss = vae_loss(stage.modules["vae"], batch.images, stage.generator, cfg.vae)
-    return _optimise(stage, loss, learning_rate(cfg.vae, stage.step), cfg.vae.grad_clip)
-
-
-def _optimise(stage: _Stage, loss: Tensor, lr: float, grad_clip: float) -> float:
-    for group in stage.optimizer.param_groups:
-        group["lr"] = lr
-    stage.optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    if grad_clip > 0:
-        torch.nn.utils.clip_grad_norm_([p for g in stage.optimizer.param_groups for p in g["params"]], grad_clip)
-    stage.optimizer.step()
-    if stage.ema is not None:
-        stage.ema.update()
-    return loss.item()
+    return stage.optimise(loss, learning_rate(cfg.vae, stage.step), cfg.vae.grad_clip)
 
 
 @torch.no_grad()
@@ -209,16 +146,18 @@ def latent_scale(vae: nn.Module, dataset: PatternDataset, n: int, seed: int, bat
 
 # --------------------------------------------------------------------------------------------
 # Stage 2: the UNet
-def _new_unet_stage(cfg: TrainLatentPriorConfig, prior: LatentPriorModules) -> _Stage:
+def _new_unet_stage(cfg: TrainLatentPriorConfig, prior: LatentPriorModules) -> TrainState:
     prior.unet.train()
     prior.text_encoder.train()
     modules = {"unet": prior.unet, "text_encoder": prior.text_encoder}
-    optimizer = torch.optim.AdamW(_param_groups(list(modules.values()), cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.999))
-    return _Stage("unet", modules, optimizer, torch.Generator().manual_seed(cfg.seed + 1), _unet_recipe(cfg),
-                  ema=EMA(list(modules.values()), cfg.ema_decay))
+    optimizer = torch.optim.AdamW(_param_groups(list(modules.values()), cfg.weight_decay), lr=cfg.lr,
+                                  betas=(0.9, 0.999))
+    return TrainState("unet", modules, optimizer, torch.Generator().manual_seed(cfg.seed + 1), resume_recipe(cfg),
+                      ema=EMA(list(modules.values()), cfg.ema_decay))
 
 
-def _unet_step(stage: _Stage, cfg: TrainLatentPriorConfig, prior: LatentPriorModules, dataset: PatternDataset) -> float:
+def _unet_step(stage: TrainState, cfg: TrainLatentPriorConfig, prior: LatentPriorModules,
+               dataset: PatternDataset) -> float:
     batch = dataset.sample(cfg.batch_size, stage.generator)
     with torch.no_grad():
         x0 = encode_latents(prior.vae, batch.images.to(prior.device), stage.generator) * prior.scaling_factor
@@ -228,34 +167,22 @@ def _unet_step(stage: _Stage, cfg: TrainLatentPriorConfig, prior: LatentPriorMod
     emb = encode_prompts(prior, unique)[torch.tensor([unique.index(p) for p in prompts])]
     loss = diffusion_loss(prior, x0, emb, batch.camera.to(prior.device), stage.generator, cfg.min_snr_gamma,
                           cfg.autocast_bf16)
-    return _optimise(stage, loss, learning_rate(cfg, stage.step), cfg.grad_clip)
+    return stage.optimise(loss, learning_rate(cfg, stage.step), cfg.grad_clip)
 
 
 # --------------------------------------------------------------------------------------------
 # The run
-def _run_stage(stage: _Stage, total: int, step_fn: Callable[[], float], work_dir: Path, cfg: TrainLatentPriorConfig,
-               progress: Optional[ProgressFn], offset: int, grand_total: int,
-               snapshot: Optional[Callable[[], None]] = None) -> None:
-    """Iterate ``step_fn`` until ``stage.step == total``, checkpointing, logging and reporting progress."""
-    while stage.step < total:
-        t0 = time.perf_counter()
-        loss = step_fn()
-        stage.step += 1
-        stage.wall_time += time.perf_counter() - t0
-        stage.smoothed_loss = loss if math.isnan(stage.smoothed_loss) else 0.98 * stage.smoothed_loss + 0.02 * loss
-        if stage.step % cfg.log_every == 0 or stage.step == total:
-            stage.history.append([stage.step, round(stage.smoothed_loss, 6)])
-            logger.info("%s iteration %d/%d loss %.5f (%.2f s/it)", stage.name, stage.step, total, stage.smoothed_loss,
-                        stage.wall_time / max(stage.step, 1))
-        if stage.step % cfg.checkpoint_every == 0 or stage.step == total:
-            stage.save(work_dir)
-        if snapshot is not None and cfg.snapshot_every > 0 and stage.step % cfg.snapshot_every == 0 and stage.step < total:
-            snapshot()
-        if progress is not None:
-            progress(offset + stage.step, grand_total, {"loss": stage.smoothed_loss, "stage": stage.name})
+def _stage_report(stage: TrainState, progress: Optional[ProgressFn], offset: int,
+                  grand_total: int) -> Optional[Callable[[Dict[str, Any]], None]]:
+    """``progress`` for :func:`run_steps` on one stage: iterations counted over both stages, figures
+    ``{"loss", "stage"}``."""
+    if progress is None:
+        return None
+    return lambda figures: progress(offset + stage.step, grand_total, {**figures, "stage": stage.name})
 
 
-def _export(cfg: TrainLatentPriorConfig, prior: LatentPriorModules, vae: _Stage, unet: _Stage, out_dir: Path) -> Path:
+def _export(cfg: TrainLatentPriorConfig, prior: LatentPriorModules, vae: TrainState, unet: TrainState,
+            out_dir: Path) -> Path:
     """Write the VAE and the EMA UNet / text encoder as a latent prior folder, atomically."""
     modules = list(unet.modules.values())
     backup = [{k: v.clone() for k, v in m.state_dict().items()} for m in modules]
@@ -306,16 +233,19 @@ def train_latent_prior(cfg: TrainLatentPriorConfig, out_dir: Path | str, progres
     logger.info("latent prior training: %d plain and %d striped combinations, bank ready in %.1f s, %s",
                 len(dataset.plain), len(dataset.striped), time.perf_counter() - t0, device)
     grand_total = cfg.vae.iterations + cfg.iterations
+    every = {"log_every": cfg.log_every, "checkpoint_every": cfg.checkpoint_every}
     vae = _new_vae_stage(cfg, prior)
     vae.load(work_dir)
-    _run_stage(vae, cfg.vae.iterations, lambda: _vae_step(vae, cfg, dataset), work_dir, cfg, progress, 0, grand_total)
+    run_steps(vae, cfg.vae.iterations, lambda: _vae_step(vae, cfg, dataset), work_dir, label=vae.name, **every,
+              report=_stage_report(vae, progress, 0, grand_total))
     prior.vae.eval().requires_grad_(False)
     prior.vae.register_to_config(scaling_factor=latent_scale(prior.vae, dataset, cfg.vae.scale_images, cfg.seed + 13))
     logger.info("VAE latent std %.4f: scaling factor %.4f", 1 / prior.scaling_factor, prior.scaling_factor)
     unet = _new_unet_stage(cfg, prior)
     unet.load(work_dir)
-    _run_stage(unet, cfg.iterations, lambda: _unet_step(unet, cfg, prior, dataset), work_dir, cfg, progress,
-               cfg.vae.iterations, grand_total, snapshot=lambda: _export(cfg, prior, vae, unet, work_dir / "snapshot"))
+    run_steps(unet, cfg.iterations, lambda: _unet_step(unet, cfg, prior, dataset), work_dir, label=unet.name, **every,
+              snapshot_every=cfg.snapshot_every, snapshot=lambda: _export(cfg, prior, vae, unet, work_dir / "snapshot"),
+              report=_stage_report(unet, progress, cfg.vae.iterations, grand_total))
     return _export(cfg, prior, vae, unet, out_dir)
 
 

@@ -13,14 +13,14 @@ an EMA of the weights (the EMA is what gets saved), 10 % of prompts dropped to `
 classifier-free guidance (the camera is always kept), optional bf16 autocast.
 
 A run keeps its state in a work folder (``ckpts/``: safetensors + JSON, written atomically every
-``checkpoint_every`` iterations) and resumes from it when started again with the same recipe; the
-finished prior is written to a temporary sibling of ``out_dir`` and renamed into place.
+``checkpoint_every`` iterations; :mod:`text3d.prior.train_state`) and resumes from it when started
+again with the same recipe; the finished prior is written to a temporary sibling of ``out_dir`` and
+renamed into place.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 import platform
@@ -35,7 +35,6 @@ from torch import Tensor, nn
 from text3d.core.bounds import bounded
 from text3d.core.schema import Schema
 from text3d.scene.cameras import orbit_cameras
-from text3d.core.checkpoint import load_latest_checkpoint, optimizer_from_flat, optimizer_to_flat, save_checkpoint
 from text3d.core.device import resolve_device
 from text3d.core.errors import ConfigError
 from text3d.core.io import staged_folder
@@ -43,6 +42,7 @@ from text3d.core.paths import check_writable, claim_output
 from .model import DEFAULT_SAMPLER, PriorModelConfig, PriorModules, build_prior, camera_features, \
     check_model_config, encode_prompts, is_prior_folder, save_prior
 from .shapes import COLOUR_NAMES, COLOURS, SHAPES, colourize, parse_prompt, prompt_for, render_shading, with_article
+from .train_state import EMA, TrainState, resume_recipe, run_steps
 
 logger = logging.getLogger(__name__)
 
@@ -338,143 +338,53 @@ def _param_groups(modules: Sequence[nn.Module], weight_decay: float) -> List[Dic
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-class EMA:
-    """Exponential moving average of parameters; decay ramps up as ``min(decay, (1 + n) / (10 + n))``."""
-
-    def __init__(self, modules: Sequence[nn.Module], decay: float):
-        self.params = [p for m in modules for p in m.parameters()]
-        self.shadow = [p.detach().clone() for p in self.params]
-        self.decay, self.updates = decay, 0
-
-    @torch.no_grad()
-    def update(self) -> None:
-        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
-        torch._foreach_lerp_(self.shadow, [p.detach() for p in self.params], 1 - d)
-        self.updates += 1
-
-    @torch.no_grad()
-    def copy_to(self, modules: Sequence[nn.Module]) -> None:
-        for p, s in zip([p for m in modules for p in m.parameters()], self.shadow):
-            p.copy_(s)
-
-    def state_dict(self) -> Dict[str, Any]:
-        return {"shadow": self.shadow, "updates": self.updates}
-
-    def load_state_dict(self, state: Dict[str, Any]) -> None:
-        for s, v in zip(self.shadow, state["shadow"]):
-            s.copy_(v)
-        self.updates = int(state["updates"])
-
-
 # --------------------------------------------------------------------------------------------
 # The training run
-@dataclass
-class _Run:
-    cfg: TrainPriorConfig
-    prior: PriorModules
-    optimizer: torch.optim.Optimizer
-    ema: EMA
-    generator: torch.Generator
-    step: int = 0
-    wall_time: float = 0.0
-    smoothed_loss: float = float("nan")
-    history: List[List[float]] = field(default_factory=list)
-    """``[step, smoothed loss]`` every ``log_every`` iterations."""
+def _new_state(cfg: TrainPriorConfig, prior: PriorModules) -> TrainState:
+    """The unnamed state (checkpoints in ``<work_dir>/ckpts``) of the UNet and the text encoder."""
+    prior.unet.train()
+    prior.text_encoder.train()
+    modules = {"unet": prior.unet, "text_encoder": prior.text_encoder}
+    optimizer = torch.optim.AdamW(_param_groups(list(modules.values()), cfg.weight_decay), lr=cfg.lr,
+                                  betas=(0.9, 0.999))
+    return TrainState("", modules, optimizer, torch.Generator().manual_seed(cfg.seed + 1), resume_recipe(cfg),
+                      ema=EMA(list(modules.values()), cfg.ema_decay))
 
 
-def _new_run(cfg: TrainPriorConfig, device: torch.device) -> _Run:
-    prior = build_prior(cfg.model, seed=cfg.seed)
-    prior.unet.to(device).train()
-    prior.text_encoder.to(device).train()
-    modules = [prior.unet, prior.text_encoder]
-    optimizer = torch.optim.AdamW(_param_groups(modules, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.999))
-    return _Run(cfg, prior, optimizer, EMA(modules, cfg.ema_decay), torch.Generator().manual_seed(cfg.seed + 1))
-
-
-_RESUME_FREE_KEYS = ("iterations", "checkpoint_every", "log_every", "snapshot_every", "num_threads", "device")
-
-
-def _recipe(cfg: TrainPriorConfig) -> Dict[str, Any]:
-    return {k: v for k, v in dataclasses.asdict(cfg).items() if k not in _RESUME_FREE_KEYS}
-
-
-def _save_state(run: _Run, work_dir: Path) -> None:
-    """Checkpoint the run (safetensors + JSON, atomically; see :mod:`text3d.core.checkpoint`)."""
-    tensors = {f"unet.{k}": v for k, v in run.prior.unet.state_dict().items()}
-    tensors.update({f"text_encoder.{k}": v for k, v in run.prior.text_encoder.state_dict().items()})
-    tensors.update({f"ema.{i}": t for i, t in enumerate(run.ema.shadow)})
-    optim_tensors, groups = optimizer_to_flat(run.optimizer)
-    tensors.update(optim_tensors)
-    tensors["rng.generator"] = run.generator.get_state()
-    meta = {"recipe": _recipe(run.cfg), "wall_time": run.wall_time, "smoothed_loss": run.smoothed_loss,
-            "history": run.history, "ema_updates": run.ema.updates, "optimizer_param_groups": groups}
-    save_checkpoint(work_dir / "ckpts", run.step, tensors, meta, keep=1)
-
-
-def _load_state(run: _Run, work_dir: Path) -> bool:
-    ckpt = load_latest_checkpoint(work_dir)
-    if ckpt is None:
-        return False
-    path = ckpt.path
-    meta, tensors = ckpt.meta, {k: v.to(run.prior.device) for k, v in ckpt.tensors.items()}
-    if json.loads(json.dumps(_recipe(run.cfg))) != meta["recipe"]:
-        raise ConfigError(f"{work_dir} holds a run with another recipe; delete it or pick another work folder "
-                          f"(only {', '.join(_RESUME_FREE_KEYS)} may change on resume)")
-    for name, module in (("unet", run.prior.unet), ("text_encoder", run.prior.text_encoder)):
-        module.load_state_dict({k[len(name) + 1:]: v for k, v in tensors.items() if k.startswith(name + ".")})
-    optimizer_from_flat(run.optimizer, tensors, meta["optimizer_param_groups"])
-    run.ema.load_state_dict({"shadow": [tensors[f"ema.{i}"] for i in range(len(run.ema.shadow))],
-                             "updates": meta["ema_updates"]})
-    run.generator.set_state(ckpt.tensors["rng.generator"])
-    run.step, run.wall_time = int(meta["step"]), float(meta["wall_time"])
-    run.smoothed_loss, run.history = float(meta["smoothed_loss"]), list(meta["history"])
-    logger.info("resumed prior training from %s at iteration %d", path, run.step)
-    return True
-
-
-def _train_step(run: _Run, dataset: ShapesDataset) -> float:
-    cfg, prior = run.cfg, run.prior
-    batch = dataset.sample(cfg.batch_size, run.generator)
-    drop = torch.rand(cfg.batch_size, generator=run.generator) < cfg.cond_dropout
+def _train_step(state: TrainState, cfg: TrainPriorConfig, prior: PriorModules, dataset: ShapesDataset) -> float:
+    batch = dataset.sample(cfg.batch_size, state.generator)
+    drop = torch.rand(cfg.batch_size, generator=state.generator) < cfg.cond_dropout
     prompts = ["" if d else p for p, d in zip(batch.prompts, drop.tolist())]
     unique = list(dict.fromkeys(prompts))
     emb = encode_prompts(prior, unique)[torch.tensor([unique.index(p) for p in prompts])]
-    loss = diffusion_loss(prior, batch.images, emb, batch.camera, run.generator, cfg.min_snr_gamma,
+    loss = diffusion_loss(prior, batch.images, emb, batch.camera, state.generator, cfg.min_snr_gamma,
                           cfg.autocast_bf16)
-    for group in run.optimizer.param_groups:
-        group["lr"] = learning_rate(cfg, run.step)
-    run.optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    if cfg.grad_clip > 0:
-        params = [p for g in run.optimizer.param_groups for p in g["params"]]
-        torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-    run.optimizer.step()
-    run.ema.update()
-    dataset.refresh(run.generator)
-    return loss.item()
+    loss_value = state.optimise(loss, learning_rate(cfg, state.step), cfg.grad_clip)
+    dataset.refresh(state.generator)
+    return loss_value
 
 
-def _export(run: _Run, out_dir: Path) -> Path:
+def _export(cfg: TrainPriorConfig, prior: PriorModules, state: TrainState, out_dir: Path) -> Path:
     """Write the EMA weights as a prior folder, atomically: a temporary sibling renamed into place."""
-    modules = [run.prior.unet, run.prior.text_encoder]
+    modules = list(state.modules.values())
     backup = [{k: v.clone() for k, v in m.state_dict().items()} for m in modules]
-    run.ema.copy_to(modules)
+    state.ema.copy_to(modules)
     meta = {
-        "version": f"{run.cfg.model.resolution}px-{run.step}it-seed{run.cfg.seed}",
-        "recipe": dataclasses.asdict(run.cfg),
-        "held_out": [f"{c} {s}" for s, c in held_out_pairs(run.cfg.data)],
-        "iterations": run.step,
-        "final_loss": run.smoothed_loss,
-        "loss_history": run.history,
-        "wall_time_s": round(run.wall_time, 1),
-        "trained_on": f"{run.prior.device.type} ({platform.machine()}, torch {torch.__version__})",
+        "version": f"{cfg.model.resolution}px-{state.step}it-seed{cfg.seed}",
+        "recipe": dataclasses.asdict(cfg),
+        "held_out": [f"{c} {s}" for s, c in held_out_pairs(cfg.data)],
+        "iterations": state.step,
+        "final_loss": state.smoothed_loss,
+        "loss_history": state.history,
+        "wall_time_s": round(state.wall_time, 1),
+        "trained_on": f"{prior.device.type} ({platform.machine()}, torch {torch.__version__})",
         "sampler": dict(DEFAULT_SAMPLER),
     }
     out_dir = Path(out_dir)
     claim_output(out_dir, is_prior_folder, replace=True, key=str(out_dir), what="prior")  # only ever our own
     try:
         with staged_folder(out_dir) as tmp:
-            save_prior(run.prior, tmp, meta)
+            save_prior(prior, tmp, meta)
     finally:
         for m, sd in zip(modules, backup):
             m.load_state_dict(sd)
@@ -506,32 +416,23 @@ def train_prior(cfg: TrainPriorConfig, out_dir: Path | str, progress: Optional[P
         torch.set_num_threads(cfg.num_threads)
     work_dir = Path(work_dir) if work_dir is not None else out_dir.with_name(out_dir.name + ".train")
     check_writable(work_dir, "--work-dir")
-    run = _new_run(cfg, device)
-    resumed = _load_state(run, work_dir)
-    data_gen = torch.Generator().manual_seed(cfg.seed + 7919 * (run.step + 1))
+    prior = build_prior(cfg.model, seed=cfg.seed)
+    prior.unet.to(device), prior.text_encoder.to(device)
+    state = _new_state(cfg, prior)
+    resumed = state.load(work_dir)
+    data_gen = torch.Generator().manual_seed(cfg.seed + 7919 * (state.step + 1))
     t0 = time.perf_counter()
     dataset = ShapesDataset(cfg.data, cfg.model.resolution, data_gen, device)
     logger.info("%s prior training: %d pairs (%d held out), bank ready in %.1f s, %s",
                 "resuming" if resumed else "starting", len(dataset.pairs), len(cfg.data.held_out),
                 time.perf_counter() - t0, device)
-    run.wall_time += time.perf_counter() - t0
-    while run.step < cfg.iterations:
-        t_step = time.perf_counter()
-        loss = _train_step(run, dataset)
-        run.step += 1
-        run.wall_time += time.perf_counter() - t_step
-        run.smoothed_loss = loss if math.isnan(run.smoothed_loss) else 0.98 * run.smoothed_loss + 0.02 * loss
-        if run.step % cfg.log_every == 0 or run.step == cfg.iterations:
-            run.history.append([run.step, round(run.smoothed_loss, 6)])
-            logger.info("iteration %d/%d loss %.4f lr %.2e (%.2f s/it)", run.step, cfg.iterations,
-                        run.smoothed_loss, learning_rate(cfg, run.step - 1), run.wall_time / max(run.step, 1))
-        if run.step % cfg.checkpoint_every == 0 or run.step == cfg.iterations:
-            _save_state(run, work_dir)
-        if cfg.snapshot_every > 0 and run.step % cfg.snapshot_every == 0 and run.step < cfg.iterations:
-            _export(run, work_dir / "snapshot")
-        if progress is not None:
-            progress(run.step, cfg.iterations, {"loss": run.smoothed_loss, "lr": learning_rate(cfg, run.step - 1)})
-    return _export(run, out_dir)
+    state.wall_time += time.perf_counter() - t0
+    run_steps(state, cfg.iterations, lambda: _train_step(state, cfg, prior, dataset), work_dir, label="prior",
+              log_every=cfg.log_every, checkpoint_every=cfg.checkpoint_every, snapshot_every=cfg.snapshot_every,
+              snapshot=lambda: _export(cfg, prior, state, work_dir / "snapshot"),
+              metrics=lambda: {"lr": learning_rate(cfg, state.step - 1)},
+              report=None if progress is None else lambda figures: progress(state.step, cfg.iterations, figures))
+    return _export(cfg, prior, state, out_dir)
 
 
 TRAIN_PRIOR_SCHEMA = Schema("train-prior", TrainPriorConfig, check=check_train_config)

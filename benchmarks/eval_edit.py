@@ -201,6 +201,20 @@ def split(totals: Dict[str, float], steps: int) -> Dict[str, float]:
     return {k: round(v / max(steps, 1), 4) for k, v in out.items()}
 
 
+def preset_guidance_scale(path: Path) -> float:
+    """``guidance.guidance_scale`` of a preset, read through its ``base:`` chain (a preset may set only
+    what differs from its base)."""
+    import yaml
+
+    while True:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+        if "guidance_scale" in (data.get("guidance") or {}):
+            return float(data["guidance"]["guidance_scale"])
+        if not data.get("base"):
+            raise KeyError(f"{path}: no guidance.guidance_scale in it or its bases")
+        path = Path(path).parent / data["base"]
+
+
 def one_edit(kind: str, source: str, target: str, guidance: str, steps: Optional[int], out_dir: Path, prior,
              extra: List[str], export: bool = False, edit_kind: str = "colour"):
     """Run one edit in this process with the ``kind`` scene's preset for ``edit_kind`` (``colour``:
@@ -212,10 +226,7 @@ def one_edit(kind: str, source: str, target: str, guidance: str, steps: Optional
                  "trainer.val_every=0", "trainer.checkpoint_every=0", "trainer.turntable_frames=12",
                  *([] if export else ["export.enabled=false"]), *([f"steps={steps}"] if steps else []), *extra]
     if guidance != "pds":  # the baselines at the edit preset's CFG scale, for a like-for-like comparison
-        import yaml
-
-        scale = yaml.safe_load(PRESETS[kind].read_text())["guidance"]["guidance_scale"]
-        overrides.append(f"guidance.guidance_scale={scale}")
+        overrides.append(f"guidance.guidance_scale={preset_guidance_scale(PRESETS[kind])}")
     run = open_edit((SHAPE_PRESETS if edit_kind == "shape" else PRESETS)[kind], overrides, prior=prior)
     totals = instrument(run)
     run.fit()

@@ -121,8 +121,8 @@ def test_the_latent_matrix_adds_a_stripe_in_another_colour_keeping_shape_and_bas
     sources = [{"scene": "nerf", "seed": 0, "prompt": p, "run": Path(f"/runs/{i}")}
                for i, p in enumerate(eval_edit.source_prompts(0))]
     assert len(eval_edit.plan_cells(sources, ["pds"], ply=False, patterns=True)) == 7 * 5
-    for preset in eval_edit.LATENT_PRESETS["PRESETS"].values():
-        assert preset.is_file()
+    for scene, preset in eval_edit.LATENT_PRESETS["PRESETS"].items():  # the baselines' CFG scale, through base:
+        assert eval_edit.preset_guidance_scale(preset) == eval_edit.preset_guidance_scale(eval_edit.PRESETS[scene])
     for preset in eval_edit.LATENT_PRESETS["SOURCE_PRESETS"].values():
         assert (eval_edit.REPO / preset).is_file()
 

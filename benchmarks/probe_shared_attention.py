@@ -16,6 +16,9 @@ can give). Layer groups are read from the UNet's processor names (``down``, ``mi
 processor for steps ``a <= i < b`` of the sampler only. ``--zero`` adds two controls that say whether
 self-attention carries colour at all: the share of views whose colour changes when every
 self-attention layer outputs zeros, or the mean of its values (content-free), with the same noise.
+``--up-means`` asks where the views' own colour comes back from: every up-block ResNet input (the
+backbone and the skip features, concatenated) of the other views gets the reference's spatial mean
+per channel, alone and with ``kv-first`` attention.
 
     python benchmarks/probe_shared_attention.py --prior latent --layers all,down,mid,up,top --steps 0:50
     python benchmarks/probe_shared_attention.py --prior latent --layers all --steps 0:10,0:25,10:50 --procs kv-first
@@ -67,6 +70,24 @@ class MeanAttn(_SelfAttnBase):
 
     def core(self, q, k, v, n, scale):
         return v.mean(-2, keepdim=True).expand_as(q).contiguous()
+
+
+@contextlib.contextmanager
+def reference_means_on_up_path(unet, n: int):
+    """Give every up-block ResNet input of views 1..n-1 of each group view 0's per-channel spatial mean."""
+    def hook(module, args):
+        x = args[0]
+        g = x.view(x.shape[0] // n, n, *x.shape[1:])
+        mean = g.mean((-1, -2), keepdim=True)
+        g = torch.cat([g[:, :1], g[:, 1:] - mean[:, 1:] + mean[:, :1]], dim=1)
+        return (g.view_as(x), *args[1:])
+
+    handles = [r.register_forward_pre_hook(hook) for block in unet.up_blocks for r in block.resnets]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
 
 
 PROCESSORS: Dict[str, Callable[[int], _SelfAttnBase]] = {
@@ -128,7 +149,8 @@ def parse_window(text: str, steps: int) -> range:
     return range(a, b)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """This script's options (the docs test parses the documented command lines with it)."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--prior", choices=["pixel", "latent"], default="latent")
     ap.add_argument("--prior-model", default="builtin", help="the prior's folder (default: the shipped one)")
@@ -141,9 +163,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--seeds", type=int, default=2)
     ap.add_argument("--prompts", default=",".join(LATENT_UNDER_SPECIFIED), help="comma-separated")
     ap.add_argument("--zero", action="store_true", help="add the zero / mean self-attention controls")
+    ap.add_argument("--up-means", action="store_true", help="add the up-path feature-mean rows")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", default=None)
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
     torch.set_num_threads(args.threads)
     prior = load_prior(args.prior, args.prior_model)
     groups = layer_groups(prior.unet)
@@ -163,6 +190,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             sets = run(install=lambda cls=cls: AttentionInstall(prior.unet, lambda _name: cls()))
             report({"proc": f"control-{name}", "layers": "all", "steps": "-", **match_figures(sets),
                     "colour_changed": changed_share(base, sets)})
+    if args.up_means:
+        for proc in ("none", "kv-first"):
+            def install(proc=proc):
+                stack = contextlib.ExitStack()
+                stack.enter_context(reference_means_on_up_path(prior.unet, n))
+                if proc != "none":
+                    stack.enter_context(AttentionInstall(prior.unet, lambda _name: PROCESSORS[proc](n)))
+                return stack
+            report({"proc": f"up-means+{proc}", "layers": "all", "steps": "0:50", **match_figures(run(install=install))})
     for proc in args.procs.split(","):
         for group in args.layers.split(","):
             for text in args.steps.split(","):

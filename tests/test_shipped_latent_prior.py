@@ -46,7 +46,7 @@ def test_the_shipped_latent_prior_loads_through_the_sd_loader(shipped):
 def test_it_was_trained_by_the_shipped_recipe(shipped):
     import dataclasses
 
-    from text3d.prior.latent_training import _FREE_KEYS  # where and how fast it ran: free to differ
+    from text3d.prior.train_state import RESUME_FREE_KEYS as _FREE_KEYS  # where and how fast it ran: free to differ
 
     recipe = dataclasses.asdict(load_recipe(REPO / "configs" / "train-latent-prior.yaml"))
     trained = shipped.meta["recipe"]

@@ -40,10 +40,10 @@ from text3d.core.schema import Schema
 from .latent_data import PatternDataConfig, PatternDataset, held_out_striped
 from .latent_model import LatentModelConfig, LatentPriorModules, build_latent_prior, check_latent_model_config, \
     encode_latents, is_latent_prior_folder, save_latent_prior
-from .model import DEFAULT_SAMPLER, encode_prompts
-from .train_state import EMA, RESUME_FREE_KEYS, TrainState, resume_recipe, run_steps
+from .model import DEFAULT_SAMPLER
+from .train_state import TrainState, run_steps
 from .training import ProgressFn, TrainPriorConfig, _param_groups, check_train_config, diffusion_loss, \
-    held_out_pairs, learning_rate
+    dropped_prompt_embeddings, held_out_pairs, learning_rate, unet_state
 
 logger = logging.getLogger(__name__)
 
@@ -103,11 +103,8 @@ def check_latent_train_config(cfg: TrainLatentPriorConfig) -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# What a resumed stage must match: the UNet stage the whole recipe but RESUME_FREE_KEYS
+# What a resumed stage must match: the UNet stage the whole recipe but train_state.RESUME_FREE_KEYS
 # (train_state.resume_recipe), the VAE stage only what it depends on
-_FREE_KEYS = RESUME_FREE_KEYS  # read by tests/test_shipped_latent_prior.py
-
-
 def _vae_recipe(cfg: TrainLatentPriorConfig) -> Dict[str, Any]:
     vae = {k: v for k, v in dataclasses.asdict(cfg.vae).items() if k not in ("iterations", "scale_images")}
     return {"data": dataclasses.asdict(cfg.data), "model": dataclasses.asdict(cfg.model), "vae": vae, "seed": cfg.seed}
@@ -146,25 +143,12 @@ def latent_scale(vae: nn.Module, dataset: PatternDataset, n: int, seed: int, bat
 
 # --------------------------------------------------------------------------------------------
 # Stage 2: the UNet
-def _new_unet_stage(cfg: TrainLatentPriorConfig, prior: LatentPriorModules) -> TrainState:
-    prior.unet.train()
-    prior.text_encoder.train()
-    modules = {"unet": prior.unet, "text_encoder": prior.text_encoder}
-    optimizer = torch.optim.AdamW(_param_groups(list(modules.values()), cfg.weight_decay), lr=cfg.lr,
-                                  betas=(0.9, 0.999))
-    return TrainState("unet", modules, optimizer, torch.Generator().manual_seed(cfg.seed + 1), resume_recipe(cfg),
-                      ema=EMA(list(modules.values()), cfg.ema_decay))
-
-
 def _unet_step(stage: TrainState, cfg: TrainLatentPriorConfig, prior: LatentPriorModules,
                dataset: PatternDataset) -> float:
     batch = dataset.sample(cfg.batch_size, stage.generator)
     with torch.no_grad():
         x0 = encode_latents(prior.vae, batch.images.to(prior.device), stage.generator) * prior.scaling_factor
-    drop = torch.rand(cfg.batch_size, generator=stage.generator) < cfg.cond_dropout
-    prompts = ["" if d else p for p, d in zip(batch.prompts, drop.tolist())]
-    unique = list(dict.fromkeys(prompts))
-    emb = encode_prompts(prior, unique)[torch.tensor([unique.index(p) for p in prompts])]
+    emb = dropped_prompt_embeddings(prior, batch.prompts, cfg.cond_dropout, stage.generator)
     loss = diffusion_loss(prior, x0, emb, batch.camera.to(prior.device), stage.generator, cfg.min_snr_gamma,
                           cfg.autocast_bf16)
     return stage.optimise(loss, learning_rate(cfg, stage.step), cfg.grad_clip)
@@ -241,7 +225,7 @@ def train_latent_prior(cfg: TrainLatentPriorConfig, out_dir: Path | str, progres
     prior.vae.eval().requires_grad_(False)
     prior.vae.register_to_config(scaling_factor=latent_scale(prior.vae, dataset, cfg.vae.scale_images, cfg.seed + 13))
     logger.info("VAE latent std %.4f: scaling factor %.4f", 1 / prior.scaling_factor, prior.scaling_factor)
-    unet = _new_unet_stage(cfg, prior)
+    unet = unet_state(cfg, prior, "unet")
     unet.load(work_dir)
     run_steps(unet, cfg.iterations, lambda: _unet_step(unet, cfg, prior, dataset), work_dir, label=unet.name, **every,
               snapshot_every=cfg.snapshot_every, snapshot=lambda: _export(cfg, prior, vae, unet, work_dir / "snapshot"),

@@ -340,23 +340,32 @@ def _param_groups(modules: Sequence[nn.Module], weight_decay: float) -> List[Dic
 
 # --------------------------------------------------------------------------------------------
 # The training run
-def _new_state(cfg: TrainPriorConfig, prior: PriorModules) -> TrainState:
-    """The unnamed state (checkpoints in ``<work_dir>/ckpts``) of the UNet and the text encoder."""
+def unet_state(cfg: TrainPriorConfig, prior: Any, name: str = "") -> TrainState:
+    """The training state of a prior's UNet and text encoder (AdamW, EMA, generator ``seed + 1``) named
+    ``name``: ``""`` for the pixel prior (checkpoints in ``<work_dir>/ckpts``), ``"unet"`` for the latent
+    prior's second stage. ``prior``: anything with ``unet`` and ``text_encoder``."""
     prior.unet.train()
     prior.text_encoder.train()
     modules = {"unet": prior.unet, "text_encoder": prior.text_encoder}
     optimizer = torch.optim.AdamW(_param_groups(list(modules.values()), cfg.weight_decay), lr=cfg.lr,
                                   betas=(0.9, 0.999))
-    return TrainState("", modules, optimizer, torch.Generator().manual_seed(cfg.seed + 1), resume_recipe(cfg),
+    return TrainState(name, modules, optimizer, torch.Generator().manual_seed(cfg.seed + 1), resume_recipe(cfg),
                       ema=EMA(list(modules.values()), cfg.ema_decay))
+
+
+def dropped_prompt_embeddings(prior: Any, prompts: Sequence[str], dropout: float,
+                              generator: torch.Generator) -> Tensor:
+    """Text embeddings of ``prompts``, each replaced by the empty prompt with probability ``dropout``
+    (classifier-free guidance training); each distinct prompt is encoded once."""
+    drop = torch.rand(len(prompts), generator=generator) < dropout
+    kept = ["" if d else p for p, d in zip(prompts, drop.tolist())]
+    unique = list(dict.fromkeys(kept))
+    return encode_prompts(prior, unique)[torch.tensor([unique.index(p) for p in kept])]
 
 
 def _train_step(state: TrainState, cfg: TrainPriorConfig, prior: PriorModules, dataset: ShapesDataset) -> float:
     batch = dataset.sample(cfg.batch_size, state.generator)
-    drop = torch.rand(cfg.batch_size, generator=state.generator) < cfg.cond_dropout
-    prompts = ["" if d else p for p, d in zip(batch.prompts, drop.tolist())]
-    unique = list(dict.fromkeys(prompts))
-    emb = encode_prompts(prior, unique)[torch.tensor([unique.index(p) for p in prompts])]
+    emb = dropped_prompt_embeddings(prior, batch.prompts, cfg.cond_dropout, state.generator)
     loss = diffusion_loss(prior, batch.images, emb, batch.camera, state.generator, cfg.min_snr_gamma,
                           cfg.autocast_bf16)
     loss_value = state.optimise(loss, learning_rate(cfg, state.step), cfg.grad_clip)
@@ -418,7 +427,7 @@ def train_prior(cfg: TrainPriorConfig, out_dir: Path | str, progress: Optional[P
     check_writable(work_dir, "--work-dir")
     prior = build_prior(cfg.model, seed=cfg.seed)
     prior.unet.to(device), prior.text_encoder.to(device)
-    state = _new_state(cfg, prior)
+    state = unet_state(cfg, prior)
     resumed = state.load(work_dir)
     data_gen = torch.Generator().manual_seed(cfg.seed + 7919 * (state.step + 1))
     t0 = time.perf_counter()

@@ -37,7 +37,7 @@ import torch
 from text3d.scene.cameras import turntable
 from text3d.guidance.attention import SharedAttentionConfig
 from text3d.multiview.modes import MultiviewSettings, SamplerConfig, sample_multiview
-from text3d.prior.evaluation import classify_colour, mask_iou, object_mask, silhouettes_all_shapes, stripe_regions
+from text3d.prior.evaluation import classify_colour, mask_iou, object_mask, region_colours, silhouettes_all_shapes
 from text3d.prior.shapes import SHAPES, parse_prompt
 
 UNDER_SPECIFIED = ["a cube", "a torus", "a cone", "a red object", "a blue object", "a green object"]
@@ -71,18 +71,10 @@ def judge_sets(images: torch.Tensor, cams, n: int) -> Dict[str, torch.Tensor]:
     own = ious.gather(1, set_shape_v[:, None])[:, 0]
     ref_sil = sil.view(S, n, *sil.shape[1:])[:, :1].expand(-1, n, -1, -1, -1).reshape_as(sil)
     at_ref = mask_iou(mask, ref_sil).gather(1, set_shape_v[:, None])[:, 0]
-    base, stripe = stripe_colours(images, cams, set_shape_v)
+    base, stripe = region_colours(images, cams, [SHAPES[int(i)] for i in set_shape_v])
     return {"colour": colour.view(S, n), "shape": shape.view(S, n), "iou": own.view(S, n),
             "iou_at_ref": at_ref.view(S, n), "set_shape": set_shape, "base": base.view(S, n),
             "stripe": stripe.view(S, n)}
-
-
-def stripe_colours(images: torch.Tensor, cams, shape_ids: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Each view's palette colour in the base bands and in the stripe band of its set's shape at its own
-    camera (the exact render's regions, :func:`stripe_regions`); a plain object has the same in both."""
-    base_region, stripe_region = stripe_regions(cams, [SHAPES[int(i)] for i in shape_ids])
-    mask = object_mask(images)
-    return classify_colour(images, base_region & mask), classify_colour(images, stripe_region & mask)
 
 
 def figures(units: List[dict]) -> Dict[str, float]:

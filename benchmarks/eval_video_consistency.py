@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from text3d.prior.shapes import COLOUR_NAMES, parse_prompt, with_article  # noqa: E402
+from text3d.prior.shapes import COLOUR_NAMES, parse_prompt, parse_shape, with_article  # noqa: E402
 from text3d.video.pipeline import VideoConfig, metrics_for, restyle, warp_error  # noqa: E402
 from text3d.video.noise import downsample_correspondence  # noqa: E402
 from text3d.video.source import run_clip, video_clip  # noqa: E402
@@ -61,22 +61,18 @@ def pattern_flip_rate(frames, clip, shape: str) -> float:
     """Share of consecutive frame pairs whose (base colour, stripe-band colour) differ, each judged in the
     exact render's regions of ``shape`` at the frame's camera (pairs where either is not found are left
     out): the colour flips of a patterned object, its stripe included."""
-    from text3d.prior.evaluation import classify_colour, object_mask, stripe_regions
+    from text3d.prior.evaluation import region_colours
 
     size = frames.shape[1]
     cams = dataclasses.replace(clip.cameras, width=size, height=size)
-    images = frames.permute(0, 3, 1, 2).float()
-    base_region, stripe_region = stripe_regions(cams, [shape] * len(frames))
-    mask = object_mask(images)
-    pairs = list(zip(classify_colour(images, base_region & mask).tolist(),
-                     classify_colour(images, stripe_region & mask).tolist()))
+    base, stripe = region_colours(frames.permute(0, 3, 1, 2).float(), cams, [shape] * len(frames))
+    pairs = list(zip(base.tolist(), stripe.tolist()))
     found = [(a, b) for a, b in zip(pairs, pairs[1:]) if min(a) >= 0 and min(b) >= 0]
     return sum(a != b for a, b in found) / len(found) if found else float("nan")
 
 
 def target_shape(prompt: str) -> str:
-    parsed = parse_prompt(prompt) or parse_prompt(prompt.replace("a striped ", "a red "))
-    return parsed[0] if parsed else "cube"
+    return parse_shape(prompt) or "cube"
 
 
 def checker_video(folder: Path, frames: int) -> Path:

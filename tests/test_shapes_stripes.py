@@ -167,6 +167,14 @@ def test_parse_pattern(text, expected):
         assert parse_prompt(text) == expected[:2]
 
 
+def test_parse_shape_leaves_colours_and_stripe_open():
+    from text3d.prior.shapes import parse_shape
+
+    assert parse_shape("a cube") == "cube" and parse_shape("a striped cone") == "cone"
+    assert parse_shape("a red cube with a blue stripe") == "cube" and parse_shape("Blue-striped cubes") == "cube"
+    assert parse_shape("a cube and a sphere") is None and parse_shape("a red object") is None
+
+
 def test_parse_prompt_of_stripe_words_without_a_stripe_colour():
     assert parse_prompt("a red cube with stripes") == ("cube", "red")  # as before stripes were known
     assert parse_prompt("a blue striped cube") is None  # blue is the stripe; no base colour

@@ -262,6 +262,15 @@ def stripe_regions(cameras: Cameras, shapes: Sequence[str], supersample: int = 4
     return full & (share < 1 - pure), full & (share > pure)
 
 
+def region_colours(images: Tensor, cameras: Cameras, shapes: Sequence[str]) -> Tuple[Tensor, Tensor]:
+    """``(base, stripe)`` ``[B]`` palette indices (-1: no voter) each image's object pixels
+    (:func:`object_mask`) vote on in the base bands and in the stripe band of its shape at its camera
+    (:func:`stripe_regions`); a plain object has the same in both."""
+    base_region, stripe_region = stripe_regions(cameras, shapes)
+    mask = object_mask(images)
+    return classify_colour(images, base_region & mask), classify_colour(images, stripe_region & mask)
+
+
 def _colour_ids(names: Sequence[str]) -> Tensor:
     """``[B]`` indices into :data:`COLOUR_NAMES`; ValueError naming unknown colours."""
     unknown = [c for c in names if c not in COLOURS]

@@ -268,6 +268,13 @@ def parse_pattern(text: str) -> Optional[Tuple[str, str, Optional[str]]]:
     return shapes.pop(), colours.pop(), stripe_colours.pop()
 
 
+def parse_shape(text: str) -> Optional[str]:
+    """The one shape a prompt names, its colours and stripe colour named or left open (``"a cube"``,
+    ``"a striped cone"``, ``"a red cube with a blue stripe"``); ``None`` unless exactly one."""
+    shapes, _ = _names(_split_stripe(_WORD.findall(text.lower()))[0])
+    return shapes.pop() if len(shapes) == 1 else None
+
+
 def parse_prompt(text: str) -> Optional[Tuple[str, str]]:
     """Find the shape and colour a prompt asks for.
 

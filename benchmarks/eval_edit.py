@@ -106,8 +106,8 @@ def use_prior(kind: str) -> None:
     """Point the plan at the presets of the embedded prior ``kind`` (``pixel``: as written; ``latent``:
     :data:`LATENT_PRESETS`, the pattern edits added by :func:`plan_cells`)."""
     if kind == "latent":
-        for name, presets in LATENT_PRESETS.items():
-            globals()[name].update(presets)
+        PRESETS.update(LATENT_PRESETS["PRESETS"])
+        SOURCE_PRESETS.update(LATENT_PRESETS["SOURCE_PRESETS"])
 
 
 def source_mesh(run: Path) -> Optional[Path]:

@@ -37,6 +37,7 @@ Timings are wall-clock on whatever machine runs it: say when cores were shared.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import hashlib
 import json
@@ -153,7 +154,7 @@ def plan_cells(sources: List[Dict[str, Any]], guidances: Sequence[str], ply: boo
             if src["scene"] == "gaussians" and src["seed"] == first:
                 kind, target = targets_of(src["prompt"])[0]
                 cells.append({"scene": "ply", "seed": src["seed"], "source_prompt": src["prompt"],
-                              "source": str(src["run"] / "gaussians.ply"), "mesh": str(source_mesh(src["run"])),
+                              "source": str(src["run"] / "gaussians.ply"), "mesh": str(src["run"] / "gaussians.ply"),
                               "kind": kind, "target": target, "guidance": "pds"})
     return cells
 
@@ -250,6 +251,26 @@ def world_mesh(path: Path):
     return mesh
 
 
+@contextlib.contextmanager
+def reference_mesh(path: Path):
+    """The mesh an edit's is held against: a source run's export as it is; for a ``.ply`` source, the
+    mesh ``text3d export FILE.ply`` makes of it with the ``.ply`` edit preset's export settings (in a
+    temporary folder)."""
+    if path.suffix.lower() != ".ply":
+        yield path
+        return
+    import tempfile
+
+    import yaml
+    from text3d.export import export_run_dir
+    from text3d.export.config import ExportConfig
+
+    settings = {**yaml.safe_load(PRESETS["ply"].read_text())["export"], "texture_size": 0}
+    with tempfile.TemporaryDirectory() as folder:
+        result = export_run_dir(path, ExportConfig(**settings), Path(folder) / "export")
+        yield next(p for p in result.paths if p.suffix == ".glb")
+
+
 def mesh_voxel_iou(a: Path, b: Path, resolution: int = 64) -> float:
     """IoU of the solids two mesh files enclose in world coordinates (:func:`world_mesh`), voxelised
     on one ``resolution``^3 grid over both: each surface subdivided below half a voxel, the voxels it
@@ -288,7 +309,8 @@ def row(cell: Dict[str, Any], metrics: Dict[str, Any], timing: Dict[str, float],
     glb = [f for f in export.get("files", []) if f.endswith(".glb")]
     voxel = None
     if glb and edit_dir is not None and cell.get("mesh") and Path(cell["mesh"]).is_file():
-        voxel = round(mesh_voxel_iou(Path(cell["mesh"]), edit_dir / glb[0]), 4)
+        with reference_mesh(Path(cell["mesh"])) as reference:
+            voxel = round(mesh_voxel_iou(reference, edit_dir / glb[0]), 4)
     out = {k: cell[k] for k in ("scene", "seed", "source_prompt", "target", "kind", "guidance")}
     out.update(reached=reached, hue=tgt.get("hue"), hue_error=tgt.get("hue_error"), colour_found=tgt.get("colour_found"),
                colour_share=tgt.get("colour_share"),

@@ -126,6 +126,28 @@ def _sh1_ply(path: Path, n: int = 200) -> Path:
     return write_ply(path, params)
 
 
+def test_an_edited_ply_is_written_back_in_the_files_frame(tmp_path, tiny_sd_dir, tiny_prior):
+    """A .ply is edited centred on the origin, yet its edited ``gaussians.ply`` and its mesh come back in
+    the file's own frame (where the user's scene has it), and the mesh keeps the detail ``text3d export
+    FILE.ply`` gives it rather than the edit's coarser renders' (a colour edit: the same mesh)."""
+    ply = _sh1_ply(tmp_path / "scene.ply")  # centred near (5, -2, 1)
+    run = open_edit(GS_PRESET, edit_args(tmp_path, tiny_sd_dir, ply, "source_prompt=a red cube", "steps=2",
+                                         "target_prompt=a blue cube", "export.enabled=true", "export.resolution=32",
+                                         "export.texture_size=0"), prior=tiny_prior)
+    assert run.system.geometry.means.detach().median(0).values.abs().max() < 0.2  # trained centred
+    edit_dir = run.fit()
+    before, after = read_ply(ply)[0], read_ply(edit_dir / "gaussians.ply")[0]
+    torch.testing.assert_close(after["means"], before["means"], atol=1e-5, rtol=0)  # colour preset: means fixed
+    assert not torch.equal(after["sh0"], before["sh0"])
+    assert main(["export", str(ply), "--resolution", "32", "--texture-size", "0", "--out", str(tmp_path / "bare"),
+                 "--no-progress"]) == 0
+    bare = json.loads((tmp_path / "bare" / "export.json").read_text())
+    edited = json.loads((edit_dir / "export" / "export.json").read_text())
+    assert edited["source"]["footprint_low_pass"]["pixel"] == pytest.approx(bare["source"]["footprint_low_pass"]["pixel"])
+    for key, part in (("mesh", "world_bounds"), ("frame", "world_to_export")):
+        torch.testing.assert_close(torch.tensor(edited[key][part]), torch.tensor(bare[key][part]), atol=1e-3, rtol=0)
+
+
 def test_an_edit_may_change_the_sources_material_type(tmp_path, tiny_sd_dir, tiny_gaussian_run):
     """The source's scene (camera-light, with its ``ambient``) is refined by the edit's overrides; a new
     ``material.type`` starts that section from the new type's defaults instead of failing on ``ambient``."""

@@ -107,6 +107,29 @@ def test_the_matrix_edits_every_shape_to_three_other_colours_and_one_other_shape
     cells = eval_edit.plan_cells(sources, ["pds", "sds-edit"], ply=True)
     assert len(cells) == 7 * 4 * 2 + 7
     assert [c["source"] for c in cells if c["scene"] == "ply"] == [f"/runs/{i}/gaussians.ply" for i in range(7)]
+    assert all(c["mesh"] == c["source"] for c in cells if c["scene"] == "ply")  # held against the .ply's own export
+
+
+def test_a_ply_sources_reference_mesh_is_its_export_in_the_files_frame(tmp_path):
+    """The voxel reference of a ``.ply`` row is what ``text3d export FILE.ply`` makes of the file, where the
+    file has it (a ball of Gaussians around (5, -2, 1)); a run's export is used as it is."""
+    trimesh = pytest.importorskip("trimesh")
+    from text3d.scene.gaussians import write_ply
+
+    g, n = torch.Generator().manual_seed(0), 400
+    ply = write_ply(tmp_path / "ball.ply", {
+        "means": torch.nn.functional.normalize(torch.randn(n, 3, generator=g), dim=1) * 0.3 + torch.tensor([5.0, -2.0, 1.0]),
+        "log_scales": torch.full((n, 3), -2.5), "quats": torch.tensor([1.0, 0, 0, 0]).repeat(n, 1),
+        "opacity_logits": torch.full((n,), 3.0), "sh0": torch.zeros(n, 1, 3), "shN": torch.zeros(n, 0, 3)})
+    with eval_edit.reference_mesh(ply) as glb:
+        mesh = eval_edit.world_mesh(glb)
+        assert glb.suffix == ".glb" and mesh.is_watertight
+        np.testing.assert_allclose(mesh.bounds.mean(0), [5.0, -2.0, 1.0], atol=0.05)
+        assert 0.6 < float(mesh.extents.min()) < 1.2  # the 0.3 shell, widened by the Gaussians (sd 0.08)
+    assert not glb.exists()  # made in a temporary folder
+    other = tmp_path / "mesh.glb"
+    with eval_edit.reference_mesh(other) as same:
+        assert same == other
 
 
 def test_the_latent_matrix_adds_a_stripe_in_another_colour_keeping_shape_and_base():

@@ -94,6 +94,21 @@ def _run_source(path: Path) -> EditSource:
     return EditSource("run", str(path), cfg.prompt, scene, state, info)
 
 
+def ply_pixel(params: Dict[str, Tensor], degree: int) -> Optional[float]:
+    """The training pixel ``text3d export FILE.ply`` assumes for a ``.ply`` (which does not record it):
+    :data:`~text3d.export.mesh.DEFAULT_PORE_FRACTION` of the Gaussians' box side. An edit's export keeps
+    that detail, whatever resolution the edit renders at; None when no Gaussian is visible."""
+    from text3d.export.gaussians import GaussianCloud, gaussian_bounds
+    from text3d.export.grid import EmptyDensityError
+    from text3d.export.mesh import DEFAULT_PORE_FRACTION
+
+    try:
+        lo, hi = gaussian_bounds(GaussianCloud.from_params(params, degree))
+    except EmptyDensityError:
+        return None
+    return DEFAULT_PORE_FRACTION * float((hi - lo).max())
+
+
 def _ply_source(path: Path, orbit_distance: float, elevations: List[float]) -> EditSource:
     from text3d.scene.gaussians import PARAM_NAMES, read_ply
 
@@ -119,7 +134,10 @@ def _ply_source(path: Path, orbit_distance: float, elevations: List[float]) -> E
                     "position_jitter": 0.0, "center_jitter": 0.0, "up_jitter": 0.0},
     }
     info = {"kind": "ply", "path": str(path), "gaussians": n, "sh_degree": degree,
-            "recentred_by": [round(float(x), 6) for x in -centre], "orbit_distance": distance}
+            "recentred_by": [float(x) for x in -centre], "orbit_distance": distance}
+    pixel = ply_pixel(params, degree)
+    if pixel is not None:
+        info["supervised_pixel"] = pixel
     logger.info("3DGS source %s: %d Gaussians, SH degree %d, bounding radius %.3g, orbit distance %.3g",
                 path, n, degree, radius, distance)
     return EditSource("ply", str(path), None, scene, state, info)

@@ -162,6 +162,12 @@ class EditRun(Run):
 
         return settings_for_run(self.cfg.export, self.cfg, self.source_info.get("supervised_pixel"))
 
+    def world_offset(self) -> Optional[torch.Tensor]:
+        """A ``.ply`` source is edited centred on the origin (:func:`text3d.edit.source.open_source`); its
+        edited ``gaussians.ply`` and export go back to the file's own frame, where the user's scene has it."""
+        moved = self.source_info.get("recentred_by")
+        return None if moved is None else -torch.tensor(moved, dtype=torch.float32)
+
     def checkpoint_meta(self) -> Dict[str, Any]:
         return {"edit_source": self.source_info}
 

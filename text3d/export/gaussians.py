@@ -138,6 +138,10 @@ class GaussianCloud:
         return cls(p["means"], p["quats"], torch.exp(p["log_scales"]), torch.sigmoid(p["opacity_logits"]),
                    colors, degree)
 
+    def translated(self, offset: Tensor) -> "GaussianCloud":
+        """The same Gaussians moved by ``offset`` ``[3]``."""
+        return dataclasses.replace(self, means=self.means + offset.to(self.means))
+
     @classmethod
     def from_model(cls, model: torch.nn.Module) -> "GaussianCloud":
         from text3d.scene.gaussians import model_params

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Any, Dict, Optional
 
-from torch import nn
+from torch import Tensor, nn
 
 from text3d.core.errors import ConfigError, RunDirError
 from text3d.core.paths import check_writable, claim_output, safe_component
@@ -84,12 +84,17 @@ def claim_export_folder(out_dir: Path, source: Path, key: str = "--out", own: bo
 
 
 def export_any(geometry: nn.Module, settings: ExportConfig, out_dir: Path, name: str = STEM,
-               source: Optional[Dict[str, Any]] = None, progress: Optional[StageFn] = None) -> ExportResult:
+               source: Optional[Dict[str, Any]] = None, progress: Optional[StageFn] = None,
+               offset: Optional[Tensor] = None) -> ExportResult:
     """Export a run's geometry, whichever it is: Gaussians (splatted density, colours from views) or a
-    NeRF field (:func:`export_geometry`)."""
+    NeRF field (:func:`export_geometry`). ``offset`` ``[3]`` moves Gaussians into the frame they are
+    written in (an edited ``.ply``'s own, see :meth:`text3d.run.trainer.Run.world_offset`)."""
     if hasattr(geometry, "num_gaussians"):  # a scene's GaussianModel
-        return export_gaussians(GaussianCloud.from_model(geometry), settings, out_dir, name=name, source=source,
-                                progress=progress)
+        cloud = GaussianCloud.from_model(geometry)
+        return export_gaussians(cloud if offset is None else cloud.translated(offset), settings, out_dir, name=name,
+                                source=source, progress=progress)
+    if offset is not None:
+        raise ValueError("export_any: an offset moves Gaussians; a NeRF field is exported in its own frame")
     return export_geometry(geometry, settings, out_dir, name=name, source=source, progress=progress)
 
 

@@ -318,13 +318,21 @@ class Run:
         if hasattr(self.system.geometry, "num_gaussians"):  # Gaussian runs: the standard 3DGS .ply
             from text3d.scene.gaussians import model_params, write_ply
 
-            write_ply(self.run_dir / "gaussians.ply", model_params(self.system.geometry))
+            params, offset = model_params(self.system.geometry), self.world_offset()
+            if offset is not None:
+                params = {**params, "means": params["means"] + offset.to(params["means"])}
+            write_ply(self.run_dir / "gaussians.ply", params)
             metrics["num_gaussians"] = self.system.geometry.num_gaussians
         if self.cfg.export.enabled:
             metrics["export"] = self.export_mesh()
         self.turntable(metrics)
         self.check_writer()
         write_json(self.run_dir / "metrics.json", metrics)
+
+    def world_offset(self) -> Optional[torch.Tensor]:
+        """``[3]`` translation from the frame the scene is trained in to the frame its ``gaussians.ply``
+        and export are written in; None when they are the same (every run)."""
+        return None
 
     def export_settings(self):
         """The run's export settings, an unset pore size taken from its finest training pixel."""
@@ -344,7 +352,7 @@ class Run:
         source = {"run_dir": str(self.run_dir.absolute()), "step": self.step, "prompt": self.cfg.prompt}
         try:
             result = export_any(self.system.geometry, self.export_settings(), self.run_dir / "export",
-                                name=object_name(self.cfg.prompt), source=source)
+                                name=object_name(self.cfg.prompt), source=source, offset=self.world_offset())
         except Text3DError as e:
             logger.warning("mesh export skipped: %s", e)
             return {"error": str(e)}

@@ -113,7 +113,7 @@ def test_the_matrix_edits_every_shape_to_three_other_colours_and_one_other_shape
 def test_a_ply_sources_reference_mesh_is_its_export_in_the_files_frame(tmp_path):
     """The voxel reference of a ``.ply`` row is what ``text3d export FILE.ply`` makes of the file, where the
     file has it (a ball of Gaussians around (5, -2, 1)); a run's export is used as it is."""
-    trimesh = pytest.importorskip("trimesh")
+    pytest.importorskip("trimesh")
     from text3d.scene.gaussians import write_ply
 
     g, n = torch.Generator().manual_seed(0), 400

@@ -62,6 +62,20 @@ def test_unet_has_attention_where_sd_has_it(latent_prior):
     assert 2 ** (len(latent_prior.vae.config.block_out_channels) - 1) == 4  # f = 4
 
 
+@pytest.mark.parametrize("layers", [1, 2])
+def test_transformer_layers_deepen_every_attention_layer(layers):
+    """``model.transformer_layers``: that many transformer blocks in every attention layer (down, mid, up),
+    as diffusers' ``transformer_layers_per_block``; the ResNets are unchanged."""
+    unet = build_latent_prior(LatentModelConfig(**TINY_MODEL, transformer_layers=layers), seed=0).unet
+    attentions = [a for block in [*unet.down_blocks, unet.mid_block, *unet.up_blocks]
+                  for a in getattr(block, "attentions", [])]
+    assert len(attentions) == 2 + 1 + 4  # two attention levels down (1 layer each), mid, up (2 each)
+    assert all(len(a.transformer_blocks) == layers for a in attentions)
+    resnets = sum(p.numel() for n, p in unet.named_parameters() if ".resnets." in n)
+    assert resnets == sum(p.numel() for n, p in build_latent_prior(LatentModelConfig(**TINY_MODEL), seed=0)
+                          .unet.named_parameters() if ".resnets." in n)
+
+
 def test_encode_decode_shapes_and_scaling(latent_prior):
     images = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     z = latent_prior.encode_images(images)

@@ -73,6 +73,9 @@ class PriorModelConfig:
     """ResNet layers per level on the way down (the up path has one more)."""
     attention_heads: int = bounded(4, lo=1)
     """Attention heads of the transformer blocks."""
+    transformer_layers: int = bounded(1, lo=1)
+    """Transformer blocks (self-, cross-attention, MLP) per attention layer (SD: 1). More give
+    self-attention, and so shared attention, more of the network (docs/latent-prior.md)."""
     norm_groups: int = bounded(8, lo=1)
     """Group-norm groups (must divide every entry of ``unet_channels``)."""
     text_hidden_size: int = bounded(64, lo=1)
@@ -171,6 +174,7 @@ def build_unet(cfg: PriorModelConfig, sample_size: Optional[int] = None, channel
         mid_block_type="UNetMidBlock2DCrossAttn",
         cross_attention_dim=cfg.text_hidden_size,
         attention_head_dim=cfg.attention_heads,  # diffusers reads this as the number of heads
+        transformer_layers_per_block=cfg.transformer_layers,
         norm_num_groups=cfg.norm_groups,
         class_embed_type="projection",
         projection_class_embeddings_input_dim=len(CAMERA_FEATURES),

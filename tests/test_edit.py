@@ -146,6 +146,15 @@ def test_an_edited_ply_is_written_back_in_the_files_frame(tmp_path, tiny_sd_dir,
     assert edited["source"]["footprint_low_pass"]["pixel"] == pytest.approx(bare["source"]["footprint_low_pass"]["pixel"])
     for key, part in (("mesh", "world_bounds"), ("frame", "world_to_export")):
         torch.testing.assert_close(torch.tensor(edited[key][part]), torch.tensor(bare[key][part]), atol=1e-3, rtol=0)
+    # text3d export of the edit folder, and an edit of the edit, stay in the file's frame as well
+    assert main(["export", str(edit_dir), "--resolution", "32", "--texture-size", "0", "--out",
+                 str(tmp_path / "again"), "--no-progress"]) == 0
+    again = json.loads((tmp_path / "again" / "export.json").read_text())
+    torch.testing.assert_close(torch.tensor(again["mesh"]["world_bounds"]), torch.tensor(bare["mesh"]["world_bounds"]),
+                               atol=1e-3, rtol=0)
+    chained = open_edit(GS_PRESET, edit_args(tmp_path, tiny_sd_dir, edit_dir, "steps=1", "name=chained",
+                                             "target_prompt=a green cube"), prior=tiny_prior).fit()
+    torch.testing.assert_close(read_ply(chained / "gaussians.ply")[0]["means"], before["means"], atol=1e-5, rtol=0)
 
 
 def test_an_edit_may_change_the_sources_material_type(tmp_path, tiny_sd_dir, tiny_gaussian_run):

@@ -22,7 +22,7 @@ from torch import Tensor
 from text3d.core.errors import ConfigError, RunDirError
 from text3d.core.folders import folder_kind
 from text3d.scene.config import SCENE_SECTIONS as _SCENE_SCHEMA_SECTIONS
-from text3d.scene.rundir import edit_source_pixel, load_run_checkpoint
+from text3d.scene.rundir import edit_source_pixel, edit_source_recentring, load_run_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +87,8 @@ def _run_source(path: Path) -> EditSource:
     if scene["geometry"]["type"] == "gaussians":  # the weights come from the checkpoint, not an init file
         scene["geometry"].update(init="random", init_path=None, num_points=1)
     state = {k[len("system."):]: v for k, v in ckpt.tensors.items() if k.startswith("system.")}
-    info = {"kind": "run", "path": str(path), "checkpoint": str(ckpt.path), "step": int(ckpt.meta["step"])}
+    info = {"kind": "run", "path": str(path), "checkpoint": str(ckpt.path), "step": int(ckpt.meta["step"]),
+            **edit_source_recentring(ckpt)}  # an edit of a .ply's edit stays re-centred as its source
     pixels = [p for p in (supervised_pixel(cfg.cameras), edit_source_pixel(ckpt)) if p]
     if pixels:  # the finest pixel that supervised the scene, over its history (an edit's export keeps that detail)
         info["supervised_pixel"] = min(pixels)

@@ -28,6 +28,7 @@ from text3d.core.errors import ConfigError, RunDirError
 from text3d.core.media import add_caption, save_video
 from text3d.core.writer import refuse_if_in_use
 from text3d.run.trainer import Run, build_optimizer, check_resumed_steps, new_run_dir
+from text3d.scene.rundir import source_frame_offset
 from text3d.scene.system import NeRFSystem
 
 from .config import EditRunConfig, load_edit_run_config
@@ -164,9 +165,9 @@ class EditRun(Run):
 
     def world_offset(self) -> Optional[torch.Tensor]:
         """A ``.ply`` source is edited centred on the origin (:func:`text3d.edit.source.open_source`); its
-        edited ``gaussians.ply`` and export go back to the file's own frame, where the user's scene has it."""
-        moved = self.source_info.get("recentred_by")
-        return None if moved is None else -torch.tensor(moved, dtype=torch.float32)
+        edited ``gaussians.ply`` and export go back to the file's own frame, where the user's scene has it
+        (an edit of such an edit too: its source's checkpoint records the re-centring)."""
+        return source_frame_offset(self.source_info)
 
     def checkpoint_meta(self) -> Dict[str, Any]:
         return {"edit_source": self.source_info}

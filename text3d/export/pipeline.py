@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from text3d.core.errors import ConfigError, RunDirError
 from text3d.core.paths import check_writable, claim_output, safe_component
 from text3d.core.writer import hold_folder, refuse_if_in_use
-from text3d.scene.rundir import load_geometry, scene_config
+from text3d.scene.rundir import load_geometry, scene_config, source_frame_offset
 
 from .config import EXPORT_FORMATS, ExportConfig, check_export_config
 from .gaussians import GaussianCloud, export_gaussians, load_gaussian_ply
@@ -50,7 +50,7 @@ def export_run_dir(run_dir: Path, settings: ExportConfig, out_dir: Optional[Path
     settings = settings_for_run(settings, scene_config(path), source.get("supervised_pixel"))
     with hold_folder(path) if own else contextlib.nullcontext():
         return export_any(geometry, settings, out, name=object_name(source.get("prompt", "")), source=source,
-                          progress=progress)
+                          progress=progress, offset=source_frame_offset(source))
 
 
 def is_export_folder(folder: Path) -> bool:

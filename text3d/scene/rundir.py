@@ -75,13 +75,28 @@ def load_geometry(run_dir: str | Path) -> Tuple[nn.Module, Dict[str, Any]]:
     pixel = edit_source_pixel(ckpt)
     if pixel:  # an edit folder: the finest pixel that supervised its source (its export keeps that detail)
         source["supervised_pixel"] = pixel
+    source.update(edit_source_recentring(ckpt))
     return geometry, source
 
 
 def edit_source_pixel(ckpt: Checkpoint) -> Optional[float]:
     """The finest pixel that supervised an edit's source, as the edit's checkpoint records it (None
-    for a run's checkpoint, or an edit of a ``.ply``)."""
+    for a run's checkpoint)."""
     return (ckpt.meta.get("edit_source") or {}).get("supervised_pixel")
+
+
+def edit_source_recentring(ckpt: Checkpoint) -> Dict[str, Any]:
+    """``{"recentred_by": [x, y, z]}`` when the checkpoint is an edit (or an edit of an edit) of a ``.ply``,
+    which is trained re-centred on the origin; ``{}`` otherwise."""
+    moved = (ckpt.meta.get("edit_source") or {}).get("recentred_by")
+    return {} if moved is None else {"recentred_by": list(moved)}
+
+
+def source_frame_offset(info: Dict[str, Any]) -> Optional[torch.Tensor]:
+    """``[3]`` translation from the re-centred frame a ``.ply`` is edited in back to the file's own
+    (``info["recentred_by"]``, see :func:`text3d.edit.source.open_source`), or None."""
+    moved = info.get("recentred_by")
+    return None if moved is None else -torch.tensor(moved, dtype=torch.float32)
 
 
 def load_run_checkpoint(run_dir: str | Path) -> Tuple[SceneConfig, Checkpoint, nn.Module]:

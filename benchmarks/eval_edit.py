@@ -202,18 +202,20 @@ def split(totals: Dict[str, float], steps: int) -> Dict[str, float]:
     return {k: round(v / max(steps, 1), 4) for k, v in out.items()}
 
 
-def preset_guidance_scale(path: Path) -> float:
-    """``guidance.guidance_scale`` of a preset, read through its ``base:`` chain (a preset may set only
-    what differs from its base)."""
-    import yaml
+def preset_section(path: Path, section: str) -> Dict[str, Any]:
+    """One section of a preset, read through its ``base:`` chain as ``text3d`` reads it (a preset may set
+    only what differs from its base)."""
+    from text3d.core.config_files import load_raw
 
-    while True:
-        data = yaml.safe_load(Path(path).read_text()) or {}
-        if "guidance_scale" in (data.get("guidance") or {}):
-            return float(data["guidance"]["guidance_scale"])
-        if not data.get("base"):
-            raise KeyError(f"{path}: no guidance.guidance_scale in it or its bases")
-        path = Path(path).parent / data["base"]
+    data = load_raw(path).get(section)
+    if not data:
+        raise KeyError(f"{path}: no {section} section in it or its bases")
+    return data
+
+
+def preset_guidance_scale(path: Path) -> float:
+    """``guidance.guidance_scale`` of a preset, through its ``base:`` chain."""
+    return float(preset_section(path, "guidance")["guidance_scale"])
 
 
 def one_edit(kind: str, source: str, target: str, guidance: str, steps: Optional[int], out_dir: Path, prior,
@@ -261,11 +263,10 @@ def reference_mesh(path: Path):
         return
     import tempfile
 
-    import yaml
     from text3d.export import export_run_dir
     from text3d.export.config import ExportConfig
 
-    settings = {**yaml.safe_load(PRESETS["ply"].read_text())["export"], "texture_size": 0}
+    settings = {**preset_section(PRESETS["ply"], "export"), "texture_size": 0}  # the latent preset's comes from its base
     with tempfile.TemporaryDirectory() as folder:
         result = export_run_dir(path, ExportConfig(**settings), Path(folder) / "export")
         yield next(p for p in result.paths if p.suffix == ".glb")

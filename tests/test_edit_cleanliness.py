@@ -146,6 +146,8 @@ def test_the_latent_matrix_adds_a_stripe_in_another_colour_keeping_shape_and_bas
     assert len(eval_edit.plan_cells(sources, ["pds"], ply=False, patterns=True)) == 7 * 5
     for scene, preset in eval_edit.LATENT_PRESETS["PRESETS"].items():  # the baselines' CFG scale, through base:
         assert eval_edit.preset_guidance_scale(preset) == eval_edit.preset_guidance_scale(eval_edit.PRESETS[scene])
+        # the .ply reference's export settings too (the latent preset sets none: they come from its base)
+        assert eval_edit.preset_section(preset, "export") == eval_edit.preset_section(eval_edit.PRESETS[scene], "export")
     for preset in eval_edit.LATENT_PRESETS["SOURCE_PRESETS"].values():
         assert (eval_edit.REPO / preset).is_file()
 

@@ -96,18 +96,16 @@ def _run_source(path: Path) -> EditSource:
 
 
 def ply_pixel(params: Dict[str, Tensor], degree: int) -> Optional[float]:
-    """The training pixel ``text3d export FILE.ply`` assumes for a ``.ply`` (which does not record it):
-    :data:`~text3d.export.mesh.DEFAULT_PORE_FRACTION` of the Gaussians' box side. An edit's export keeps
-    that detail, whatever resolution the edit renders at; None when no Gaussian is visible."""
-    from text3d.export.gaussians import GaussianCloud, gaussian_bounds
+    """The training pixel ``text3d export FILE.ply`` assumes for a ``.ply`` (which does not record it,
+    :func:`text3d.export.gaussians.assumed_pixel`). An edit's export keeps that detail, whatever
+    resolution the edit renders at; None when no Gaussian is visible."""
+    from text3d.export.gaussians import GaussianCloud, assumed_pixel, gaussian_bounds
     from text3d.export.grid import EmptyDensityError
-    from text3d.export.mesh import DEFAULT_PORE_FRACTION
 
     try:
-        lo, hi = gaussian_bounds(GaussianCloud.from_params(params, degree))
+        return assumed_pixel(*gaussian_bounds(GaussianCloud.from_params(params, degree)))
     except EmptyDensityError:
         return None
-    return DEFAULT_PORE_FRACTION * float((hi - lo).max())
 
 
 def _ply_source(path: Path, orbit_distance: float, elevations: List[float]) -> EditSource:

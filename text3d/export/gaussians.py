@@ -432,6 +432,12 @@ def footprint_pixel(settings: ExportConfig, lo: np.ndarray, hi: np.ndarray) -> f
     :data:`~text3d.export.mesh.DEFAULT_PORE_FRACTION` of the Gaussians' box side."""
     if settings.pore_size is not None:
         return float(settings.pore_size) / PORE_PIXELS
+    return assumed_pixel(lo, hi)
+
+
+def assumed_pixel(lo: np.ndarray, hi: np.ndarray) -> float:
+    """The training pixel assumed for Gaussians that do not record theirs (a ``.ply``):
+    :data:`~text3d.export.mesh.DEFAULT_PORE_FRACTION` of the side of their box ``(lo, hi)``."""
     return DEFAULT_PORE_FRACTION * float((hi - lo).max())
 
 

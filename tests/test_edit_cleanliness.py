@@ -17,6 +17,8 @@ from text3d.prior.shapes import COLOURS, COLOUR_NAMES, SHAPES, parse_prompt
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
+import edit_meshes  # noqa: E402
+import edit_report  # noqa: E402
 import eval_edit  # noqa: E402
 
 
@@ -122,7 +124,7 @@ def test_a_ply_sources_reference_mesh_is_its_export_in_the_files_frame(tmp_path)
         "log_scales": torch.full((n, 3), -2.5), "quats": torch.tensor([1.0, 0, 0, 0]).repeat(n, 1),
         "opacity_logits": torch.full((n,), 3.0), "sh0": torch.zeros(n, 1, 3), "shN": torch.zeros(n, 0, 3)})
     with eval_edit.reference_mesh(ply) as glb:
-        mesh = eval_edit.world_mesh(glb)
+        mesh = edit_meshes.world_mesh(glb)
         assert glb.suffix == ".glb" and mesh.is_watertight
         np.testing.assert_allclose(mesh.bounds.mean(0), [5.0, -2.0, 1.0], atol=0.05)
         assert 0.6 < float(mesh.extents.min()) < 1.2  # the 0.3 shell, widened by the Gaussians (sd 0.08)
@@ -161,12 +163,12 @@ def test_mesh_voxel_iou_of_two_boxes_is_their_closed_form_overlap(tmp_path):
     trimesh = pytest.importorskip("trimesh")
     a = _glb(tmp_path / "a.glb", trimesh.creation.box(extents=(1.0, 1.0, 1.0)))
     b = _glb(tmp_path / "b.glb", trimesh.creation.box(extents=(1.0, 1.0, 1.0)).apply_translation((0.5, 0.0, 0.0)))
-    assert eval_edit.mesh_voxel_iou(a, a) == 1.0
-    assert eval_edit.mesh_voxel_iou(a, b) == pytest.approx(1 / 3, abs=0.03)  # overlap 0.5 over union 1.5
+    assert edit_meshes.mesh_voxel_iou(a, a) == 1.0
+    assert edit_meshes.mesh_voxel_iou(a, b) == pytest.approx(1 / 3, abs=0.03)  # overlap 0.5 over union 1.5
     ring = _glb(tmp_path / "t.glb", trimesh.creation.torus(major_radius=0.35, minor_radius=0.14))
     solid = _glb(tmp_path / "c.glb", trimesh.creation.cylinder(radius=0.49, height=0.28))
     expected = 2 * math.pi ** 2 * 0.35 * 0.14 ** 2 / (math.pi * 0.49 ** 2 * 0.28)  # the torus lies inside the disc
-    assert eval_edit.mesh_voxel_iou(ring, solid) == pytest.approx(expected, abs=0.06)  # the hole is not filled
+    assert edit_meshes.mesh_voxel_iou(ring, solid) == pytest.approx(expected, abs=0.06)  # the hole is not filled
 
 
 def test_the_matrix_picture_tiles_every_edits_before_after(tmp_path):
@@ -180,7 +182,7 @@ def test_the_matrix_picture_tiles_every_edits_before_after(tmp_path):
         iio.imwrite(folder / "before_after.gif", frames)
         rows.append({"edit_dir": str(folder)})
     rows.append({"edit_dir": None})  # a row without pictures is left out
-    out = eval_edit.picture(rows, tmp_path / "grid.png", columns=2, frame=1)
+    out = edit_report.picture(rows, tmp_path / "grid.png", columns=2, frame=1)
     grid = iio.imread(out)
     assert grid.shape[:2] == (40, 60)  # 3 tiles on 2 columns, each padded to 20 x 30
     assert abs(int(grid[0, 0, 0]) - 2) <= 2 and abs(int(grid[0, 30, 0]) - 42) <= 2  # frame 1 of each

@@ -86,7 +86,8 @@ def bins(rows: List[Dict[str, float]]) -> List[Dict[str, Any]]:
     return out
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """This script's options (the docs test parses the documented command lines with it)."""
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--preset", required=True, help="an edit preset (configs/edit-*.yaml)")
     p.add_argument("--source", required=True, help="a run folder (its prompt is the source prompt)")
@@ -94,7 +95,11 @@ def main(argv=None) -> int:
     p.add_argument("--set", nargs="*", default=[], help="extra key=value overrides")
     p.add_argument("--out", default="outputs/probe_pds_gradient", help="where the edit folder goes")
     p.add_argument("--json", default=None, help="write the bins (and every row) here")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
 
     from text3d.edit import open_edit
 

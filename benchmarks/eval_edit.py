@@ -53,14 +53,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from edit_meshes import mesh_voxel_iou  # noqa: E402
-from edit_report import GOALS, markdown_table, picture, print_table, summary  # noqa: E402
-
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO / "benchmarks") not in sys.path:
     sys.path.insert(0, str(REPO / "benchmarks"))
+
+from edit_meshes import mesh_voxel_iou  # noqa: E402
+from edit_report import GOALS, markdown_table, picture, print_table, summary  # noqa: E402
 
 PRESETS = {"nerf": REPO / "configs" / "edit-quickstart.yaml", "gaussians": REPO / "configs" / "edit-quickstart-gaussians.yaml",
            "ply": REPO / "configs" / "edit-quickstart-gaussians.yaml"}

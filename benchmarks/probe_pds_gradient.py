@@ -21,7 +21,6 @@ Used to find why Gaussian colour edits with PDS came out as confetti (docs/editi
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any, Dict, List
@@ -101,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
 
+    from text3d.core.io import write_json
     from text3d.edit import open_edit
 
     run = open_edit(Path(args.preset), [f"source={args.source}", f"target_prompt={args.target}", f"output_dir={args.out}",
@@ -116,8 +116,8 @@ def main(argv=None) -> int:
         print(f"{b['t']:>9} {b['n']:>4} {b['energy_share']:>13.3f} {b['coarse_share']:>13.3f} "
               f"{b['toward']:>+8.3f} (sd {b['toward_sd']:.2f})")
     if args.json:
-        Path(args.json).write_text(json.dumps({"preset": args.preset, "source": args.source, "target": args.target,
-                                               "set": args.set, "bins": table, "rows": rows}, indent=1))
+        write_json(Path(args.json), {"preset": args.preset, "source": args.source, "target": args.target,
+                                     "set": args.set, "bins": table, "rows": rows})
     print(run.run_dir)
     return 0
 

@@ -187,3 +187,19 @@ def test_the_matrix_picture_tiles_every_edits_before_after(tmp_path):
     assert grid.shape[:2] == (40, 60)  # 3 tiles on 2 columns, each padded to 20 x 30
     assert abs(int(grid[0, 0, 0]) - 2) <= 2 and abs(int(grid[0, 30, 0]) - 42) <= 2  # frame 1 of each
     assert (grid[16:20, 30:] == 255).all() and (grid[20:, 30:] == 255).all()  # padding and the empty slot
+
+
+def test_pds_is_held_against_each_baseline_on_the_same_cells_only():
+    def cell(scene, target, guidance, iou, semi, floaters):
+        return {"scene": scene, "seed": 0, "source_prompt": "a red cube", "target": target, "guidance": guidance,
+                "identity_iou": iou, "semi": semi, "floaters": floaters}
+
+    rows = [cell("nerf", "a blue cube", "pds", 0.99, 0.10, 0.001),
+            cell("nerf", "a blue cube", "sds-edit", 0.98, 0.10, 0.001),   # PDS keeps more identity: a win
+            cell("nerf", "a blue cube", "dds", 0.99, 0.09, 0.001),        # DDS is less see-through: a loss
+            cell("nerf", "a cyan cube", "pds", 0.99, 0.10, 0.002),
+            cell("nerf", "a cyan cube", "sds-edit", 0.99, 0.10, 0.001),   # more floaters with PDS: a loss
+            cell("gaussians", "a blue cube", "pds", 0.95, 0.30, 0.02)]    # no baseline on this cell: not counted
+    assert edit_report.pds_vs(rows, "sds-edit") == {"nerf": "1/2"}
+    assert edit_report.pds_vs(rows, "dds") == {"nerf": "0/1"}
+    assert edit_report.pds_vs(rows, "pds") == {"nerf": "2/2", "gaussians": "1/1"}  # against itself: every cell ties

@@ -12,8 +12,8 @@ from text3d.scene.cameras import orbit_cameras
 from text3d.core.errors import ConfigError, ModelNotFoundError
 from text3d.prior.evaluation import judge
 from text3d.prior.model import CAMERA_FEATURES, PRIOR_FORMAT_VERSION, camera_features, load_prior, sample
-from text3d.prior.training import (ShapesDataConfig, ShapesDataset, load_train_config, loss_weights, train_prior,
-                                   view_label)
+from text3d.prior.pixel_data import ShapesDataConfig, ShapesDataset, view_label
+from text3d.prior.training import load_train_config, loss_weights, train_prior
 from text3d.prior.shapes import COLOUR_NAMES, SHAPES, parse_prompt, render_shapes
 
 TINY = ["iterations=2", "batch_size=4", "log_every=1", "checkpoint_every=1", "snapshot_every=0",

@@ -30,7 +30,7 @@ from text3d.core.io import atomic_path
 from text3d.scene.cameras import orbit_cameras
 from .model import camera_features
 from .shapes import COLOUR_NAMES, COLOURS, SHAPES, colourize, parse_pattern, prompt_for, render_shading, with_article
-from .training import ShapesDataConfig, _uniform, held_out_pairs, training_prompt, view_label
+from .pixel_data import ShapesDataConfig, held_out_pairs, training_prompt, uniform_draw, view_label
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ def held_out_striped(data: PatternDataConfig) -> List[Tuple[str, str, str]]:
 def pattern_prompt(shape: str, colour: str, stripe: Optional[str], azimuth: float, elevation: float,
                    u: Sequence[float], data: PatternDataConfig) -> str:
     """The prompt of one training image; ``u`` holds four uniform numbers in [0, 1). A plain object's
-    prompt is the pixel prior's (:func:`text3d.prior.training.training_prompt`)."""
+    prompt is the pixel prior's (:func:`text3d.prior.pixel_data.training_prompt`)."""
     if stripe is None:
         return training_prompt(shape, colour, azimuth, elevation, u, data)
     if u[0] < data.partial_prompt_prob:
@@ -97,7 +97,7 @@ def render_bank(data: PatternDataConfig, resolution: int, seed: int) -> Dict[str
     gen = torch.Generator().manual_seed(seed)
     n, views = data.bank_views_per_shape, []
     for name in data.shapes:
-        az, el = _uniform(data.azimuth_range, n, gen), _uniform(data.elevation_range, n, gen)
+        az, el = uniform_draw(data.azimuth_range, n, gen), uniform_draw(data.elevation_range, n, gen)
         cams = orbit_cameras(az, el, torch.full((n,), data.distance), torch.full((n,), data.fovy), resolution, resolution)
         shading, coverage, stripe = render_shading([name] * n, cams, data.supersample, stripes=True)
         views.append({"shading": shading, "coverage": coverage, "stripe": stripe, "azimuth": az, "elevation": el})

@@ -30,7 +30,7 @@ from text3d.core.io import atomic_path
 from text3d.scene.cameras import orbit_cameras
 from .model import camera_features
 from .shapes import COLOUR_NAMES, COLOURS, SHAPES, colourize, parse_pattern, prompt_for, render_shading, with_article
-from .pixel_data import ShapesDataConfig, held_out_pairs, training_prompt, uniform_draw, view_label
+from .pixel_data import ShapesDataConfig, held_out_pairs, training_prompt, uniform_draw, with_view_suffix
 
 logger = logging.getLogger(__name__)
 
@@ -73,10 +73,7 @@ def pattern_prompt(shape: str, colour: str, stripe: Optional[str], azimuth: floa
         options = [with_article(shape), f"a striped {shape}", f"{with_article(shape)} with a {stripe} stripe",
                    f"{with_article(f'{colour} {shape}')} with a stripe"]
         return options[min(int(u[1] * len(options)), len(options) - 1)]
-    prompt = prompt_for(shape, colour, stripe)
-    if u[2] < data.view_suffix_prob:
-        prompt += f", {view_label(azimuth, elevation)} view"
-    return prompt
+    return with_view_suffix(prompt_for(shape, colour, stripe), azimuth, elevation, u, data)
 
 
 @dataclass

@@ -88,9 +88,14 @@ def training_prompt(shape: str, colour: str, azimuth_deg: float, elevation_deg: 
     """The prompt of one training image; ``u`` holds three uniform random numbers in [0, 1)."""
     if u[0] < data.partial_prompt_prob:
         return with_article(shape) if u[1] < 0.5 else with_article(f"{colour} object")
-    prompt = prompt_for(shape, colour)
+    return with_view_suffix(prompt_for(shape, colour), azimuth_deg, elevation_deg, u, data)
+
+
+def with_view_suffix(prompt: str, azimuth_deg: float, elevation_deg: float, u: Sequence[float],
+                     data: ShapesDataConfig) -> str:
+    """``prompt`` with its camera's view suffix (``", side view"``) when ``u[2] < data.view_suffix_prob``."""
     if u[2] < data.view_suffix_prob:
-        prompt += f", {view_label(azimuth_deg, elevation_deg)} view"
+        return f"{prompt}, {view_label(azimuth_deg, elevation_deg)} view"
     return prompt
 
 

@@ -59,6 +59,14 @@ class EditConfig:
     """Weight of the opacity anchor: the squared difference of the edited and the frozen source's
     opacity, summed over each training view's pixels (the guidances' scale) and averaged over views. It keeps the source's geometry through a colour
     edit (no see-through surface, no floaters); 0 lets the geometry move (shape edits)."""
+    smooth_colour: float = bounded(0.0, lo=0.0)
+    """Weight of the colour smoothness term (:mod:`text3d.edit.smoothness`): the L1 colour difference of
+    neighbouring points of the source's surface (NeRF: a jitter of ``smooth_radius``; Gaussians: the
+    nearest source Gaussians). It keeps a colour edit one colour instead of speckle; 0 = off."""
+    smooth_radius: float = bounded(0.02, lo=0.0, lo_open=True)
+    """NeRF scenes: standard deviation of the jitter between compared points, world units."""
+    smooth_points: int = bounded(4096, lo=1)
+    """Points (NeRF) or Gaussians drawn for the smoothness term each step."""
     metric_views: int = bounded(8, lo=1, hi=360)
     """Fixed views (evenly spaced in azimuth at the eval elevation) of the identity and target figures."""
     metric_resolution: int = bounded(64, lo=8, hi=1024)

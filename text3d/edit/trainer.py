@@ -33,6 +33,7 @@ from text3d.scene.system import NeRFSystem
 
 from .config import EditRunConfig, load_edit_run_config
 from .refine import Refinement
+from .smoothness import SmoothnessSettings, build_smoothness
 from .source import SCENE_SECTIONS, open_source
 
 logger = logging.getLogger(__name__)
@@ -89,6 +90,10 @@ class EditRun(Run):
         _load_system(self.source, self.system.state_dict(), f"the source {edit.source}")
         self.source.requires_grad_(False)
         self.source_prompts = PromptProcessor(self.prior, edit.source_prompt, cfg.negative_prompt, cfg.prompting)
+        self.smoothness = None
+        if edit.smooth_colour > 0:
+            settings = SmoothnessSettings(edit.smooth_colour, edit.smooth_radius, edit.smooth_points, cfg.seed)
+            self.smoothness = build_smoothness(cfg.geometry.type, settings, self.source, cfg.cameras)
         self._source_cache: Optional[Tuple[Tuple[int, str], Tuple[torch.Tensor, torch.Tensor]]] = None
         self.refinement = Refinement(self.refine, self.prior, self.sampler, cfg.seed) if self.refine.enabled else None
         self.clip = None
@@ -148,8 +153,11 @@ class EditRun(Run):
         return self._source_cache[1]
 
     def loss_terms(self, out: Dict[str, torch.Tensor], guidance_loss: torch.Tensor) -> Dict[str, torch.Tensor]:
-        """The run's terms plus the opacity anchor (``edit.keep_opacity``) against the held view's source render."""
+        """The run's terms plus the opacity anchor (``edit.keep_opacity``) against the held view's source
+        render and the colour smoothness (``edit.smooth_colour``, :mod:`text3d.edit.smoothness`)."""
         terms = super().loss_terms(out, guidance_loss)
+        if self.smoothness is not None:
+            terms["smooth"] = self.edit.smooth_colour * self.smoothness.loss(self.system.geometry, self.step)
         cache = self._source_cache  # the held view's, rendered by guide() for this step's cameras
         if self.edit.keep_opacity > 0 and cache is not None and cache[0][0] == self.step // self.edit.hold_steps:
             diff = out["opacity"] - cache[1][1]  # summed over pixels, averaged over views: the guidances' scale

@@ -353,6 +353,7 @@ def collect_rows(jobs: List[Callable[[], Optional[Dict[str, Any]]]], report: Cal
     if waiting:
         print(f"waiting for {len(waiting)} edit(s) that other processes are running", flush=True)
     for i in waiting:
+        rows[i] = jobs[i]()  # often finished while this process ran its own: no wait then
         while rows[i] is None:
             time.sleep(poll_s)
             rows[i] = jobs[i]()

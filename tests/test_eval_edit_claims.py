@@ -73,3 +73,28 @@ def test_an_edit_whose_process_died_is_run_here(tmp_path, monkeypatch):
     assert json.loads(path.read_text())["target"] == "a green cube"  # cached for the next command
     assert rows == eval_edit.collect_rows([_job(cache, "a green cube")], lambda r: None)  # read, not rerun
     assert len(calls) == 1
+
+
+def test_rows_the_other_process_finished_meanwhile_are_read_without_waiting(tmp_path, monkeypatch):
+    """A passed-over row that is cached by the time this process has run its own is read at once: no
+    poll interval per row (21 rows finished long ago once cost 21 sleeps of 10 s)."""
+    calls, sleeps = [], []
+    monkeypatch.setattr(eval_edit, "one_edit", _fake_edit(calls))
+    monkeypatch.setattr(eval_edit.time, "sleep", sleeps.append)
+    cache = tmp_path / "rows"
+    cache.mkdir()
+    others = [eval_edit.row_path(cache, _cell(t), 2, []) for t in ("a green cube", "a pink cube")]
+    for path in others:
+        Path(f"{path}.claim").write_text(str(os.getppid()))
+
+    def own_edit_then_the_other_finishes():  # the other process finishes while this one runs its own edit
+        row = eval_edit.cached_edit(cache, _cell("a blue cube"), 2, cache, None, [])
+        for path in others:
+            path.write_text(json.dumps({"target": "by other"}))
+            Path(f"{path}.claim").unlink()
+        return row
+
+    jobs = [_job(cache, "a green cube"), _job(cache, "a pink cube"), own_edit_then_the_other_finishes]
+    rows = eval_edit.collect_rows(jobs, lambda r: None, poll_s=10.0)
+    assert [r["target"] for r in rows] == ["by other", "by other", "a blue cube"]
+    assert sleeps == []

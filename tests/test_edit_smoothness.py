@@ -46,7 +46,7 @@ def test_surface_points_lie_on_the_surface_the_renders_show():
 
 
 def test_the_jitter_term_is_zero_on_one_colour_and_the_closed_form_on_a_linear_one():
-    settings = SmoothnessSettings(weight=1.0, radius=0.05, points=200_000, seed=0)
+    settings = SmoothnessSettings(radius=0.05, points=200_000, seed=0)
     term = SurfaceJitter(settings, SphereSource(), cameras_cfg(16))
     flat = lambda x: {"albedo": torch.full_like(x, 0.3)}  # noqa: E731
     assert float(term.loss(flat, step=0)) == 0.0
@@ -75,7 +75,7 @@ def test_the_neighbour_term_is_the_mean_colour_difference_to_the_nearest_gaussia
     gen = torch.Generator().manual_seed(1)
     means = torch.cat([torch.randn(10, 3, generator=gen) * 0.01, torch.randn(10, 3, generator=gen) * 0.01 + 5.0])
     geometry = SimpleNamespace(means=means, num_gaussians=20, sh0=torch.zeros(20, 1, 3))
-    term = NeighbourColours(SmoothnessSettings(1.0, 0.02, 20, seed=0), SimpleNamespace(geometry=geometry), None)
+    term = NeighbourColours(SmoothnessSettings(0.02, 20, seed=0), SimpleNamespace(geometry=geometry), None)
     assert float(term.loss(geometry, 0)) == 0.0  # one colour everywhere (even two per cluster would be 0)
     geometry.sh0[:10, 0] = torch.tensor([0.2, 0.0, 0.0]) / SH_C0  # cluster A's red channel + 0.2: no pair straddles
     assert float(term.loss(geometry, 0)) == pytest.approx(0.0, abs=1e-6)
@@ -134,4 +134,4 @@ def test_a_scene_type_without_a_neighbour_rule_gets_one_line_naming_the_key():
     from text3d.edit.smoothness import build_smoothness
 
     with pytest.raises(ConfigError, match=r"^edit.smooth_colour: .*'mesh'.*set edit.smooth_colour=0$"):
-        build_smoothness("mesh", SmoothnessSettings(1.0, 0.02, 16, 0), None, None)
+        build_smoothness("mesh", SmoothnessSettings(0.02, 16, 0), None, None)

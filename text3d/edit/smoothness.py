@@ -39,9 +39,9 @@ NEIGHBOURS = 6
 
 @dataclass
 class SmoothnessSettings:
-    """What :class:`text3d.edit.config.EditConfig` says about the term, plus the run's cameras."""
+    """How the term draws its points (``edit.smooth_radius``, ``edit.smooth_points``) and the edit's seed;
+    its weight, ``edit.smooth_colour``, is applied by the edit's loss."""
 
-    weight: float
     radius: float
     points: int
     seed: int

@@ -92,7 +92,7 @@ class EditRun(Run):
         self.source_prompts = PromptProcessor(self.prior, edit.source_prompt, cfg.negative_prompt, cfg.prompting)
         self.smoothness = None
         if edit.smooth_colour > 0:
-            settings = SmoothnessSettings(edit.smooth_colour, edit.smooth_radius, edit.smooth_points, cfg.seed)
+            settings = SmoothnessSettings(edit.smooth_radius, edit.smooth_points, cfg.seed)
             self.smoothness = build_smoothness(cfg.geometry.type, settings, self.source, cfg.cameras)
         self._source_cache: Optional[Tuple[Tuple[int, str], Tuple[torch.Tensor, torch.Tensor]]] = None
         self.refinement = Refinement(self.refine, self.prior, self.sampler, cfg.seed) if self.refine.enabled else None

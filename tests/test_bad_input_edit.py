@@ -62,6 +62,7 @@ ROWS = [
     (["source={good}", "target_prompt=a blue cube", "refine.guidance_scale=nan"], ["refine.guidance_scale"]),
     (["source={good}", "target_prompt=a blue cube", "refine.batch_size=32"], ["refine.batch_size", "cached views"]),
     (["source={good}", "target_prompt=a blue cube", "refine.colour=1"], ["unknown key", "refine.colour"]),
+    (["source={good}", "target_prompt=a blue cube", "edit.smooth_chroma=-1"], ["edit.smooth_chroma", "-1"]),
 ]
 
 

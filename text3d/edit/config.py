@@ -63,6 +63,10 @@ class EditConfig:
     """Weight of the colour smoothness term (:mod:`text3d.edit.smoothness`): the L1 colour difference of
     neighbouring points of the source's surface (NeRF: a jitter of ``smooth_radius``; Gaussians: the
     nearest source Gaussians). It keeps a colour edit one colour instead of speckle; 0 = off."""
+    smooth_chroma: float = bounded(0.0, lo=0.0)
+    """Weight of the chroma smoothness term (:mod:`text3d.edit.chroma`): the total variation of the
+    chromaticity ``rgb / (r + g + b)`` between neighbouring object pixels of each training render
+    (shading cancels). It keeps a colour edit one colour instead of patches; 0 = off."""
     smooth_radius: float = bounded(0.02, lo=0.0, lo_open=True)
     """NeRF scenes: standard deviation of the jitter between compared points, world units."""
     smooth_points: int = bounded(4096, lo=1)

@@ -33,6 +33,7 @@ from text3d.scene.system import NeRFSystem
 
 from .config import EditRunConfig, load_edit_run_config
 from .refine import Refinement
+from .chroma import chroma_variation
 from .smoothness import SmoothnessSettings, build_smoothness
 from .source import SCENE_SECTIONS, open_source
 
@@ -154,10 +155,13 @@ class EditRun(Run):
 
     def loss_terms(self, out: Dict[str, torch.Tensor], guidance_loss: torch.Tensor) -> Dict[str, torch.Tensor]:
         """The run's terms plus the opacity anchor (``edit.keep_opacity``) against the held view's source
-        render and the colour smoothness (``edit.smooth_colour``, :mod:`text3d.edit.smoothness`)."""
+        render, the colour smoothness (``edit.smooth_colour``, :mod:`text3d.edit.smoothness`) and the chroma
+        smoothness of the renders (``edit.smooth_chroma``, :mod:`text3d.edit.chroma`)."""
         terms = super().loss_terms(out, guidance_loss)
         if self.smoothness is not None:
             terms["smooth"] = self.edit.smooth_colour * self.smoothness.loss(self.system.geometry, self.step)
+        if self.edit.smooth_chroma > 0:
+            terms["chroma"] = self.edit.smooth_chroma * chroma_variation(out["rgb"], out["opacity"])
         cache = self._source_cache  # the held view's, rendered by guide() for this step's cameras
         if self.edit.keep_opacity > 0 and cache is not None and cache[0][0] == self.step // self.edit.hold_steps:
             diff = out["opacity"] - cache[1][1]  # summed over pixels, averaged over views: the guidances' scale

@@ -31,9 +31,9 @@ from text3d.run.trainer import Run, build_optimizer, check_resumed_steps, new_ru
 from text3d.scene.rundir import source_frame_offset
 from text3d.scene.system import NeRFSystem
 
+from .chroma import chroma_variation
 from .config import EditRunConfig, load_edit_run_config
 from .refine import Refinement
-from .chroma import chroma_variation
 from .smoothness import SmoothnessSettings, build_smoothness
 from .source import SCENE_SECTIONS, open_source
 

@@ -19,8 +19,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-THRESHOLD = 0.5
-"""Opacity above which a pixel counts as object (the edit metrics' silhouette threshold)."""
+from .metrics import OPACITY_THRESHOLD
 
 
 def chromaticity(rgb: Tensor, eps: float = 1e-3) -> Tensor:
@@ -28,10 +27,10 @@ def chromaticity(rgb: Tensor, eps: float = 1e-3) -> Tensor:
     return rgb / rgb.sum(-1, keepdim=True).clamp(min=eps)
 
 
-def chroma_variation(rgb: Tensor, opacity: Tensor, threshold: float = THRESHOLD) -> Tensor:
+def chroma_variation(rgb: Tensor, opacity: Tensor, threshold: float = OPACITY_THRESHOLD) -> Tensor:
     """Total variation of the chromaticity of ``[B, H, W, 3]`` renders over pairs of horizontally or
-    vertically adjacent pixels whose ``[B, H, W, 1]`` opacity both exceed ``threshold``: the L1
-    difference summed over channels and pairs, divided by ``B``."""
+    vertically adjacent pixels whose ``[B, H, W, 1]`` opacity both exceed ``threshold`` (by default the
+    edit metrics' silhouette threshold): the L1 difference summed over channels and pairs, divided by ``B``."""
     chroma = chromaticity(rgb)
     inside = (opacity[..., 0] > threshold).to(rgb.dtype)
     across = (chroma[:, :, 1:] - chroma[:, :, :-1]).abs().sum(-1) * inside[:, :, 1:] * inside[:, :, :-1]

@@ -228,9 +228,10 @@ def one_edit(kind: str, source: str, target: str, guidance: str, steps: Optional
     overrides = [f"source={source}", f"target_prompt={target}", f"output_dir={out_dir}", f"guidance.type={guidance}",
                  "trainer.val_every=0", "trainer.checkpoint_every=0", "trainer.turntable_frames=12",
                  *([] if export else ["export.enabled=false"]), *([f"steps={steps}"] if steps else []), *extra]
+    preset = (SHAPE_PRESETS if edit_kind == "shape" else PRESETS)[kind]
     if guidance != "pds":  # the baselines at the edit preset's CFG scale, for a like-for-like comparison
-        overrides.append(f"guidance.guidance_scale={preset_guidance_scale(PRESETS[kind])}")
-    run = open_edit((SHAPE_PRESETS if edit_kind == "shape" else PRESETS)[kind], overrides, prior=prior)
+        overrides.append(f"guidance.guidance_scale={preset_guidance_scale(preset)}")
+    run = open_edit(preset, overrides, prior=prior)
     totals = instrument(run)
     run.fit()
     # the instrumented finish also renders; only training steps count in the split

@@ -63,6 +63,7 @@ ROWS = [
     (["source={good}", "target_prompt=a blue cube", "refine.batch_size=32"], ["refine.batch_size", "cached views"]),
     (["source={good}", "target_prompt=a blue cube", "refine.colour=1"], ["unknown key", "refine.colour"]),
     (["source={good}", "target_prompt=a blue cube", "edit.smooth_chroma=-1"], ["edit.smooth_chroma", "-1"]),
+    (["source={good}", "target_prompt=a blue cube", "edit.recolour_hidden=true"], ["edit.recolour_hidden", "implicit-volume"]),
 ]
 
 

@@ -29,6 +29,7 @@ BAD_OVERRIDES = [
     (["renderer.num_samples_per_ray=0"], ["renderer.num_samples_per_ray"]),
     (["geometry.radius=0"], ["geometry.radius", "(0, inf)"]),
     (["loss.lambda_sparsity=-1"], ["loss.lambda_sparsity"]),
+    (["loss.lambda_gaussian_opacity=0.1"], ["loss.lambda_gaussian_opacity", "geometry.type gaussians"]),
     (["guidance.t_max=1.5"], ["guidance.t_max"]),
     (["export.size=nan"], ["export.size", "finite"]),
     (["export.min_component_ratio=2"], ["export.min_component_ratio", "[0, 1]"]),

@@ -117,6 +117,20 @@ def test_reset_opacity_caps_and_clears_adam_moments():
     assert (opt.state[model.opacity_logits]["exp_avg"] == 0).all()
 
 
+@pytest.mark.parametrize("until, resets", [(None, [50, 100]), (51, [50])])
+def test_opacity_resets_stop_at_opacity_reset_until_or_with_densification(until, resets):
+    model = _model(n=4, sh_degree=0, prune_opacity=0.01, opacity_reset_every=50, opacity_reset_until=until,
+                   densify_from=1000, densify_until=150)  # densification never runs: only the resets act
+    seen = []
+    for step in range(200):
+        with torch.no_grad():
+            model.opacity_logits[:] = 3.0
+        model.after_step(step, None, torch.Generator())
+        if model.opacities().max() < 0.5:
+            seen.append(step + 1)
+    assert seen == resets
+
+
 def test_projected_colours_draw_the_same_and_get_their_gradient_back():
     """A base colour beyond [0, 1] is drawn clamped and its channel gets no gradient; projected (after
     every step with ``project_colours``) it draws the same and the channel can move again."""

@@ -67,6 +67,10 @@ class EditConfig:
     """Weight of the chroma smoothness term (:mod:`text3d.edit.chroma`): the total variation of the
     chromaticity ``rgb / (r + g + b)`` between neighbouring object pixels of each training render
     (shading cancels). It keeps a colour edit one colour instead of patches; 0 = off."""
+    recolour_hidden: bool = False
+    """Gaussian scenes: before the edit, the Gaussians no training view of the source sees (inside the
+    object, their colours never trained) take the colour of the nearest seen one
+    (:mod:`text3d.edit.hidden`), so a shape edit that uncovers them shows no confetti."""
     smooth_radius: float = bounded(0.02, lo=0.0, lo_open=True)
     """NeRF scenes: standard deviation of the jitter between compared points, world units."""
     smooth_points: int = bounded(4096, lo=1)
@@ -109,6 +113,9 @@ def check_edit_config(cfg: EditRunConfig) -> None:
     if cfg.steps < 1:
         raise ConfigError(f"steps: an edit needs at least 1 step (steps={cfg.steps} would write the source back "
                           "unchanged as an edit)")
+    if cfg.edit.recolour_hidden and cfg.geometry.type != "gaussians":
+        raise ConfigError(f"edit.recolour_hidden: recolours Gaussians, and the source is a {cfg.geometry.type} scene; "
+                          "set edit.recolour_hidden=false")
     refine = cfg.refine
     if refine.enabled and refine.start_step >= cfg.steps:
         raise ConfigError(f"refine.start_step: {refine.start_step} leaves no refinement step before steps={cfg.steps}; "

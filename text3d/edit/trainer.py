@@ -33,6 +33,7 @@ from text3d.scene.system import NeRFSystem
 
 from .chroma import chroma_variation
 from .config import EditRunConfig, load_edit_run_config
+from .hidden import orbit_rings, recolour_hidden
 from .refine import Refinement
 from .smoothness import SmoothnessSettings, build_smoothness
 from .source import SCENE_SECTIONS, open_source
@@ -90,6 +91,9 @@ class EditRun(Run):
             self.source = NeRFSystem(cfg).to(self.device)
         _load_system(self.source, self.system.state_dict(), f"the source {edit.source}")
         self.source.requires_grad_(False)
+        if edit.recolour_hidden:  # the frozen source keeps its own colours; only the edited copy changes
+            views = orbit_rings(cfg.cameras.elevation_range, cfg.cameras.eval_distance, cfg.cameras.eval_fovy)
+            logger.info("recoloured %d Gaussians no training view sees", recolour_hidden(self.system.geometry, views))
         self.source_prompts = PromptProcessor(self.prior, edit.source_prompt, cfg.negative_prompt, cfg.prompting)
         self.smoothness = None
         if edit.smooth_colour > 0:

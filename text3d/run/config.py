@@ -69,6 +69,9 @@ class LossConfig:
     """Mean of ``sqrt(opacity^2 + 0.01)`` over pixels: pushes empty space to be empty."""
     lambda_opaque: LinearSchedule = bounded(default_factory=lambda: LinearSchedule.constant(0.0), lo=0)
     """Binary entropy of the opacity: pushes pixels to be fully opaque or fully empty."""
+    lambda_gaussian_opacity: LinearSchedule = bounded(default_factory=lambda: LinearSchedule.constant(0.0), lo=0)
+    """Binary entropy of each Gaussian's opacity, summed over the Gaussians (Gaussian scenes only): each
+    one solid or gone, so faint Gaussians fall under ``geometry.prune_opacity`` and are pruned."""
     lambda_image: LinearSchedule = bounded(default_factory=lambda: LinearSchedule.constant(1.0), lo=0)
     """Weight of the image loss against the views of ``targets`` (used only when ``targets`` is set)."""
 
@@ -191,6 +194,10 @@ def check_run_config(cfg: Config) -> None:
         takers = " and ".join(n for n in GUIDANCES.names() if getattr(GUIDANCES.get(n).cls, "perp_neg", False))
         raise ConfigError(f"prompting.perp_neg: guidance.type={cfg.guidance.type} does not use Perp-Neg ({takers} do); "
                           "set prompting.perp_neg=false")
+    gaussian_term = cfg.loss.lambda_gaussian_opacity
+    if (gaussian_term.start or gaussian_term.end) and cfg.geometry.type != "gaussians":
+        raise ConfigError(f"loss.lambda_gaussian_opacity: weighs Gaussians' opacities, and geometry.type is "
+                          f"{cfg.geometry.type}; set it to 0 or use geometry.type gaussians")
     if cfg.viewer and importlib.util.find_spec("viser") is None:
         raise ConfigError('viewer: the live viewer needs viser; pip install -e ".[viewer]", or set viewer=false')
 

@@ -86,6 +86,9 @@ class GaussianGeometryConfig:
     """Gaussians with a largest scale above ``prune_scale * scene_extent`` are removed; 0 = never."""
     opacity_reset_every: int = bounded(0, lo=0)
     """Steps between opacity resets to ``2 * prune_opacity`` (3DGS: 3000); 0 = never."""
+    opacity_reset_until: Optional[int] = bounded(None, lo=0)
+    """No opacity reset at or after this step; ``None`` = ``densify_until`` (3DGS). A shape edit resets
+    once (``opacity_reset_every: 50``, ``opacity_reset_until: 51``) yet keeps densifying and pruning after."""
     max_gaussians: int = bounded(100000, lo=1)
     """Densification stops adding Gaussians beyond this count."""
     flatten: float = bounded(1.0, lo=0, hi=1, lo_open=True)
@@ -220,7 +223,8 @@ class GaussianModel(nn.Module):
             self.project_colours()
         if cfg.densify_from <= s < cfg.densify_until and s % cfg.densify_every == 0:
             self.densify_and_prune(optimizer, generator)
-        if cfg.opacity_reset_every and s % cfg.opacity_reset_every == 0 and s < cfg.densify_until:
+        reset_until = cfg.densify_until if cfg.opacity_reset_until is None else cfg.opacity_reset_until
+        if cfg.opacity_reset_every and s % cfg.opacity_reset_every == 0 and s < reset_until:
             self.reset_opacity(optimizer)
 
     @torch.no_grad()

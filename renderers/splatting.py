@@ -46,7 +46,8 @@ class GaussianRendererConfig:
 
 @RENDERERS.register("gaussian-splatting", GaussianRendererConfig)
 class GaussianRenderer(nn.Module):
-    """Renders ``rgb``, ``opacity`` and expected ``depth`` of the Gaussians over the background."""
+    """Renders ``rgb``, ``opacity`` and expected ``depth`` of the Gaussians over the background, and the
+    ``background`` behind each pixel."""
 
     def __init__(self, cfg: GaussianRendererConfig):
         super().__init__()
@@ -89,4 +90,4 @@ class GaussianRenderer(nn.Module):
         _, dirs = cameras.rays()
         bg = background(dirs, train=train, generator=generator)
         rgb = img[..., :3] + (1 - alpha) * bg
-        return {"rgb": rgb, "opacity": alpha, "depth": img[..., 3:]}
+        return {"rgb": rgb, "opacity": alpha, "depth": img[..., 3:], "background": bg.expand_as(rgb)}

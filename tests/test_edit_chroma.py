@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from text3d.edit import open_edit
-from text3d.edit.chroma import chroma_variation, chromaticity
+from text3d.edit.chroma import chroma_variation, chromaticity, object_colour
 from test_edit import GS_PRESET, edit_args
 
 ORANGE, BLUE = torch.tensor([1.0, 0.5, 0.0]), torch.tensor([0.1, 0.2, 0.9])
@@ -54,6 +54,32 @@ def test_the_gradient_pulls_a_patch_towards_its_surroundings():
     assert float(rgb.grad[0, :, 3:].abs().max()) == 0.0  # inside one colour, nothing moves
     with torch.no_grad():
         assert float(chroma_variation(rgb - 0.01 * rgb.grad, opacity)) < float(start)
+
+
+def test_the_object_colour_leaves_out_the_background_seen_through_a_fuzzy_edge():
+    """An orange edge at opacity 0.6 over white is greyer than the orange inside; the object's own colour
+    is not, over any background: the term no longer pulls the inside towards the edge."""
+    opacity = torch.tensor([1.0, 0.6]).view(1, 1, 2, 1)
+    for background in (torch.ones(3), torch.tensor([0.0, 0.3, 1.0])):
+        rgb = opacity * ORANGE + (1 - opacity) * background
+        out = {"rgb": rgb, "opacity": opacity, "background": background.expand_as(rgb)}
+        torch.testing.assert_close(object_colour(out), opacity * ORANGE)
+        assert float(chroma_variation(object_colour(out), opacity)) < 1e-6 < float(chroma_variation(rgb, opacity))
+    assert object_colour({"rgb": rgb, "opacity": opacity}) is rgb  # no background reported: the render
+
+
+def test_the_gaussian_renderer_reports_the_background_it_composited_over(tiny_gaussian_run):
+    from text3d.scene.cameras import turntable
+    from text3d.scene.rundir import load_system
+
+    cfg, system, _ = load_system(tiny_gaussian_run)
+    cams = turntable(2, 20.0, cfg.cameras.eval_distance, cfg.cameras.eval_fovy, 16, 16)
+    with torch.no_grad():
+        out = system.render(cams, mode="albedo", train=False)
+        system.background.cfg.color = [0.0, 0.0, 0.0]  # the quickstart's solid white, now black
+        black = system.render(cams, mode="albedo", train=False)
+    assert out["background"].shape == out["rgb"].shape
+    torch.testing.assert_close(object_colour(out), black["rgb"], atol=1e-5, rtol=0)
 
 
 def _render_variation(run):

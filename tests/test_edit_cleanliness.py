@@ -12,7 +12,7 @@ import torch
 from text3d.core.media import add_caption
 from text3d.edit.metrics import cleanliness_scores, semi_transparent_share, stray_opacity
 from text3d.edit.trainer import edit_caption
-from text3d.prior.evaluation import colour_shares, hue_distance, object_hue, palette_hues
+from text3d.prior.evaluation import colour_shares, hue_distance, object_hue, object_saturation, palette_hues
 from text3d.prior.shapes import COLOURS, COLOUR_NAMES, SHAPES, parse_prompt
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
@@ -75,6 +75,16 @@ def test_colour_shares_count_patches_left_in_another_colour():
     shares = colour_shares(img, mask)
     assert shares["cyan"] == pytest.approx(48 / 52) and shares["orange"] == pytest.approx(4 / 52)
     assert sum(shares.values()) == pytest.approx(1.0) and colour_shares(torch.ones(1, 3, 4, 4), mask[:, :4, :4]) == {}
+
+
+def test_object_saturation_is_the_mean_over_the_mask_and_shading_keeps_it():
+    img = torch.ones(1, 3, 8, 8)
+    img[:, :, :, :4] = torch.tensor([1.0, 0.0, 0.0]).view(1, 3, 1, 1) * 0.6  # shaded pure red: saturation 1
+    img[:, :, :, 4:] = torch.tensor([1.0, 0.5, 0.5]).view(1, 3, 1, 1)         # pink: (1 - 0.5) / 1
+    mask = torch.zeros(1, 8, 8, dtype=torch.bool)
+    mask[:, :, 2:6] = True  # half red, half pink: the white around them does not count
+    assert object_saturation(img, mask) == pytest.approx(0.75)
+    assert object_saturation(img, torch.zeros_like(mask)) is None
 
 
 def test_the_before_after_caption_shows_identity_and_cleanliness():
@@ -203,3 +213,29 @@ def test_pds_is_held_against_each_baseline_on_the_same_cells_only():
     assert edit_report.pds_vs(rows, "sds-edit") == {"nerf": "1/2"}
     assert edit_report.pds_vs(rows, "dds") == {"nerf": "0/1"}
     assert edit_report.pds_vs(rows, "pds") == {"nerf": "2/2", "gaussians": "1/1"}  # against itself: every cell ties
+
+
+def test_the_saturation_script_reads_the_matrix_rows_and_agrees_with_the_edits_metrics(
+        tmp_path, tiny_sd_dir, tiny_prior, tiny_gaussian_run, capsys):
+    """One edit of the tiny Gaussian run ("a red cube") towards red, as a one-row matrix: the script's
+    saturation of the edit is the one the edit wrote to its metrics.json (same 8 views at 64 px), and the
+    ratio is edit / source (the only from-scratch run of red)."""
+    import json
+
+    import edit_saturation
+    from text3d.edit import open_edit
+    from test_edit import GS_PRESET, edit_args
+
+    run = open_edit(GS_PRESET, edit_args(tmp_path, tiny_sd_dir, tiny_gaussian_run, "target_prompt=a red cube",
+                                         "steps=1", "edit.metric_views=8", "edit.metric_resolution=64"), prior=tiny_prior)
+    edit_dir = run.fit()
+    metrics = json.loads((edit_dir / "metrics.json").read_text())
+    row = {"scene": "gaussians", "kind": "colour", "guidance": "pds", "seed": 0, "source_prompt": "a red cube",
+           "target": "a red cube", "edit_dir": str(edit_dir)}
+    (tmp_path / "rows.json").write_text(json.dumps({"rows": [row]}))
+    assert edit_saturation.main([str(tmp_path / "rows.json")]) == 0
+    out = capsys.readouterr().out
+    sat = edit_saturation.saturation(str(edit_dir), "a red cube")
+    assert sat == pytest.approx(metrics["target"]["saturation"], abs=1e-4)
+    ratio = sat / edit_saturation.saturation(str(tiny_gaussian_run), "a red cube")
+    assert f"ratio {ratio:.3f}" in out and "cells 1: median ratio" in out

@@ -13,9 +13,16 @@ above ``threshold``), summed over pixels and averaged over views, the scale of t
 losses. Chromaticity is unchanged by a factor on the colour, so the training renders' diffuse
 shading (``albedo * (ambient + (1 - ambient) n.l)``) costs nothing and is not flattened; only a
 change of hue or saturation between neighbours is. The term draws no random numbers.
+
+The term reads the object's own colour (:func:`object_colour`): a fuzzy edge pixel blends the object
+with the white background, and its chromaticity is greyer; on the composited render the term pulled the
+whole object towards those edges (blue pyramid -> "an orange pyramid": saturation of the opaque pixels
+0.84; 0.90 on the object's own colour; 0.89 with no term at all, docs/editing.md).
 """
 
 from __future__ import annotations
+
+from typing import Dict
 
 from torch import Tensor
 
@@ -25,6 +32,15 @@ from .metrics import OPACITY_THRESHOLD
 def chromaticity(rgb: Tensor, eps: float = 1e-3) -> Tensor:
     """``rgb / (r + g + b)`` of ``[..., 3]`` colours (a colour and any positive multiple of it agree)."""
     return rgb / rgb.sum(-1, keepdim=True).clamp(min=eps)
+
+
+def object_colour(out: Dict[str, Tensor]) -> Tensor:
+    """The object's own colour in a render ``out``: its ``rgb`` less the ``background`` seen through
+    (``rgb - (1 - opacity) background``, the premultiplied colour), whose chromaticity is the object's
+    at any opacity. A render that does not report its background gives its ``rgb``."""
+    if "background" not in out:
+        return out["rgb"]
+    return out["rgb"] - (1 - out["opacity"]) * out["background"]
 
 
 def chroma_variation(rgb: Tensor, opacity: Tensor, threshold: float = OPACITY_THRESHOLD) -> Tensor:

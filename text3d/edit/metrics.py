@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from text3d.prior.evaluation import (colour_shares, hue_distance, largest_component, mask_iou,
-                                       object_hue, palette_hues, silhouettes_all_shapes)
+                                       object_hue, object_saturation, palette_hues, silhouettes_all_shapes)
 from text3d.prior.scene_eval import stripe_scores
 from text3d.prior.shapes import SHAPES, parse_pattern, parse_prompt
 from text3d.scene.cameras import Cameras
@@ -65,7 +65,8 @@ def target_scores(prompt: str, views: List[Dict[str, Tensor]], cameras: Cameras)
         (the palette colour most object pixels are nearest to), ``colour_share`` (the share of them
         nearest to the asked colour: patches left in another colour lower it), ``hue`` (the object's mean hue, degrees),
         ``hue_error`` (to the asked colour's), ``shape_ok``, ``colour_ok`` (``colour_found`` is the asked
-        colour) and ``hue_ok`` (``hue_error <= HUE_TOLERANCE``).
+        colour), ``hue_ok`` (``hue_error <= HUE_TOLERANCE``) and ``saturation`` (mean HSV saturation of
+        the object's pixels: the judge counts colour from saturation 0.3, so it misses a dull edit).
     """
     parsed = parse_prompt(prompt)
     if parsed is None:
@@ -82,11 +83,13 @@ def target_scores(prompt: str, views: List[Dict[str, Tensor]], cameras: Cameras)
     shape_found = names[int(iou.argmax())]
     hue = object_hue(image, mask)
     error = None if hue is None else hue_distance(hue, float(palette_hues([colour])[0]))
+    saturation = object_saturation(image, mask)
     scores = {"shape": shape, "colour": colour, "shape_found": shape_found, "colour_found": colour_found,
               "colour_share": round(shares.get(colour, 0.0), 4),
               "hue": None if hue is None else round(hue, 1), "hue_error": None if error is None else round(error, 1),
               "silhouette_iou": round(float(iou[names.index(shape)]), 4), "shape_ok": shape_found == shape,
-              "colour_ok": colour_found == colour, "hue_ok": error is not None and error <= HUE_TOLERANCE}
+              "colour_ok": colour_found == colour, "hue_ok": error is not None and error <= HUE_TOLERANCE,
+              "saturation": None if saturation is None else round(saturation, 4)}
     pattern = parse_pattern(prompt)
     if pattern is not None and pattern[2] is not None:
         images = torch.stack([v["rgb"] for v in views]).permute(0, 3, 1, 2)

@@ -31,7 +31,7 @@ from text3d.run.trainer import Run, build_optimizer, check_resumed_steps, new_ru
 from text3d.scene.rundir import source_frame_offset
 from text3d.scene.system import NeRFSystem
 
-from .chroma import chroma_variation
+from .chroma import chroma_variation, object_colour
 from .config import EditRunConfig, load_edit_run_config
 from .hidden import orbit_rings, recolour_hidden
 from .refine import Refinement
@@ -165,7 +165,7 @@ class EditRun(Run):
         if self.smoothness is not None:
             terms["smooth"] = self.edit.smooth_colour * self.smoothness.loss(self.system.geometry, self.step)
         if self.edit.smooth_chroma > 0:
-            terms["chroma"] = self.edit.smooth_chroma * chroma_variation(out["rgb"], out["opacity"])
+            terms["chroma"] = self.edit.smooth_chroma * chroma_variation(object_colour(out), out["opacity"])
         cache = self._source_cache  # the held view's, rendered by guide() for this step's cameras
         if self.edit.keep_opacity > 0 and cache is not None and cache[0][0] == self.step // self.edit.hold_steps:
             diff = out["opacity"] - cache[1][1]  # summed over pixels, averaged over views: the guidances' scale

@@ -120,6 +120,14 @@ def object_hue(images: Tensor, mask: Tensor, settings: JudgeSettings = JudgeSett
     return float(torch.rad2deg(torch.atan2((w * rad.sin()).sum(), (w * rad.cos()).sum())) % 360.0)
 
 
+def object_saturation(images: Tensor, mask: Tensor) -> Optional[float]:
+    """Mean HSV saturation of every pixel of ``[B, 3, H, W]`` images inside ``[B, H, W]`` masks (not only
+    the voters: a dull object counts its dull pixels); None for an empty mask."""
+    _, sat, _ = rgb_to_hue_sat_val(images)
+    inside = mask.bool()
+    return float(sat[inside].mean()) if bool(inside.any()) else None
+
+
 def colour_shares(images: Tensor, mask: Tensor, settings: JudgeSettings = JudgeSettings()) -> Dict[str, float]:
     """Share of the voters (:func:`colour_voters`) of ``[B, 3, H, W]`` images inside ``[B, H, W]`` masks,
     all images together, nearest to each palette colour (empty when none votes)."""

@@ -219,7 +219,8 @@ def test_the_opacity_anchor_keeps_the_sources_opacity(tmp_path, tiny_sd_dir, tin
     # the term itself: the held view's source opacity against a given render
     alpha_src = run.source_view(run.sample_cameras(), "albedo")[1]
     alpha = torch.rand_like(alpha_src)
-    got = run.loss_terms({"opacity": alpha}, torch.zeros(()))["keep"]
+    rgb = torch.rand(*alpha.shape[:-1], 3)  # the preset's chroma term reads the colours too
+    got = run.loss_terms({"opacity": alpha, "rgb": rgb}, torch.zeros(()))["keep"]
     assert float(got) == pytest.approx(1000 * float((alpha - alpha_src).square().sum()) / alpha.shape[0], rel=1e-5)
 
 

@@ -67,7 +67,7 @@ def test_the_gaussian_opacity_term_is_the_summed_binary_entropy(tmp_path, tiny_s
     closed = 0.3 * float((-o * o.log() - (1 - o) * (1 - o).log()).sum())
     out = run.system.render(run.sample_cameras(), mode="albedo", train=True)
     term = run.loss_terms(out, torch.zeros(()))["gaussian_opacity"]
-    assert float(term) == pytest.approx(closed, rel=1e-4)
+    assert float(term.detach()) == pytest.approx(closed, rel=1e-4)
     term.backward()  # faint Gaussians are pushed fainter, solid ones more solid
     grad, logits = run.system.geometry.opacity_logits.grad, run.system.geometry.opacity_logits.detach()
     assert bool((grad[logits < -0.1] > 0).all()) and bool((grad[logits > 0.1] < 0).all())

@@ -122,8 +122,9 @@ class Run:
             terms["orient"] = (lcfg.lambda_orient.value(step), out["orient_loss"])
         terms["sparsity"] = (lcfg.lambda_sparsity.value(step), lambda: (out["opacity"] ** 2 + 0.01).sqrt().mean())
         terms["opaque"] = (lcfg.lambda_opaque.value(step), lambda: _binary_entropy(out["opacity"]))
+        geometry = self.system.geometry  # each Gaussian's own entropy, summed (Gaussian scenes; checked in config)
         terms["gaussian_opacity"] = (lcfg.lambda_gaussian_opacity.value(step),
-                                     lambda: _binary_entropy(self.system.geometry.opacities()) * self.system.geometry.num_gaussians)
+                                     lambda: _binary_entropy(geometry.opacities()) * geometry.num_gaussians)
         return {name: w * (v() if callable(v) else v) for name, (w, v) in terms.items() if w != 0.0}
 
     def train_step(self) -> Dict[str, float]:

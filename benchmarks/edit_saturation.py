@@ -2,8 +2,9 @@
 
 The matrix's judge (:func:`text3d.edit.metrics.target_scores`) counts a pixel as coloured from
 saturation 0.3, so an edit that lands on the right hue but dull passes it. This script reads the rows
-``benchmarks/eval_edit.py --json`` wrote, renders each colour edit and each source in the views of the
-edit's own metrics (``edit.metric_views`` around the object at the eval elevation), and prints the mean
+``benchmarks/eval_edit.py --json`` wrote, renders each colour edit and each source in the views an edit's
+``metrics.json`` uses by default (``edit.metric_views`` at ``edit.metric_resolution``, around the object
+at the eval elevation), and prints the mean
 saturation of the object's pixels (``target_scores``' ``saturation``) beside that of the matrix's
 sources of the target colour: they are from-scratch runs of that colour, on other shapes.
 
@@ -28,15 +29,17 @@ RATIO_GOAL = 0.9
 
 
 @lru_cache(maxsize=None)
-def saturation(run_dir: str, prompt: str, views: int = 8, resolution: int = 64) -> float:
-    """Mean saturation of the object's pixels in ``views`` renders of a run or edit folder."""
+def saturation(run_dir: str, prompt: str) -> float:
+    """Mean saturation of the object's pixels in the default metric views of a run or edit folder."""
+    from text3d.edit.config import EditConfig
     from text3d.edit.metrics import target_scores
     from text3d.scene.cameras import turntable
     from text3d.scene.rundir import load_system
 
     cfg, system, _ = load_system(run_dir)
-    c = cfg.cameras
-    cams = turntable(views, c.eval_elevation, c.eval_distance, c.eval_fovy, resolution, resolution)
+    c, e = cfg.cameras, EditConfig()
+    cams = turntable(e.metric_views, c.eval_elevation, c.eval_distance, c.eval_fovy, e.metric_resolution,
+                     e.metric_resolution)
     with torch.no_grad():
         out = system.render(cams, mode="albedo", train=False)
     rendered = [{k: out[k][i] for k in ("rgb", "opacity")} for i in range(len(cams))]

@@ -72,12 +72,14 @@ class EditRun(Run):
         source_state: the source scene's weights (``NeRFSystem`` state keys).
         source_info: description of the source for ``metrics.json``.
         prior: an already loaded prior (tests inject tiny ones).
+        fresh: the edit starts from the source (``False``: a checkpoint will be loaded over it, so the
+            one-off preparation of the source, ``edit.recolour_hidden``, is skipped).
     """
 
     folder_kind = "edit folder"
 
     def __init__(self, cfg: EditRunConfig, run_dir: Path, source_state: Dict[str, torch.Tensor],
-                 source_info: Dict[str, Any], prior: Any = None):
+                 source_info: Dict[str, Any], prior: Any = None, fresh: bool = True):
         from text3d.guidance.prompts import PromptProcessor
 
         super().__init__(cfg, run_dir, prior=prior)
@@ -91,7 +93,7 @@ class EditRun(Run):
             self.source = NeRFSystem(cfg).to(self.device)
         _load_system(self.source, self.system.state_dict(), f"the source {edit.source}")
         self.source.requires_grad_(False)
-        if edit.recolour_hidden:  # the frozen source keeps its own colours; only the edited copy changes
+        if edit.recolour_hidden and fresh:  # the frozen source keeps its own colours; only the edited copy changes
             views = orbit_rings(cfg.cameras.elevation_range, cfg.cameras.eval_distance, cfg.cameras.eval_fovy)
             logger.info("recoloured %d Gaussians no training view sees", recolour_hidden(self.system.geometry, views))
         self.source_prompts = PromptProcessor(self.prior, edit.source_prompt, cfg.negative_prompt, cfg.prompting)
@@ -294,7 +296,7 @@ def _resume_edit(cfg: EditRunConfig, prior: Any) -> EditRun:
     else:
         source = open_source(cfg.edit.source, cfg.edit.orbit_distance, cfg.edit.orbit_elevations)
         state, info = source.state, source.info
-    run = EditRun(cfg, run_dir, state, info, prior=prior)
+    run = EditRun(cfg, run_dir, state, info, prior=prior, fresh=ckpt is None)
     if ckpt is not None:
         run.load(ckpt)
         check_resumed_steps(run)

@@ -233,7 +233,8 @@ def test_the_saturation_script_reads_the_matrix_rows_and_agrees_with_the_edits_m
     row = {"scene": "gaussians", "kind": "colour", "guidance": "pds", "seed": 0, "source_prompt": "a red cube",
            "target": "a red cube", "edit_dir": str(edit_dir)}
     (tmp_path / "rows.json").write_text(json.dumps({"rows": [row]}))
-    assert edit_saturation.main([str(tmp_path / "rows.json")]) == 0
+    threads = str(torch.get_num_threads())  # main() sets torch's threads: keep this process's for later tests
+    assert edit_saturation.main([str(tmp_path / "rows.json"), "--threads", threads]) == 0
     out = capsys.readouterr().out
     sat = edit_saturation.saturation(str(edit_dir), "a red cube")
     assert sat == pytest.approx(metrics["target"]["saturation"], abs=1e-4)

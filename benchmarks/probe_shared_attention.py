@@ -136,6 +136,19 @@ def match_figures(sets: List[dict]) -> Dict[str, float]:
     return {"view_match": sum(match) / len(match), "set_agreement": sum(agree) / len(agree)}
 
 
+def colour_diversity(sets: List[dict], prompts: Sequence[str]) -> Dict[str, float]:
+    """Per prompt, the share of its views (every seed) that fall on the commonest (base, stripe) colour pair.
+
+    Independent sampling's figure says how much agreement chance alone gives: a prior that has collapsed
+    onto one likely colour agrees across views without any sharing."""
+    per = len(sets) // len(prompts)
+    out = {}
+    for i, p in enumerate(prompts):
+        pairs = [(int(b), int(s)) for st in sets[i * per:(i + 1) * per] for b, s in zip(st["base"], st["stripe"])]
+        out[p] = max(pairs.count(x) for x in set(pairs)) / len(pairs)
+    return out
+
+
 def changed_share(a: List[dict], b: List[dict]) -> float:
     """Share of views whose base or stripe colour differs between two samplings with the same noise."""
     diff = [((x["base"] != y["base"]) | (x["stripe"] != y["stripe"])).float().mean().item() for x, y in zip(a, b)]
@@ -184,7 +197,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     t0 = time.perf_counter()
     base = run()
-    report({"proc": "independent", "layers": "-", "steps": "-", **match_figures(base), "seconds": time.perf_counter() - t0})
+    diversity = colour_diversity(base, prompts)
+    report({"proc": "independent", "layers": "-", "steps": "-", **match_figures(base), "seconds": time.perf_counter() - t0,
+            "top_colour_share": sum(diversity.values()) / len(diversity)})
+    print("commonest colour share per prompt: " + ", ".join(f"{p!r} {v:.2f}" for p, v in diversity.items()), flush=True)
     if args.zero:
         for name, cls in (("zero", ZeroAttn), ("mean", MeanAttn)):
             sets = run(install=lambda cls=cls: AttentionInstall(prior.unet, lambda _name: cls()))
@@ -210,7 +226,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 report({"proc": proc, "layers": group, "steps": text, **match_figures(sets),
                         "seconds": time.perf_counter() - t0})
     if args.json:
-        Path(args.json).write_text(json.dumps({"settings": vars(args), "rows": rows}, indent=2))
+        Path(args.json).write_text(json.dumps({"settings": vars(args), "rows": rows, "top_colour_share": diversity}, indent=2))
     return 0
 
 

@@ -40,3 +40,37 @@ def test_the_fine_tuned_folder_loads_as_a_latent_prior_and_differs_from_its_star
     changed = [k for k, v in tuned.unet.state_dict().items() if not torch.equal(v, start.unet.state_dict()[k])]
     assert changed and any("attn1" in k for k in changed)
     assert all(torch.equal(v, start.vae.state_dict()[k]) for k, v in tuned.vae.state_dict().items())
+
+
+def test_the_learning_rate_warms_up_then_decays_on_a_cosine_to_its_floor():
+    import argparse
+
+    const = argparse.Namespace(lr=1e-3, lr_min=None, iterations=200)
+    cosine = argparse.Namespace(lr=1e-3, lr_min=1e-5, iterations=200)
+    assert ft.learning_rate(const, 0) == 1e-3 / 50 and ft.learning_rate(const, 49) == 1e-3
+    assert ft.learning_rate(const, 199) == 1e-3
+    assert ft.learning_rate(cosine, 50) == 1e-3
+    assert abs(ft.learning_rate(cosine, 50 + 149 // 2) - (1e-5 + 1e-3) / 2) < 1e-5  # half-way: the mean
+    assert abs(ft.learning_rate(cosine, 199) - 1e-5) < 1e-12
+
+
+def test_the_written_weights_are_the_moving_average_of_the_steps(tmp_path):
+    """With --ema-decay the folder holds shadow = d2 * (d1 * start + (1 - d1) * w1) + (1 - d2) * w2, where
+    w1, w2 are the weights after 1 and 2 steps of the same run without EMA, d_n = (1 + n) / (10 + n)."""
+    from text3d.prior.latent_model import load_latent_prior
+
+    threads = str(torch.get_num_threads())
+    common = ["--batch-size", "8", "--views", "4", "--set-share", "1.0", "--lr", "1e-3", "--threads", threads]
+    weights = {}
+    for name, extra in (("w1", ["--iterations", "1"]), ("w2", ["--iterations", "2"]),
+                        ("ema", ["--iterations", "2", "--ema-decay", "0.999"])):
+        assert ft.main(["--out", str(tmp_path / name), *extra, *common]) == 0
+        weights[name] = load_latent_prior(tmp_path / name).unet.state_dict()
+    start = load_latent_prior(ft.BUILTIN).unet.state_dict()
+    d1, d2 = 1 / 10, 2 / 11
+    for k, v in weights["ema"].items():
+        if not v.is_floating_point():
+            continue
+        want = d2 * (d1 * start[k] + (1 - d1) * weights["w1"][k]) + (1 - d2) * weights["w2"][k]
+        assert torch.allclose(v, want, atol=1e-6), k
+    assert any(not torch.equal(weights["ema"][k], weights["w2"][k]) for k in start)

@@ -32,10 +32,9 @@ import torch
 
 from text3d.core.io import staged_folder
 from text3d.guidance.attention import AttentionInstall, FullAttnProcessor, SharedAttnProcessor, self_attention_layers
-from text3d.prior.latent_data import PatternBatch, PatternDataConfig, PatternDataset, pattern_prompt
+from text3d.prior.latent_data import PatternBatch, PatternDataConfig, PatternDataset
 from text3d.prior.latent_model import encode_latents, load_latent_prior, save_latent_prior
-from text3d.prior.model import camera_features, encode_prompts
-from text3d.prior.shapes import COLOUR_NAMES, SHAPES, colourize
+from text3d.prior.model import encode_prompts
 from text3d.prior.train_state import EMA
 from text3d.prior.training import diffusion_loss
 
@@ -48,22 +47,11 @@ ATTENTION = {
 
 
 def view_sets(ds: PatternDataset, sets: int, n: int, dropout: float, gen: torch.Generator) -> PatternBatch:
-    """``sets`` groups of ``n`` bank views of one random object each, group-major."""
-    combos = ds._combos(sets, gen).repeat_interleave(n, 0)
-    slot = torch.tensor([ds.slot[int(s)] for s in combos[:, 0]])
-    view = torch.randint(ds.bank["shading"].shape[1], (sets * n,), generator=gen)
-    v = {k: t[slot, view] for k, t in ds.bank.items()}
-    base = ds.palette[combos[:, 1]]
-    stripe = torch.where((combos[:, 2] >= 0)[:, None], ds.palette[combos[:, 2].clamp(min=0)], base)
-    rgb = colourize(v["shading"].float(), v["coverage"].float(), base, v["stripe"].float(), stripe)
-    u = torch.rand(sets, 4, generator=gen).repeat_interleave(n, 0).tolist()  # one prompt text per set
-    prompts = [pattern_prompt(SHAPES[s], COLOUR_NAMES[c], COLOUR_NAMES[k] if k >= 0 else None, float(a), float(e),
-                              uu, ds.data)
-               for (s, c, k), a, e, uu in zip(combos.tolist(), v["azimuth"].tolist(), v["elevation"].tolist(), u)]
+    """``sets`` groups of ``n`` bank views of one random object each, group-major; prompts dropped per set."""
+    batch = ds.sample(sets * n, gen, views=n)
     drop = (torch.rand(sets, generator=gen) < dropout).repeat_interleave(n).tolist()
-    return PatternBatch(images=rgb.permute(0, 3, 1, 2) * 2 - 1, prompts=["" if d else p for p, d in zip(prompts, drop)],
-                        camera=camera_features(v["azimuth"], v["elevation"]), shape_ids=combos[:, 0],
-                        colour_ids=combos[:, 1], stripe_ids=combos[:, 2])
+    batch.prompts = ["" if d else p for p, d in zip(batch.prompts, drop)]
+    return batch
 
 
 def plain_batch(ds: PatternDataset, size: int, dropout: float, gen: torch.Generator) -> PatternBatch:

@@ -79,13 +79,14 @@ def adain(x: Tensor, ref: Tensor, eps: float = ADAIN_EPS) -> Tensor:
     Args:
         x: ``[..., L, d]`` features (tokens ``L``, channels ``d``; leading dims e.g. group, view, head).
         ref: ``[..., L', d]`` reference features, broadcastable to ``x`` in the leading dims.
-        eps: added to the (unbiased) variance before the square root.
+        eps: added to the (unbiased) variance before the square root. A single token (a 1x1 layer of a
+            tiny UNet) has no unbiased variance: its variance is taken as 0, so it becomes ``mean_ref``.
 
     Returns:
         ``(x - mean_x) / std_x * std_ref + mean_ref``, the shape of ``x``.
     """
-    mean_x, std_x = x.mean(-2, keepdim=True), (x.var(-2, keepdim=True) + eps).sqrt()
-    mean_r, std_r = ref.mean(-2, keepdim=True), (ref.var(-2, keepdim=True) + eps).sqrt()
+    mean_x, std_x = x.mean(-2, keepdim=True), (x.var(-2, keepdim=True, correction=int(x.shape[-2] > 1)) + eps).sqrt()
+    mean_r, std_r = ref.mean(-2, keepdim=True), (ref.var(-2, keepdim=True, correction=int(ref.shape[-2] > 1)) + eps).sqrt()
     return (x - mean_x) / std_x * std_r + mean_r
 
 

@@ -89,6 +89,11 @@ def test_adain_gives_the_reference_statistics():
     torch.testing.assert_close(out.std(-2), want.expand_as(out.std(-2)), atol=1e-5, rtol=1e-5)
 
 
+def test_adain_of_a_single_token_is_the_reference_mean_not_nan():
+    x, ref = torch.randn(2, 1, 1, 8), torch.randn(2, 1, 1, 8)
+    torch.testing.assert_close(adain(x, ref), ref.expand_as(x))
+
+
 def test_shared_matches_an_explicit_stylealigned_reference(attn):
     n, G = 3, 2
     x = torch.randn(G * n, L, C, generator=torch.Generator().manual_seed(2))

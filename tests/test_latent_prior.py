@@ -195,6 +195,57 @@ def test_a_changed_recipe_is_refused_on_resume(tmp_path):
         train_latent_prior(_recipe("vae.iterations=1", "iterations=1", "vae.lr=0.01"), tmp_path / "p", replace=True)
 
 
+def _spy_attention(calls):
+    from text3d.guidance.attention import shared_attention
+
+    def install(unet, n):
+        calls.append(n)
+        return shared_attention(unet, n)
+    return install
+
+
+def test_the_view_set_stage_resumes_bit_exactly_and_a_later_sitting_gives_the_same_prior(tmp_path):
+    """Stage 3 after stages 1-2 in one run, the same run stopped inside stage 3 and resumed, and stage 3
+    started in a later sitting from the stage-2 prior (``views.start_from``) write identical weights."""
+    views = ["views.iterations=3", "views.views=3", "views.set_share=0.5", "views.warmup=1"]
+    cfg = _recipe("vae.iterations=2", "iterations=2", *views)
+    calls = []
+    straight = train_latent_prior(cfg, tmp_path / "a", view_attention=_spy_attention(calls))
+    assert calls and set(calls) == {3}  # the set batches ran with attention across each set of 3
+
+    def stop_at(k):
+        def progress(step, total, figures):
+            if step == k:
+                raise _Stop
+        return progress
+
+    with pytest.raises(_Stop):
+        train_latent_prior(cfg, tmp_path / "b", progress=stop_at(5), view_attention=_spy_attention([]))
+    resumed = train_latent_prior(cfg, tmp_path / "b", view_attention=_spy_attention([]))
+    stage2 = train_latent_prior(_recipe("vae.iterations=2", "iterations=2"), tmp_path / "s2")
+    later = train_latent_prior(_recipe("vae.iterations=2", "iterations=2", *views, f"views.start_from={stage2}"),
+                               tmp_path / "c", view_attention=_spy_attention([]))
+    a = _weights(straight)
+    for other in (resumed, later):
+        b = _weights(other)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), other
+    assert not all(torch.equal(a[k], _weights(stage2)[k]) for k in a if k.startswith("u."))  # stage 3 changed the UNet
+    assert all(torch.equal(a[k], _weights(stage2)[k]) for k in a if k.startswith("v."))     # and not the VAE
+    for folder in (straight, later):
+        meta = json.loads((folder / "text3d_prior.json").read_text())
+        assert meta["iterations"] == {"vae": 2, "unet": 2, "views": 3}
+        assert meta["version"].endswith("vae2-unet2-views3-seed0")
+
+
+def test_the_view_set_stage_refuses_a_start_prior_of_another_recipe(tmp_path, tiny_latent_dir):
+    stage2 = train_latent_prior(_recipe("vae.iterations=1", "iterations=1"), tmp_path / "s2")
+    cfg = _recipe("views.iterations=1", "views.views=3", f"views.start_from={stage2}", "data.stripe_prob=0.5")
+    with pytest.raises(ConfigError, match="views.start_from.*'data'"):
+        train_latent_prior(cfg, tmp_path / "c", view_attention=_spy_attention([]))
+    with pytest.raises(ConfigError, match="view_attention"):
+        train_latent_prior(_recipe("views.iterations=1", "views.views=3"), tmp_path / "d")
+
+
 # ----------------------------------------------------------------------------------------------
 # The command line: bad recipes and damaged folders are one line, exit 2
 BAD_LATENT_RECIPES = [
@@ -206,6 +257,8 @@ BAD_LATENT_RECIPES = [
     (["data.held_out_striped=[red cube]"], ["data.held_out_striped", "red cube"]),
     (["data.held_out_striped=[red cube with a red stripe]"], ["data.held_out_striped"]),
     (["vae.typo=1"], ["vae.typo"]),
+    (["views.iterations=1", "views.views=2"], ["views.views", "batch_size"]),
+    (["views.iterations=1", "views.views=3", "views.start_from=/no/such/prior"], ["/no/such/prior"]),
 ]
 
 

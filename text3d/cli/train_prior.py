@@ -16,7 +16,7 @@ class TrainPriorVerb(Verb):
     help = "train an embedded shapes prior (pixel, or the miniature SD) from scratch (CPU or GPU)"
     description = ("Train an embedded shapes prior from a recipe: configs/train-prior.yaml (a small pixel-space "
                    "diffusion model of primitives) or configs/train-latent-prior.yaml (type: latent, a miniature "
-                   "Stable Diffusion: VAE, then UNet). A stopped run continues from its work "
+                   "Stable Diffusion: VAE, then UNet, then optionally the UNet on sets of views with shared attention). A stopped run continues from its work "
                    "folder when started again with the same recipe.")
     epilog = "example: text3d train-prior configs/train-prior.yaml iterations=6000 --out /tmp/my-prior"
     items_metavar = "[CONFIG] [key.path=value ...]"
@@ -40,6 +40,7 @@ class TrainPriorVerb(Verb):
         return load_recipe(*self.items(args))
 
     def run(self, args: argparse.Namespace) -> int:
+        from text3d.guidance.attention import shared_attention
         from text3d.prior.recipes import default_out, train
 
         cfg = self.config(args)
@@ -50,7 +51,7 @@ class TrainPriorVerb(Verb):
 
             try:
                 folder = train(cfg, args.out or default_out(cfg), progress=progress, work_dir=args.work_dir,
-                               replace=args.replace)
+                               replace=args.replace, view_attention=shared_attention)
             except KeyboardInterrupt:
                 bars.close()
                 print("interrupted; run the same command again to continue from the last state", file=sys.stderr)

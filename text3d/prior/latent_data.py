@@ -140,16 +140,22 @@ class PatternDataset:
         stripe = self.striped[torch.randint(len(self.striped), (batch_size,), generator=generator)]
         return torch.where(striped[:, None], stripe, plain)
 
-    def sample(self, batch_size: int, generator: torch.Generator) -> PatternBatch:
-        """A batch of random allowed combinations, each from a random bank view."""
-        combos = self._combos(batch_size, generator)
+    def sample(self, batch_size: int, generator: torch.Generator, views: int = 1) -> PatternBatch:
+        """A batch of random allowed combinations, each from a random bank view.
+
+        ``views > 1``: ``batch_size / views`` sets of ``views`` images of one object each (same shape,
+        colours and prompt text, each from its own random bank view, the view suffix its own), set-major
+        (the view-set stage of the recipe). ``views = 1`` draws exactly what it always did."""
+        if batch_size % views:
+            raise ValueError(f"batch_size {batch_size} is not a multiple of views {views}")
+        combos = self._combos(batch_size // views, generator).repeat_interleave(views, 0)
         slot = torch.tensor([self.slot[int(s)] for s in combos[:, 0]])
         view = torch.randint(self.bank["shading"].shape[1], (batch_size,), generator=generator)
         v = {k: t[slot, view] for k, t in self.bank.items()}
         base = self.palette[combos[:, 1]]
         stripe = torch.where((combos[:, 2] >= 0)[:, None], self.palette[combos[:, 2].clamp(min=0)], base)
         rgb = colourize(v["shading"].float(), v["coverage"].float(), base, v["stripe"].float(), stripe)
-        u = torch.rand(batch_size, 4, generator=generator).tolist()
+        u = torch.rand(batch_size // views, 4, generator=generator).repeat_interleave(views, 0).tolist()
         prompts = [pattern_prompt(SHAPES[s], COLOUR_NAMES[c], COLOUR_NAMES[k] if k >= 0 else None, float(a), float(e),
                                   uu, self.data)
                    for (s, c, k), a, e, uu in zip(combos.tolist(), v["azimuth"].tolist(), v["elevation"].tolist(), u)]

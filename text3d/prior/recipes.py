@@ -9,7 +9,7 @@ from typing import Any, Optional, Sequence
 
 from text3d.core.errors import ConfigError
 from .latent_model import BUILTIN_LATENT_PRIOR_DIR
-from .latent_training import TRAIN_LATENT_PRIOR_SCHEMA, TrainLatentPriorConfig, train_latent_prior
+from .latent_training import TRAIN_LATENT_PRIOR_SCHEMA, TrainLatentPriorConfig, ViewAttention, train_latent_prior
 from .model import BUILTIN_PRIOR_DIR
 from .training import TRAIN_PRIOR_SCHEMA, ProgressFn, train_prior
 
@@ -38,7 +38,11 @@ def default_out(cfg: Any) -> Path:
 
 
 def train(cfg: Any, out_dir: Path | str, progress: Optional[ProgressFn] = None,
-          work_dir: Optional[Path | str] = None, replace: bool = False) -> Path:
-    """Train the prior ``cfg`` describes (see :func:`train_prior` and :func:`train_latent_prior`)."""
-    fn = train_latent_prior if isinstance(cfg, TrainLatentPriorConfig) else train_prior
-    return fn(cfg, out_dir, progress=progress, work_dir=work_dir, replace=replace)
+          work_dir: Optional[Path | str] = None, replace: bool = False,
+          view_attention: Optional[ViewAttention] = None) -> Path:
+    """Train the prior ``cfg`` describes (see :func:`train_prior` and :func:`train_latent_prior`;
+    ``view_attention`` is the latent recipe's view-set stage's)."""
+    if isinstance(cfg, TrainLatentPriorConfig):
+        return train_latent_prior(cfg, out_dir, progress=progress, work_dir=work_dir, replace=replace,
+                                  view_attention=view_attention)
+    return train_prior(cfg, out_dir, progress=progress, work_dir=work_dir, replace=replace)

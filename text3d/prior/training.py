@@ -193,10 +193,11 @@ def unet_state(cfg: TrainPriorConfig, prior: Any, name: str = "") -> TrainState:
 
 
 def dropped_prompt_embeddings(prior: Any, prompts: Sequence[str], dropout: float,
-                              generator: torch.Generator) -> Tensor:
+                              generator: torch.Generator, group: int = 1) -> Tensor:
     """Text embeddings of ``prompts``, each replaced by the empty prompt with probability ``dropout``
-    (classifier-free guidance training); each distinct prompt is encoded once."""
-    drop = torch.rand(len(prompts), generator=generator) < dropout
+    (classifier-free guidance training); each distinct prompt is encoded once. ``group > 1``: each run of
+    ``group`` consecutive prompts (a set of views of one object) is dropped or kept together."""
+    drop = (torch.rand(len(prompts) // group, generator=generator) < dropout).repeat_interleave(group)
     kept = ["" if d else p for p, d in zip(prompts, drop.tolist())]
     unique = list(dict.fromkeys(kept))
     return encode_prompts(prior, unique)[torch.tensor([unique.index(p) for p in kept])]

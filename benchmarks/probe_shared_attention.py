@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -40,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from eval_multiview import LATENT_UNDER_SPECIFIED, judge_sets, load_prior  # noqa: E402
 
-from text3d.guidance.attention import (AttentionInstall, KeyframeAttnProcessor, SharedAttnProcessor,  # noqa: E402
+from text3d.guidance.attention import (AttentionInstall, KeyframeAttnProcessor, SharedAttnProcessor, SharedNormInstall,  # noqa: E402
                                        _SelfAttnBase, self_attention_layers)
 from text3d.multiview.modes import MultiviewSettings, SamplerConfig, sample_multiview  # noqa: E402
 from text3d.scene.cameras import turntable  # noqa: E402
@@ -93,6 +94,7 @@ def reference_means_on_up_path(unet, n: int):
 PROCESSORS: Dict[str, Callable[[int], _SelfAttnBase]] = {
     "shared": lambda n: SharedAttnProcessor(num_views=n),
     "kv-first": lambda n: KeyframeAttnProcessor("first", num_views=n),
+    "shared-shift": lambda n: SharedAttnProcessor(num_views=n, shared_score_shift=math.log(2)),  # StyleAligned's transfer demo
 }
 
 
@@ -167,7 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--prior", choices=["pixel", "latent"], default="latent")
     ap.add_argument("--prior-model", default="builtin", help="the prior's folder (default: the shipped one)")
-    ap.add_argument("--procs", default="shared,kv-first", help=f"comma-separated: {', '.join(PROCESSORS)}")
+    ap.add_argument("--procs", default="shared,kv-first",
+                    help=f"comma-separated: {', '.join(PROCESSORS)}, each optionally with +gn (shared GroupNorm statistics)")
     ap.add_argument("--layers", default="all,down,mid,up,top", help="comma-separated layer groups")
     ap.add_argument("--steps", default="0:50", help="comma-separated step windows a:b")
     ap.add_argument("--eta", type=float, default=1.0, help="DDIM eta (documented sampler: 1)")
@@ -219,10 +222,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         for group in args.layers.split(","):
             for text in args.steps.split(","):
                 window, state = parse_window(text, args.sampler_steps), {"on": True}
-                factory = lambda _name, proc=proc, state=state: Windowed(PROCESSORS[proc](n), state)  # noqa: E731
+                base, gn = proc.removesuffix("+gn"), proc.endswith("+gn")  # +gn: StyleAligned's shared GroupNorm too
+                factory = lambda _name, base=base, state=state: Windowed(PROCESSORS[base](n), state)  # noqa: E731
+
+                def install(group=group, factory=factory, gn=gn):
+                    stack = contextlib.ExitStack()
+                    stack.enter_context(AttentionInstall(prior.unet, factory, groups[group]))
+                    if gn:
+                        stack.enter_context(SharedNormInstall(prior.unet, n))
+                    return stack
                 t0 = time.perf_counter()
-                sets = run(install=lambda group=group, factory=factory: AttentionInstall(prior.unet, factory, groups[group]),
-                           window=window, state=state)
+                sets = run(install=install, window=window, state=state)
                 report({"proc": proc, "layers": group, "steps": text, **match_figures(sets),
                         "seconds": time.perf_counter() - t0})
     if args.json:

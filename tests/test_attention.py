@@ -233,3 +233,37 @@ def test_a_unet_without_self_attention_is_refused():
                                  cross_attention_dim=8, norm_num_groups=4)
     with pytest.raises(ConfigError, match="no self-attention"):
         select_layers(plain)
+
+
+def test_shared_group_norm_matches_statistics_over_own_and_reference_features():
+    """Each view is normalised with the mean and variance of its and view 0's features in each channel
+    group, computed by hand; view 0 is normalised exactly as alone."""
+    from text3d.guidance.attention import shared_group_norm
+
+    g = torch.Generator().manual_seed(0)
+    norm = torch.nn.GroupNorm(2, 4, eps=1e-5)
+    norm.weight.data, norm.bias.data = torch.randn(4, generator=g), torch.randn(4, generator=g)
+    x = torch.randn(6, 4, 3, 5, generator=g) * torch.arange(1, 7).view(6, 1, 1, 1)  # 2 sets of 3, different scales
+    out = shared_group_norm(x, norm, 3)
+    for i in range(6):
+        ref = x[3 * (i // 3)]
+        for grp in range(2):
+            ch = slice(2 * grp, 2 * grp + 2)
+            both = torch.cat([x[i, ch].flatten(), ref[ch].flatten()])
+            want = (x[i, ch] - both.mean()) / (both.var(unbiased=False) + 1e-5).sqrt()
+            want = want * norm.weight[ch].view(2, 1, 1) + norm.bias[ch].view(2, 1, 1)
+            torch.testing.assert_close(out[i, ch], want, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(out[[0, 3]], norm(x[[0, 3]]), rtol=1e-5, atol=1e-5)
+
+
+def test_share_group_norm_acts_on_every_group_norm_and_is_removed(unet):
+    x = latents(4)
+    stock = unet_out(unet, x)
+    with shared_attention(unet, 2):
+        attention_only = unet_out(unet, x)
+    with shared_attention(unet, 2, SharedAttentionConfig(share_group_norm=True)) as install:
+        shared = unet_out(unet, x)
+        assert len(install.norms.handles) == sum(isinstance(m, torch.nn.GroupNorm) for m in unet.modules()) > 0
+    torch.testing.assert_close(shared[[0, 2]], attention_only[[0, 2]], rtol=1e-5, atol=1e-5)  # the references
+    assert not torch.allclose(shared[[1, 3]], attention_only[[1, 3]], atol=1e-4)            # the others move
+    torch.testing.assert_close(unet_out(unet, x), stock)  # hooks and processors gone

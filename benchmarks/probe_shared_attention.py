@@ -9,9 +9,10 @@ window of the sampling steps, and reports
   equal the reference view's (independent sampling: chance, about 1/8);
 - **set agreement**: the share of sets whose views all match (what ``eval_multiview.py`` reports).
 
-Processors: ``shared`` (StyleAligned: own + reference keys/values, AdaIN of queries and keys) and
+Processors: ``shared`` (StyleAligned: own + reference keys/values, AdaIN of queries and keys),
+``shared-shift`` (the same with the reference's logits + log 2, StyleAligned's transfer demo) and
 ``kv-first`` (Text2Video-Zero: the reference's keys/values only, the strongest coupling attention
-can give). Layer groups are read from the UNet's processor names (``down``, ``mid``, ``up``, and
+can give); a ``+gn`` suffix adds StyleAligned's shared GroupNorm statistics. Layer groups are read from the UNet's processor names (``down``, ``mid``, ``up``, and
 ``top`` = the down and up blocks at the highest latent resolution); a step window ``a:b`` installs the
 processor for steps ``a <= i < b`` of the sampler only. ``--zero`` adds two controls that say whether
 self-attention carries colour at all: the share of views whose colour changes when every

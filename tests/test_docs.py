@@ -61,8 +61,8 @@ SD_PRESETS = {"dreamfusion-sd", "gaussians-sd", "edit-pds", "edit-pds-gaussians"
 """Presets that load Stable Diffusion weights: at toy size they run the tiny random SD pipeline."""
 SMALL_RENDERS = ["cameras.width=32", "cameras.height=32", "cameras.resolution_milestones=[]", "cameras.resolutions=[]"]
 PRESET_TOY = {"train-latent-prior": ["vae.iterations=2", "vae.batch_size=2", "vae.scale_images=4", "model.resolution=16",
-                                     "model.vae.channels=[8,8,8]", "model.vae.norm_groups=4"]}
-"""Toy overrides of one preset beyond its verb's (the latent recipe's VAE stage)."""
+                                     "model.vae.channels=[8,8,8]", "model.vae.norm_groups=4", "views.iterations=2"]}
+"""Toy overrides of one preset beyond its verb's (the latent recipe's VAE stage and view-set stage)."""
 SD_TOY = {"multiview-sd": ["resolution=64"], "video-sd": ["resolution=64"], "edit-pds": SMALL_RENDERS,
           "edit-pds-gaussians": SMALL_RENDERS, "gaussians-sd": SMALL_RENDERS,
           "dreamfusion-sd": [*SMALL_RENDERS, "geometry.log2_hashmap_size=14"], "luciddreamer-sd": SMALL_RENDERS,

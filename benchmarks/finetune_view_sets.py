@@ -22,11 +22,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import time
 from pathlib import Path
 from typing import Optional, Sequence
-
-import math
 
 import torch
 

@@ -223,8 +223,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         for group in args.layers.split(","):
             for text in args.steps.split(","):
                 window, state = parse_window(text, args.sampler_steps), {"on": True}
-                base, gn = proc.removesuffix("+gn"), proc.endswith("+gn")  # +gn: StyleAligned's shared GroupNorm too
-                factory = lambda _name, base=base, state=state: Windowed(PROCESSORS[base](n), state)  # noqa: E731
+                name, gn = proc.removesuffix("+gn"), proc.endswith("+gn")  # +gn: StyleAligned's shared GroupNorm too
+                factory = lambda _name, name=name, state=state: Windowed(PROCESSORS[name](n), state)  # noqa: E731
 
                 def install(group=group, factory=factory, gn=gn):
                     stack = contextlib.ExitStack()

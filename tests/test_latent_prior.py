@@ -168,19 +168,20 @@ def _weights(folder):
             **{f"v.{k}": v for k, v in load_file(str(folder / "vae" / "diffusion_pytorch_model.safetensors")).items()}}
 
 
+def _stop_at(k):
+    """A progress callback that stops training at iteration ``k`` (counted over the stages)."""
+    def progress(step, total, figures):
+        if step == k:
+            raise _Stop
+    return progress
+
+
 def test_training_resumes_bit_exactly(tmp_path):
     cfg = _recipe("vae.iterations=3", "iterations=3")
     straight = train_latent_prior(cfg, tmp_path / "a")
-
-    def stop_at(k):
-        def progress(step, total, figures):
-            if step == k:
-                raise _Stop
-        return progress
-
     for k in (2, 5):  # once inside the VAE stage, once inside the UNet stage
         with pytest.raises(_Stop):
-            train_latent_prior(cfg, tmp_path / "b", progress=stop_at(k))
+            train_latent_prior(cfg, tmp_path / "b", progress=_stop_at(k))
     resumed = train_latent_prior(cfg, tmp_path / "b")
     a, b = _weights(straight), _weights(resumed)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
@@ -212,15 +213,8 @@ def test_the_view_set_stage_resumes_bit_exactly_and_a_later_sitting_gives_the_sa
     calls = []
     straight = train_latent_prior(cfg, tmp_path / "a", view_attention=_spy_attention(calls))
     assert calls and set(calls) == {3}  # the set batches ran with attention across each set of 3
-
-    def stop_at(k):
-        def progress(step, total, figures):
-            if step == k:
-                raise _Stop
-        return progress
-
     with pytest.raises(_Stop):
-        train_latent_prior(cfg, tmp_path / "b", progress=stop_at(5), view_attention=_spy_attention([]))
+        train_latent_prior(cfg, tmp_path / "b", progress=_stop_at(5), view_attention=_spy_attention([]))
     resumed = train_latent_prior(cfg, tmp_path / "b", view_attention=_spy_attention([]))
     stage2 = train_latent_prior(_recipe("vae.iterations=2", "iterations=2"), tmp_path / "s2")
     later = train_latent_prior(_recipe("vae.iterations=2", "iterations=2", *views, f"views.start_from={stage2}"),

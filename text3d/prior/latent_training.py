@@ -299,7 +299,7 @@ def _start_prior(cfg: TrainLatentPriorConfig, device: torch.device) -> LatentPri
 
 
 def _train_stages_1_2(cfg: TrainLatentPriorConfig, prior: LatentPriorModules, dataset: PatternDataset, work_dir: Path,
-                      report: Callable[[TrainState, int], Any], grand_total: int) -> Dict[str, TrainState]:
+                      report: Callable[[TrainState, int], Any]) -> Dict[str, TrainState]:
     every = {"log_every": cfg.log_every, "checkpoint_every": cfg.checkpoint_every}
     vae = _new_vae_stage(cfg, prior)
     vae.load(work_dir)
@@ -349,7 +349,7 @@ def train_latent_prior(cfg: TrainLatentPriorConfig, out_dir: Path | str, progres
     done = cfg.vae.iterations + cfg.iterations if not start else 0
     grand_total = done + cfg.views.iterations
     report = lambda stage, offset: _stage_report(stage, progress, offset, grand_total)  # noqa: E731
-    stages = {} if start else _train_stages_1_2(cfg, prior, dataset, work_dir, report, grand_total)
+    stages = {} if start else _train_stages_1_2(cfg, prior, dataset, work_dir, report)
     if cfg.views.iterations > 0:
         if not start:
             stages["unet"].ema.copy_to(list(stages["unet"].modules.values()))  # stage 3 starts from the EMA weights

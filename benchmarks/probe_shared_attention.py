@@ -92,10 +92,10 @@ def reference_means_on_up_path(unet, n: int):
             h.remove()
 
 
-PROCESSORS: Dict[str, Callable[[int], _SelfAttnBase]] = {
-    "shared": lambda n: SharedAttnProcessor(num_views=n),
-    "kv-first": lambda n: KeyframeAttnProcessor("first", num_views=n),
-    "shared-shift": lambda n: SharedAttnProcessor(num_views=n, shared_score_shift=math.log(2)),  # StyleAligned's transfer demo
+PROCESSORS: Dict[str, Callable[..., _SelfAttnBase]] = {
+    "shared": lambda n, shift: SharedAttnProcessor(num_views=n),
+    "kv-first": lambda n, shift: KeyframeAttnProcessor("first", num_views=n),
+    "shared-shift": lambda n, shift: SharedAttnProcessor(num_views=n, shared_score_shift=shift),  # log 2: StyleAligned's demo
 }
 
 
@@ -178,6 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--sampler-steps", type=int, default=50)
     ap.add_argument("--views", type=int, default=8)
     ap.add_argument("--seeds", type=int, default=2)
+    ap.add_argument("--first-seed", type=int, default=0, help="seeds first-seed .. first-seed + seeds - 1 (held-out sets)")
+    ap.add_argument("--shift", type=float, default=math.log(2), help="shared-shift's logit shift (default log 2)")
     ap.add_argument("--prompts", default=",".join(LATENT_UNDER_SPECIFIED), help="comma-separated")
     ap.add_argument("--zero", action="store_true", help="add the zero / mean self-attention controls")
     ap.add_argument("--up-means", action="store_true", help="add the up-path feature-mean rows")
@@ -186,12 +188,17 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def seed_list(args: argparse.Namespace) -> List[int]:
+    """The sets' seeds: ``--seeds`` of them from ``--first-seed`` (a held-out split starts past the tuned seeds)."""
+    return list(range(args.first_seed, args.first_seed + args.seeds))
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     torch.set_num_threads(args.threads)
     prior = load_prior(args.prior, args.prior_model)
     groups = layer_groups(prior.unet)
-    prompts, seeds, n = args.prompts.split(","), list(range(args.seeds)), args.views
+    prompts, seeds, n = args.prompts.split(","), seed_list(args), args.views
     run = lambda **kw: sample_sets(prior, prompts, seeds, n, args.eta, args.sampler_steps, **kw)  # noqa: E731
     rows: List[dict] = []
 
@@ -216,7 +223,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 stack = contextlib.ExitStack()
                 stack.enter_context(reference_means_on_up_path(prior.unet, n))
                 if proc != "none":
-                    stack.enter_context(AttentionInstall(prior.unet, lambda _name: PROCESSORS[proc](n)))
+                    stack.enter_context(AttentionInstall(prior.unet, lambda _name: PROCESSORS[proc](n, args.shift)))
                 return stack
             report({"proc": f"up-means+{proc}", "layers": "all", "steps": "0:50", **match_figures(run(install=install))})
     for proc in args.procs.split(","):
@@ -224,7 +231,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             for text in args.steps.split(","):
                 window, state = parse_window(text, args.sampler_steps), {"on": True}
                 name, gn = proc.removesuffix("+gn"), proc.endswith("+gn")  # +gn: StyleAligned's shared GroupNorm too
-                factory = lambda _name, name=name, state=state: Windowed(PROCESSORS[name](n), state)  # noqa: E731
+                factory = lambda _name, name=name, state=state: Windowed(PROCESSORS[name](n, args.shift), state)  # noqa: E731
 
                 def install(group=group, factory=factory, gn=gn):
                     stack = contextlib.ExitStack()

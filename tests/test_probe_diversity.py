@@ -19,3 +19,10 @@ def test_the_commonest_colour_pair_share_is_counted_per_prompt_over_every_seed()
             _set([4, 4, 4, 4], [1, 1, 1, 1]), _set([4, 4, 4, 4], [1, 1, 1, 2])]  # prompt b: (4,1) x7 of 8
     share = probe.colour_diversity(sets, ["a", "b"])
     assert share == {"a": 3 / 8, "b": 7 / 8}
+
+
+def test_held_out_seeds_and_the_logit_shift_reach_the_processors():
+    args = probe.build_parser().parse_args(["--seeds", "5", "--first-seed", "5", "--shift", "1.5"])
+    assert probe.seed_list(args) == [5, 6, 7, 8, 9]
+    assert probe.PROCESSORS["shared-shift"](4, args.shift).shared_score_shift == 1.5
+    assert probe.PROCESSORS["shared"](4, args.shift).shared_score_shift == 0.0

@@ -51,6 +51,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 VARIANTS = {  # settings tried against the agreement goal: StyleAligned's knobs (mode=shared), camera schedule
     "default": {},
     "shift": {"shared_score_shift": 0.6931471805599453},       # log 2, StyleAligned's transfer demo
+    "shift8": {"shared_score_shift": 2.0794415416798357},      # log 8: the reference weighs as 8 views' keys
     "noadain": {"adain_queries": False, "adain_keys": False},
     "shift-kv": {"shared_score_shift": 0.6931471805599453, "adain_values": True},
     "refcam20": {"reference_camera": 0.2},                      # reference camera for the first 20 % of steps

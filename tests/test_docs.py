@@ -182,7 +182,8 @@ def toy_argv(argv: List[str], tiny_sd: Path) -> List[str]:
         extra += PRESET_TOY.get(preset, [])
         if preset in SD_PRESETS:
             extra += [f"prior.model={tiny_sd}", *SD_TOY.get(preset, [])]
-    return [*argv[1:], *extra, "--no-progress"]
+    off = {a.partition("=")[0] for a in argv if a.endswith("=0")}  # a stage the command turns off stays off
+    return [*argv[1:], *[e for e in extra if e.partition("=")[0] not in off], "--no-progress"]
 
 
 def run_text3d(argv: List[str], ws: Workspace, monkeypatch, capsys) -> str:

@@ -229,6 +229,12 @@ def test_the_view_set_stage_resumes_bit_exactly_and_a_later_sitting_gives_the_sa
         meta = json.loads((folder / "text3d_prior.json").read_text())
         assert meta["iterations"] == {"vae": 2, "unet": 2, "views": 3}
         assert meta["version"].endswith("vae2-unet2-views3-seed0")
+    # the prior started from a folder names no path of this machine in its configs
+    assert not any("_name_or_path" in json.loads(c.read_text()) for c in later.glob("*/config.json"))
+    # and a prior that has had stage 3 is not a start for another one
+    with pytest.raises(ConfigError, match="views.start_from.*stage 3"):
+        train_latent_prior(_recipe("vae.iterations=2", "iterations=2", *views, f"views.start_from={later}"),
+                           tmp_path / "d", view_attention=_spy_attention([]))
 
 
 def test_the_view_set_stage_refuses_a_start_prior_of_another_recipe(tmp_path, tiny_latent_dir):

@@ -209,6 +209,7 @@ def save_latent_prior(prior: LatentPriorModules, folder: Path, meta: Dict[str, A
     folder.mkdir(parents=True, exist_ok=True)
     for name in ("vae", "unet", "text_encoder"):
         getattr(prior, name).save_pretrained(folder / name, safe_serialization=True)
+        _drop_load_path(folder / name / "config.json")
     prior.scheduler.save_pretrained(folder / "scheduler")
     copy_tokenizer(folder)
     (folder / "model_index.json").write_text(json.dumps(MODEL_INDEX, indent=2), encoding="utf-8")
@@ -216,6 +217,14 @@ def save_latent_prior(prior: LatentPriorModules, folder: Path, meta: Dict[str, A
             **meta}
     (folder / META_FILE).write_text(json.dumps(meta, indent=2, default=str), encoding="utf-8")
     return folder
+
+
+def _drop_load_path(config: Path) -> None:
+    """A module loaded from a folder keeps that folder in its config (``_name_or_path``); a written prior
+    names no path of the machine that wrote it."""
+    data = json.loads(config.read_text(encoding="utf-8"))
+    if data.pop("_name_or_path", None) is not None:
+        config.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
 def read_latent_meta(folder: Path) -> Dict[str, Any]:

@@ -294,6 +294,9 @@ def _start_prior(cfg: TrainLatentPriorConfig, device: torch.device) -> LatentPri
         if recipe.get(key) != json.loads(json.dumps(dataclasses.asdict(getattr(cfg, key)))):
             raise ConfigError(f"views.start_from: {folder} was trained with another {key!r} section than this "
                               f"recipe's; start from a prior of this recipe or set views.start_from=null")
+    if recipe.get("views", {}).get("iterations", 0) > 0:
+        raise ConfigError(f"views.start_from: {folder} has had stage 3 (views) already; start from a prior that "
+                          f"stages 1-2 wrote (views.iterations=0) or set views.start_from=null")
     prior.unet.requires_grad_(True)
     return prior
 

@@ -118,15 +118,18 @@ def source_mesh(run: Path) -> Optional[Path]:
     return run / files[0] if files else None
 
 
-def find_sources(roots: Sequence[Path], seeds: Sequence[int], scenes: Sequence[str], train: bool) -> List[Dict[str, Any]]:
-    """Every planned source run, looked up under each of ``roots`` (trained under the first when missing
-    and ``train``; passed over with a line otherwise)."""
+def find_sources(roots: Sequence[Path], seeds: Sequence[int], scenes: Sequence[str], train: bool,
+                 shapes: Optional[Sequence[str]] = None) -> List[Dict[str, Any]]:
+    """Every planned source run (of ``shapes``, default all), looked up under each of ``roots`` (trained
+    under the first when missing and ``train``; passed over with a line otherwise)."""
     from planned_runs import find_run, train_run
+
+    from text3d.prior.shapes import parse_prompt
 
     found = []
     for k, seed in enumerate(seeds):
         for scene in scenes:
-            for prompt in source_prompts(k):
+            for prompt in [p for p in source_prompts(k) if not shapes or parse_prompt(p)[0] in shapes]:
                 run = next((r for r in (find_run(root, SOURCE_PRESETS[scene], prompt, seed) for root in roots) if r), None)
                 if run is None and train:
                     run = train_run(roots[0], SOURCE_PRESETS[scene], prompt, seed, extra=())
@@ -407,12 +410,7 @@ def sources_of(args) -> List[Dict[str, Any]]:
         return out
     if not args.sources:
         raise SystemExit("eval_edit: give --sources ROOT (the matrix) or --nerf-source/--gs-source RUN_DIR")
-    found = find_sources([Path(r) for r in args.sources], args.seeds, args.scenes, args.train)
-    if args.shapes:
-        from text3d.prior.shapes import parse_prompt
-
-        found = [s for s in found if parse_prompt(s["prompt"])[0] in args.shapes]
-    return found
+    return find_sources([Path(r) for r in args.sources], args.seeds, args.scenes, args.train, args.shapes)
 
 
 def main(argv=None) -> int:

@@ -98,3 +98,19 @@ def test_rows_the_other_process_finished_meanwhile_are_read_without_waiting(tmp_
     rows = eval_edit.collect_rows(jobs, lambda r: None, poll_s=10.0)
     assert [r["target"] for r in rows] == ["by other", "by other", "a blue cube"]
     assert sleeps == []
+
+
+def test_only_the_sources_of_the_chosen_shapes_are_trained(tmp_path, monkeypatch):
+    import planned_runs
+
+    trained = []
+
+    def fake_train(root, preset, prompt, seed, extra=()):
+        trained.append(prompt)
+        return tmp_path / prompt.replace(" ", "_")
+    monkeypatch.setattr(planned_runs, "train_run", fake_train)
+    monkeypatch.setattr(planned_runs, "find_run", lambda root, preset, prompt, seed: None)
+    found = eval_edit.find_sources([tmp_path], [0], ["nerf"], True, ["cube", "capsule"])
+    assert trained == ["a red cube", "a purple capsule"]
+    assert [s["prompt"] for s in found] == trained
+    assert len(eval_edit.find_sources([tmp_path], [0], ["nerf"], True)) == 7  # no filter: every shape

@@ -297,6 +297,9 @@ def _start_prior(cfg: TrainLatentPriorConfig, device: torch.device) -> LatentPri
     if recipe.get("views", {}).get("iterations", 0) > 0:
         raise ConfigError(f"views.start_from: {folder} has had stage 3 (views) already; start from a prior that "
                           f"stages 1-2 wrote (views.iterations=0) or set views.start_from=null")
+    for module in (prior.unet, prior.text_encoder, prior.vae):  # fresh memory, as the weights of one straight run
+        for param in module.parameters():
+            param.data = param.data.clone()
     prior.unet.requires_grad_(True)
     return prior
 

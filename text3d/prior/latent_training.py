@@ -110,7 +110,8 @@ class ViewSetStageConfig:
     """EMA decay of the written UNet weights (ramped up from 0, as stage 2's)."""
     start_from: Optional[str] = None
     """A latent prior folder (or ``builtin``) trained by stages 1 and 2 of this same recipe: stage 3 starts
-    from it instead of running them (stage 3 in a later sitting). ``null``: from this run's stage 2."""
+    from it instead of running them (stage 3 in a later sitting). ``null``: from this run's stage 2. A prior
+    that has had stage 3 (the shipped one since it includes it) is refused."""
 
 
 @dataclass
@@ -297,7 +298,9 @@ def _start_prior(cfg: TrainLatentPriorConfig, device: torch.device) -> LatentPri
     if recipe.get("views", {}).get("iterations", 0) > 0:
         raise ConfigError(f"views.start_from: {folder} has had stage 3 (views) already; start from a prior that "
                           f"stages 1-2 wrote (views.iterations=0) or set views.start_from=null")
-    for module in (prior.unet, prior.text_encoder, prior.vae):  # fresh memory, as the weights of one straight run
+    # Weights read from safetensors keep the file's memory alignment, which changes MKL's sums at one thread;
+    # copied into fresh memory they give the straight run's result bit for bit (test_latent_prior).
+    for module in (prior.unet, prior.text_encoder, prior.vae):
         for param in module.parameters():
             param.data = param.data.clone()
     prior.unet.requires_grad_(True)

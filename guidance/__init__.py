@@ -2,7 +2,7 @@
 
 Priors loaded with diffusers (:mod:`.stable_diffusion`: any SD 1.x/2.x hub id or folder;
 :mod:`.tiny`: the tiny test pipeline; :mod:`.pixel_prior`: the embedded shapes prior; :mod:`.latent_prior`: the miniature SD), prompts
-(:mod:`.prompts`), SDS (:mod:`.sds`), CSD and NFSD (:mod:`.classifier_score`), ISM (:mod:`.ism`), VSD (:mod:`.vsd`, with LoRA adapters from :mod:`.lora`), PDS / DDS / SDS-edit (:mod:`.pds`, :mod:`.dds`), attention
+(:mod:`.prompts`), SDS (:mod:`.sds`; then SDEdit targets: :mod:`.sds_refine`), CSD and NFSD (:mod:`.classifier_score`), ISM (:mod:`.ism`), VSD (:mod:`.vsd`, with LoRA adapters from :mod:`.lora`), PDS / DDS / SDS-edit (:mod:`.pds`, :mod:`.dds`), attention
 processors (:mod:`.attention`), SDEdit (:mod:`.sdedit`) and reference-camera conditioning
 (:mod:`.reference_camera`). Importing the package registers the priors and guidances in
 :mod:`.registry`.
@@ -18,6 +18,7 @@ from .dds import DDSConfig, DDSGuidance, SDSEditConfig, SDSEditGuidance
 from .classifier_score import CSDConfig, CSDGuidance, NFSDConfig, NFSDGuidance
 from .ism import ISMConfig, ISMGuidance
 from .vsd import VSDConfig, VSDGuidance
+from .sds_refine import SDSRefineConfig, SDSRefineGuidance
 from .stable_diffusion import (
     DEFAULT_MODEL,
     WITHDRAWN_MODELS,
@@ -33,7 +34,7 @@ from .tiny import TINY_MODEL_NAME, build_tiny_sd_pipeline, ensure_tiny_sd, save_
 
 __all__ = [
     "COEFFICIENTS", "CSDConfig", "CSDGuidance", "DDSConfig", "ISMConfig", "ISMGuidance", "VSDConfig", "VSDGuidance", "NFSDConfig", "NFSDGuidance", "DDSGuidance", "DEFAULT_MODEL", "DTYPE_CHOICES", "PDSConfig", "PDSGuidance",
-    "SDSEditConfig", "SDSEditGuidance", "check_pds_config", "distillation_loss", "timestep_grid", "TINY_MODEL_NAME", "VIEWS", "WEIGHTINGS", "WITHDRAWN_MODELS",
+    "SDSEditConfig", "SDSEditGuidance", "SDSRefineConfig", "SDSRefineGuidance", "check_pds_config", "distillation_loss", "timestep_grid", "TINY_MODEL_NAME", "VIEWS", "WEIGHTINGS", "WITHDRAWN_MODELS",
     "DiffusionPrior", "PerpNeg", "PromptProcessor", "PromptingConfig", "SDSConfig", "SDSGuidance", "StableDiffusionPrior",
     "StableDiffusionPriorConfig", "build_tiny_sd_pipeline", "check_model_id", "check_prompting_config",
     "check_sds_config", "ensure_tiny_sd", "freeze", "load_sd_components", "no_transformers_progress_bars",

@@ -167,16 +167,15 @@ def eval_outlines(prior, prompts: List[str], seed: int) -> Dict:
             drawn = sample_latent(prior, [prompt] * 8, cams, generator=torch.Generator().manual_seed(seed))
             truth = coverage > 0.5
             iou = {name: rate(((m & truth).sum((1, 2)) / (m | truth).sum((1, 2)).clamp(min=1)))
-                   for name, m in (("samples", _mask(drawn)), ("true_render", _mask(true)))}
+                   for name, m in (("samples", _mask(drawn)), ("true_render", _mask(true.permute(0, 3, 1, 2))))}
             rows[f"{elevation:g}"] = iou
         report[prompt] = rows
     return report
 
 
 def _mask(images: Tensor) -> Tensor:
-    """``[B, H, W]`` pixels more than 0.15 from white (images ``[B, 3, H, W]`` or ``[B, H, W, 3]``)."""
-    channels_first = images.shape[1] == 3
-    return (1 - images).abs().amax(1 if channels_first else -1) > 0.15
+    """``[B, H, W]`` pixels more than 0.15 from white in some channel of ``[B, 3, H, W]`` images."""
+    return (1 - images).abs().amax(1) > 0.15
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,6 +1,7 @@
 """The one config loader every command uses: presets inheriting with ``base:``, layers merged lowest
 first, the retype rule, saved configs read literally, and every command's schema behind it."""
 
+import logging
 import textwrap
 from pathlib import Path
 
@@ -114,3 +115,30 @@ def test_every_command_reads_its_preset_with_the_same_rules(tmp_path):
 def test_the_run_schema_names_an_unknown_top_level_key():
     with pytest.raises(ConfigError, match=r"unknown key 'stesp' \(did you mean 'steps'\?\)"):
         RUN_SCHEMA.resolve({"stesp": 3})
+
+
+def test_a_retype_from_the_command_line_names_the_keys_it_drops(tmp_path, caplog):
+    """``guidance.type=`` on the command line starts the section afresh; the user is told which of the
+    preset's keys no longer apply. A preset retyping its base is deliberate and says nothing."""
+    base = write(tmp_path / "base.yaml", """\
+        prompt: a red cube
+        guidance: {type: sds, guidance_scale: 20.0, t_min: 0.02}
+    """)
+    child = write(tmp_path / "child.yaml", """\
+        base: base.yaml
+        guidance: {type: sds-refine, refine_from: 10}
+    """)
+    with caplog.at_level(logging.WARNING, logger="text3d"):
+        cfg = load_config(child)
+    assert cfg.guidance.guidance_scale != 20.0 and not caplog.records  # the preset's own retype: silent
+    with caplog.at_level(logging.WARNING, logger="text3d"):
+        cfg = load_config(base, ["guidance.type=sds-refine", "guidance.t_min=0.05"])
+    assert cfg.guidance.t_min.value(0) == 0.05
+    (record,) = caplog.records
+    message = record.getMessage()
+    assert "guidance.type=sds-refine from the command line" in message and "guidance_scale" in message
+    assert "t_min" not in message  # given again on the command line: kept
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="text3d"):
+        load_config(base, ["guidance.type=sds"])  # the same type: nothing dropped
+    assert not caplog.records

@@ -98,6 +98,8 @@ class Layer:
 
     data: Dict[str, Any]
     origin: str
+    preset: bool = False
+    """A file's layer: a type it changes is changed on purpose, not reported (:func:`merge_layers`)."""
 
 
 def file_layers(path: str | Path, saved: bool = False, _seen: Sequence[Path] = ()) -> List[Layer]:
@@ -112,10 +114,10 @@ def file_layers(path: str | Path, saved: bool = False, _seen: Sequence[Path] = (
     path = Path(path)
     data = OmegaConf.to_container(read_yaml_file(path))
     if saved:
-        return [Layer(_escape_interpolations(data), str(path))]
+        return [Layer(_escape_interpolations(data), str(path), preset=True)]
     base = data.pop(BASE_KEY, None)
     if base is None:
-        return [Layer(data, str(path))]
+        return [Layer(data, str(path), preset=True)]
     if not isinstance(base, str) or not base.strip():
         raise ConfigError(f"{path}: {BASE_KEY}: expected the path of a preset (e.g. {BASE_KEY}: quickstart.yaml), got {base!r}")
     base_path = (path.parent / base).resolve() if not Path(base).is_absolute() else Path(base)
@@ -126,7 +128,7 @@ def file_layers(path: str | Path, saved: bool = False, _seen: Sequence[Path] = (
     if not base_path.is_file():
         raise ConfigError(f"{path}: {BASE_KEY}: {base!r} not found (looked for {base_path}); "
                           f"the path is relative to {path.parent}")
-    return [*file_layers(base_path, _seen=seen), Layer(data, str(path))]
+    return [*file_layers(base_path, _seen=seen), Layer(data, str(path), preset=True)]
 
 
 def literal_layer(data: Dict[str, Any], origin: str) -> Layer:
@@ -171,8 +173,20 @@ def merge_layers(layers: Sequence[Layer]) -> Dict[str, Any]:
         raise ConfigError(f"{origin}: {str(e).splitlines()[0]}") from None
     for name, start in retype_starts(layers).items():
         keep = {k for layer in layers[start:] if isinstance(layer.data.get(name), dict) for k in layer.data[name]}
+        _warn_dropped(name, layers[start], sorted(k for k in out[name] if k not in keep))
         out[name] = {k: v for k, v in out[name].items() if k in keep}
     return out  # type: ignore[return-value]
+
+
+def _warn_dropped(section: str, layer: Layer, dropped: List[str]) -> None:
+    """Say which keys a retype from outside the preset files (the command line, a batch item) drops:
+    ``guidance.type=sds-refine`` over an ``sds`` preset silently loses its ``guidance_scale`` else.
+    A preset that retypes its base does so on purpose and is not reported."""
+    if not dropped or layer.preset:
+        return
+    logger.warning("%s.type=%s from %s starts %s afresh with the new type's defaults: the preset's %s "
+                   "no longer apply; give them again (%s.KEY=VALUE) to keep them", section,
+                   layer.data[section]["type"], layer.origin, section, ", ".join(dropped), section)
 
 
 def load_raw(path: Optional[str | Path], overrides: Sequence[str] = (), interpolate: bool = True,

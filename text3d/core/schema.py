@@ -150,7 +150,7 @@ class Schema:
     def merge(self, layers: Sequence[Layer]) -> Dict[str, Any]:
         """Layers merged (shorthands lifted in each, so ``source=`` overrides ``edit.source``), not yet validated."""
         if self.shorthands:
-            layers = [Layer(self.lift_shorthands(layer.data), layer.origin) for layer in layers]
+            layers = [Layer(self.lift_shorthands(layer.data), layer.origin, layer.preset) for layer in layers]
         return merge_layers(layers)
 
 

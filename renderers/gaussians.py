@@ -15,7 +15,10 @@ The CPU path reproduces gsplat's mathematics ("classic" 3DGS as in the CUDA kern
 - per pixel (centre at ``(x + 0.5, y + 0.5)``) ``alpha = min(0.999, opacity * exp(-sigma))`` with
   ``sigma = 0.5 (a dx^2 + c dy^2) + b dx dy`` (conic ``a, b, c``); pairs with ``sigma < 0`` or
   ``alpha < 1/255`` are skipped; front-to-back compositing in depth order stops before the
-  Gaussian that would bring the transmittance to ``<= 1e-4``.
+  Gaussian that would bring the transmittance to ``<= 1e-4``;
+- ``rasterize_mode="antialiased"`` (gsplat's, from Mip-Splatting): each opacity times
+  ``sqrt(det(Sigma') / det(Sigma' + eps2d I))``, so the low-pass spreads a Gaussian without adding to
+  its mass and a scene looks alike at every resolution ("classic" adds mass to Gaussians under a pixel).
 
 How the CPU path stays fast with no Python loop over Gaussians: the image is cut into tiles of
 ``tile_size``^2 pixels and every Gaussian is listed, in depth order, in the tiles its pixel box
@@ -52,6 +55,7 @@ TRANSMITTANCE_MIN = 1e-4
 """Compositing of a pixel stops before the Gaussian that would bring its transmittance to this or lower."""
 EXTEND = 3.33
 """Largest half-width of a Gaussian's pixel box, in standard deviations per axis."""
+RasterizeMode = Literal["classic", "antialiased"]
 RenderMode = Literal["RGB", "D", "ED", "RGB+D", "RGB+ED"]
 RENDER_MODES = ("RGB", "D", "ED", "RGB+D", "RGB+ED")
 SH_C0 = 0.28209479177387814
@@ -81,14 +85,16 @@ def quat_scale_to_covar(quats: Tensor, scales: Tensor) -> Tensor:
 
 def project_gaussians(means: Tensor, covars: Tensor, opacities: Tensor, viewmats: Tensor, Ks: Tensor,
                       width: int, height: int, eps2d: float = 0.3, near_plane: float = 0.01,
-                      far_plane: float = 1e10, radius_clip: float = 0.0) -> Dict[str, Tensor]:
+                      far_plane: float = 1e10, radius_clip: float = 0.0,
+                      rasterize_mode: RasterizeMode = "classic") -> Dict[str, Tensor]:
     """EWA projection of ``N`` Gaussians into ``C`` pinhole cameras.
 
     Returns:
         ``means2d`` [C,N,2] pixels, ``conics`` [C,N,3] (upper triangle of the inverse 2D
         covariance), ``depths`` [C,N] camera z, ``radii`` [C,N,2] int32 pixel half-widths of the
         box (0 for culled Gaussians: behind the near plane, beyond the far plane, too faint, too
-        small, off-screen or non-finite).
+        small, off-screen or non-finite), ``opacities`` [C,N] (times the antialiasing compensation
+        ``sqrt(det(Sigma') / det(Sigma' + eps2d I))`` in ``"antialiased"`` mode).
     """
     R, t = viewmats[:, None, :3, :3], viewmats[:, None, :3, 3]  # [C,1,3,3], [C,1,3]
     mc = (R @ means[None, :, :, None])[..., 0] + t  # [C,N,3]
@@ -106,12 +112,16 @@ def project_gaussians(means: Tensor, covars: Tensor, opacities: Tensor, viewmats
     cov2d = J @ cov_c @ J.transpose(-1, -2)
     a, b, c = cov2d[..., 0, 0] + eps2d, 0.5 * (cov2d[..., 0, 1] + cov2d[..., 1, 0]), cov2d[..., 1, 1] + eps2d
     det = a * c - b * b
+    opacities = opacities.expand_as(z)
+    if rasterize_mode == "antialiased":  # det(Sigma') / det(Sigma' + eps I)
+        det_orig = det - eps2d * (a + c) + eps2d * eps2d
+        opacities = opacities * torch.sqrt((det_orig / det.clamp(min=1e-10)).clamp(min=0.0))
     det_safe = det.clamp(min=1e-10)
     conics = torch.stack([c / det_safe, -b / det_safe, a / det_safe], dim=-1)
     means2d = torch.stack([fx * x / zs + cx, fy * y / zs + cy], dim=-1)
 
     with torch.no_grad():
-        op = opacities.detach().expand_as(z)
+        op = opacities.detach()
         extend = torch.sqrt(2.0 * torch.log(op.clamp(min=ALPHA_THRESHOLD) / ALPHA_THRESHOLD)).clamp(max=EXTEND)
         rx = torch.ceil(extend * a.detach().clamp(min=0).sqrt())
         ry = torch.ceil(extend * c.detach().clamp(min=0).sqrt())
@@ -121,7 +131,7 @@ def project_gaussians(means: Tensor, covars: Tensor, opacities: Tensor, viewmats
                  & ((rx > radius_clip) | (ry > radius_clip))
                  & (m2[..., 0] + rx > 0) & (m2[..., 0] - rx < width) & (m2[..., 1] + ry > 0) & (m2[..., 1] - ry < height))
         radii = torch.where(valid[..., None], torch.stack([rx, ry], -1).nan_to_num(0.0), 0.0).to(torch.int32)
-    return {"means2d": means2d, "conics": conics, "depths": z, "radii": radii}
+    return {"means2d": means2d, "conics": conics, "depths": z, "radii": radii, "opacities": opacities}
 
 
 def eval_sh(degree: int, dirs: Tensor, coeffs: Tensor) -> Tensor:
@@ -205,6 +215,7 @@ def rasterize_gaussians(
     near_plane: float = 0.01, far_plane: float = 1e10, radius_clip: float = 0.0, eps2d: float = 0.3,
     sh_degree: Optional[int] = None, backgrounds: Optional[Tensor] = None, render_mode: RenderMode = "RGB",
     backend: Literal["auto", "torch", "gsplat"] = "auto", tile_size: int = 8, max_pairs: int = 1 << 23,
+    rasterize_mode: RasterizeMode = "classic",
 ) -> Tuple[Tensor, Tensor, Dict[str, Any]]:
     """Render ``C`` images of ``N`` 3D Gaussians (arguments as ``gsplat.rasterization``).
 
@@ -221,21 +232,24 @@ def rasterize_gaussians(
         backend: ``"auto"`` = gsplat for CUDA tensors when it imports, our PyTorch path otherwise.
         tile_size, max_pairs: CPU path: tile side in pixels; Gaussian-pixel pairs per piece beyond which
             pieces are checkpointed (bounds memory).
+        rasterize_mode: ``"classic"`` (3DGS) or ``"antialiased"`` (opacities compensated for the low-pass, as gsplat).
 
     Returns:
         ``colors`` [C,H,W,X], ``alphas`` [C,H,W,1] and ``meta`` with ``means2d`` [C,N,2] (call
         ``retain_grad()`` on it before ``backward`` for densification), ``radii`` [C,N,2], ``visible`` [C,N],
-        ``depths``, ``conics``, ``opacities``, ``width``, ``height``, ``n_cameras``, ``backend``.
+        ``depths``, ``conics``, ``opacities`` [C,N] (as drawn), ``width``, ``height``, ``n_cameras``, ``backend``.
         Non-finite Gaussians are not drawn (``meta["n_nonfinite"]`` counts them).
 
     Raises:
         ValueError: a shape that does not match, negative scales, an unknown render mode.
     """
     _check_inputs(means, quats, scales, opacities, colors, viewmats, Ks, width, height, sh_degree, render_mode)
+    if rasterize_mode not in ("classic", "antialiased"):
+        raise ValueError(f"rasterize_mode: {rasterize_mode!r} is not one of classic, antialiased")
     use_gsplat = backend == "gsplat" or (backend == "auto" and means.is_cuda and _gsplat_available())
     if use_gsplat:
         return _rasterize_gsplat(means, quats, scales, opacities, colors, viewmats, Ks, width, height, near_plane,
-                                 far_plane, radius_clip, eps2d, sh_degree, backgrounds, render_mode)
+                                 far_plane, radius_clip, eps2d, sh_degree, backgrounds, render_mode, rasterize_mode)
     if backend not in ("auto", "torch"):
         raise ValueError(f"backend: {backend!r} is not one of auto, torch, gsplat")
     per_gaussian_colors = colors.transpose(0, 1) if sh_degree is None and colors.dim() == 3 else colors
@@ -247,21 +261,21 @@ def rasterize_gaussians(
         opacities = torch.where(finite, opacities, 0.0)
     opacities = opacities.clamp(0.0, 1.0)
     proj = project_gaussians(means, quat_scale_to_covar(quats, scales), opacities, viewmats, Ks, width, height,
-                             eps2d, near_plane, far_plane, radius_clip)
+                             eps2d, near_plane, far_plane, radius_clip, rasterize_mode)
     C = viewmats.shape[0]
     feats = _gaussian_features(means, colors, viewmats, sh_degree, proj["radii"], C)
     feats = torch.where(torch.isfinite(feats), feats, 0.0)
     want_rgb, want_depth = render_mode in ("RGB", "RGB+D", "RGB+ED"), render_mode != "RGB"
     channels = ([feats] if want_rgb else []) + ([proj["depths"][..., None]] if want_depth else [])
     feats = torch.cat(channels, dim=-1)  # [C,N,X]
-    image, alpha = _composite_tiles(proj, opacities, feats, width, height, tile_size, max_pairs)
+    image, alpha = _composite_tiles(proj, proj["opacities"], feats, width, height, tile_size, max_pairs)
     if render_mode in ("ED", "RGB+ED"):
         image = torch.cat([image[..., :-1], image[..., -1:] / alpha.clamp(min=1e-10)], dim=-1)
     if backgrounds is not None and want_rgb:
         bg = backgrounds.to(image).expand(C, -1)[:, None, None, :]
         D = bg.shape[-1]
         image = torch.cat([image[..., :D] + (1 - alpha) * bg, image[..., D:]], dim=-1)
-    meta = {**proj, "visible": (proj["radii"] > 0).all(-1), "opacities": opacities.expand(C, -1), "width": width,
+    meta = {**proj, "visible": (proj["radii"] > 0).all(-1), "width": width,
             "height": height, "n_cameras": C,
             "tile_size": tile_size, "backend": "torch", "n_nonfinite": n_nonfinite}
     return image, alpha, meta
@@ -309,7 +323,7 @@ def _bucket_size(count: Tensor) -> Tensor:
     return torch.where(c <= lo, lo, torch.where(c <= 1.5 * lo, torch.floor(1.5 * lo), 2 * lo)).long()
 
 
-def _composite_tiles(proj: Dict[str, Tensor], opacities: Tensor, feats: Tensor, width: int, height: int,
+def _composite_tiles(proj: Dict[str, Tensor], opacities: Tensor, feats: Tensor, width: int, height: int,  # op: [C,N]
                      ts: int, max_pairs: int) -> Tuple[Tensor, Tensor]:
     """Front-to-back compositing per tile; returns ``[C,H,W,X]`` and ``[C,H,W,1]`` (no background).
 
@@ -331,7 +345,7 @@ def _composite_tiles(proj: Dict[str, Tensor], opacities: Tensor, feats: Tensor, 
         size = _bucket_size(counts)
         # per-row attributes, plus a dummy row (opacity 0: never drawn) that padding points at
         R = len(tile)
-        rows = {"m2": proj["means2d"][cam, gid], "con": proj["conics"][cam, gid], "op": opacities[gid],
+        rows = {"m2": proj["means2d"][cam, gid], "con": proj["conics"][cam, gid], "op": opacities[cam, gid],
                 "feats": feats[cam, gid]}
         rows = {key: torch.cat([v, torch.zeros_like(v[:1])]) for key, v in rows.items()}
         local = seg_tiles % (tiles_x * tiles_y)
@@ -389,13 +403,13 @@ def _composite_group(m2: Tensor, con: Tensor, op: Tensor, feats: Tensor, origin:
 def rasterize_gaussians_dense(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, colors: Tensor,
                               viewmats: Tensor, Ks: Tensor, width: int, height: int, near_plane: float = 0.01,
                               far_plane: float = 1e10, eps2d: float = 0.3, backgrounds: Optional[Tensor] = None,
-                              pixel_chunk: int = 4096) -> Tuple[Tensor, Tensor]:
+                              pixel_chunk: int = 4096, rasterize_mode: RasterizeMode = "classic") -> Tuple[Tensor, Tensor]:
     """The slow reference: every visible Gaussian at every pixel, compositing by ``cumprod`` (``[N,D]`` colours).
 
     Same maths as the tile path, none of its sparsity; chunked over pixels to bound memory.
     """
     proj = project_gaussians(means, quat_scale_to_covar(quats, scales), opacities.clamp(0, 1), viewmats, Ks,
-                             width, height, eps2d, near_plane, far_plane)
+                             width, height, eps2d, near_plane, far_plane, rasterize_mode=rasterize_mode)
     C = viewmats.shape[0]
     ys, xs = torch.meshgrid(torch.arange(height, dtype=means.dtype), torch.arange(width, dtype=means.dtype),
                             indexing="ij")
@@ -406,7 +420,7 @@ def rasterize_gaussians_dense(means: Tensor, quats: Tensor, scales: Tensor, opac
         order = torch.argsort(proj["depths"][ci].detach().masked_fill(~vis, float("inf")))
         order = order[vis[order]]
         m2, con = proj["means2d"][ci, order], proj["conics"][ci, order]
-        op, col = opacities.clamp(0, 1)[order], colors[order]
+        op, col = proj["opacities"][ci, order], colors[order]
         rows_img, rows_a = [], []
         for s in range(0, pix.shape[0], pixel_chunk):
             d = m2[:, None, :] - pix[None, s:s + pixel_chunk]  # [G,P,2]
@@ -439,7 +453,7 @@ def _gsplat_available() -> bool:
 
 
 def _rasterize_gsplat(means, quats, scales, opacities, colors, viewmats, Ks, width, height, near_plane, far_plane,
-                      radius_clip, eps2d, sh_degree, backgrounds, render_mode):
+                      radius_clip, eps2d, sh_degree, backgrounds, render_mode, rasterize_mode="classic"):
     if not means.is_cuda:
         raise ValueError("backend: 'gsplat' needs CUDA tensors (gsplat 1.5 has no CPU rasteriser); use 'torch'")
     from gsplat import rasterization
@@ -449,7 +463,7 @@ def _rasterize_gsplat(means, quats, scales, opacities, colors, viewmats, Ks, wid
     colors_out, alphas, meta = rasterization(
         means, quats, scales, opacities, colors, viewmats, Ks, width, height, near_plane=near_plane,
         far_plane=far_plane, radius_clip=radius_clip, eps2d=eps2d, sh_degree=sh_degree, packed=False,
-        backgrounds=backgrounds, render_mode=render_mode)
+        backgrounds=backgrounds, render_mode=render_mode, rasterize_mode=rasterize_mode)
     meta["backend"] = "gsplat"
     meta["visible"] = (meta["radii"] > 0).all(-1)
     meta["n_nonfinite"] = 0

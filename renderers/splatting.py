@@ -40,6 +40,10 @@ class GaussianRendererConfig:
     """Gaussians farther than this are not drawn."""
     eps2d: float = bounded(0.3, lo=0)
     """Low-pass added to every 2D covariance, pixels^2 (3DGS: 0.3)."""
+    rasterize_mode: Literal["classic", "antialiased"] = "classic"
+    """``classic`` (3DGS: the low-pass adds mass to Gaussians under a pixel, so a scene trained at one
+    resolution swells at a lower one) or ``antialiased`` (gsplat's, from Mip-Splatting: opacities scaled by
+    ``sqrt(det(S) / det(S + eps2d I))``, the same scene at every resolution)."""
     tile_size: int = bounded(8, lo=1, hi=64)
     """CPU path: tile side in pixels."""
 
@@ -83,7 +87,7 @@ class GaussianRenderer(nn.Module):
             field.means, field.quats, field.scales(), field.opacities(), colors, cameras.viewmats(),
             cameras.intrinsics(), cameras.width, cameras.height, near_plane=cfg.near_plane,
             far_plane=cfg.far_plane, eps2d=cfg.eps2d, sh_degree=sh_degree, render_mode="RGB+ED",
-            backend=cfg.backend, tile_size=cfg.tile_size)
+            backend=cfg.backend, tile_size=cfg.tile_size, rasterize_mode=cfg.rasterize_mode)
         if train and torch.is_grad_enabled() and meta["means2d"].requires_grad:
             meta["means2d"].retain_grad()
             field.track(meta)

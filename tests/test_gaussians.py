@@ -21,7 +21,7 @@ def _ref_rotation(q):
     return (w * w - v @ v) * torch.eye(3, dtype=q.dtype) + 2 * torch.outer(v, v) + 2 * w * vx
 
 
-def _ref_render(means, quats, scales, opacities, colors, viewmats, Ks, W, H, bg=None, near=0.01):
+def _ref_render(means, quats, scales, opacities, colors, viewmats, Ks, W, H, bg=None, near=0.01, antialiased=False):
     images, alphas = [], []
     for V, K in zip(viewmats, Ks):
         fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
@@ -38,6 +38,8 @@ def _ref_render(means, quats, scales, opacities, colors, viewmats, Ks, W, H, bg=
                              torch.stack([0 * fy, fy / p[2], -fy * v / p[2]])])
             cov2 = J @ cov @ J.T + 0.3 * torch.eye(2, dtype=means.dtype)
             op = opacities[i]
+            if antialiased:  # Mip-Splatting: the low-pass keeps the Gaussian's mass
+                op = op * torch.sqrt(torch.linalg.det(cov2 - 0.3 * torch.eye(2, dtype=means.dtype)) / torch.linalg.det(cov2))
             if op < 1 / 255:
                 continue
             ext = min(3.33, math.sqrt(2 * math.log(op.item() * 255)))
@@ -116,6 +118,54 @@ def test_images_match_loop_reference(tile_size, max_pairs):
     torch.testing.assert_close(alpha, ref_a, atol=1e-9, rtol=1e-7)
     assert meta["radii"].shape == (3, 40, 2) and meta["means2d"].shape == (3, 40, 2)
     assert (meta["radii"][:, 1] == 0).all()  # off-screen in every camera
+
+
+def test_antialiased_mode_matches_loop_reference_images_and_gradients():
+    """gsplat's ``rasterize_mode="antialiased"``: opacities times sqrt(det S / det(S + eps I)), both paths."""
+    means, quats, scales, opac, colors, V, K, W, H = _scene(n=25, seed=3, W=24, H=20)
+    scales[3:8] = 0.003  # under a pixel: compensated most
+    params = [t.clone().requires_grad_() for t in (means, quats, scales, opac, colors)]
+    img, a, meta = rasterize_gaussians(*params, V, K, W, H, tile_size=8, max_pairs=300, rasterize_mode="antialiased")
+    ref_img, ref_a = _ref_render(*params, V, K, W, H, antialiased=True)
+    torch.testing.assert_close(img, ref_img, atol=1e-9, rtol=1e-7)
+    torch.testing.assert_close(a, ref_a, atol=1e-9, rtol=1e-7)
+    assert (meta["opacities"] < opac).any() and (meta["opacities"] <= opac).all()
+    classic, _, _ = rasterize_gaussians(*params, V, K, W, H)
+    assert (classic - img).abs().max() > 1e-3  # the modes differ
+    dense_img, dense_a = rasterize_gaussians_dense(*params, V, K, W, H, rasterize_mode="antialiased")
+    torch.testing.assert_close(a, dense_a, atol=1e-9, rtol=1e-7)
+    g = torch.Generator().manual_seed(7)
+    up = torch.randn(3, H, W, 3, generator=g, dtype=torch.float64)
+    grads = torch.autograd.grad((img * up).sum() + a.sum(), params)
+    ref_grads = torch.autograd.grad((ref_img * up).sum() + ref_a.sum(), params)
+    for name, got, want in zip(("means", "quats", "scales", "opacities", "colors"), grads, ref_grads):
+        torch.testing.assert_close(got, want, atol=1e-8, rtol=1e-6, msg=name)
+    with pytest.raises(ValueError, match="rasterize_mode"):
+        rasterize_gaussians(*params, V, K, W, H, rasterize_mode="mip")
+
+
+@pytest.mark.parametrize("std_px", [0.5, 1.0, 2.0])
+def test_antialiased_mass_does_not_depend_on_the_low_pass(std_px):
+    """Closed form: one isotropic Gaussian of 2D std ``s`` px, drawn with peak ``A`` on a low-passed std
+    ``b = sqrt(s^2 + eps)`` and cut where it falls below 1/255, sums to ``2 pi b^2 (A - 1/255)`` of alpha.
+    Antialiased ``A = op s^2 / b^2``: the mass stays ``~op 2 pi s^2`` whatever ``eps2d``; classic grows with it."""
+    f, z, op = 100.0, 4.0, 0.9
+    args = dict(means=torch.zeros(1, 3, dtype=torch.float64), quats=torch.tensor([[1.0, 0, 0, 0]], dtype=torch.float64),
+                scales=torch.full((1, 3), std_px * z / f, dtype=torch.float64),
+                opacities=torch.tensor([op], dtype=torch.float64), colors=torch.ones(1, 3, dtype=torch.float64))
+    V = torch.eye(4, dtype=torch.float64)[None].clone()
+    V[0, 2, 3] = z
+    K = torch.tensor([[[f, 0, 32.0], [0, f, 32.0], [0, 0, 1]]], dtype=torch.float64)
+    s2, masses = std_px ** 2, []
+    for eps in (0.3, 1.0):
+        b2 = s2 + eps
+        for mode, peak in (("antialiased", op * s2 / b2), ("classic", op)):
+            _, alpha, _ = rasterize_gaussians(**args, viewmats=V, Ks=K, width=64, height=64, eps2d=eps,
+                                              rasterize_mode=mode)
+            assert float(alpha.sum()) == pytest.approx(2 * math.pi * b2 * (peak - 1 / 255), rel=0.03), (mode, eps)
+            masses.append(float(alpha.sum()))
+    assert masses[0] == pytest.approx(masses[2], rel=0.03 if std_px >= 1 else 0.06)  # antialiased: eps-free
+    assert masses[3] > masses[1] * (1 + 0.5 / (s2 + 0.3))  # classic: grows with eps
 
 
 @pytest.mark.parametrize("max_pairs", [300, 1 << 23])  # checkpointed pieces, and one piece without
@@ -223,12 +273,13 @@ def test_degenerate_inputs_give_defined_results():
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (gsplat)")
-def test_cpu_path_matches_gsplat():
+@pytest.mark.parametrize("mode", ["classic", "antialiased"])
+def test_cpu_path_matches_gsplat(mode):
     means, quats, scales, opac, colors, V, K, W, H = _scene(n=200, seed=4, W=64, H=48, dtype=torch.float32)
     cuda = [t.cuda().requires_grad_() for t in (means, quats, scales, opac, colors)]
     cpu = [t.clone().requires_grad_() for t in (means, quats, scales, opac, colors)]
-    img_g, a_g, _ = rasterize_gaussians(*cuda, V.cuda(), K.cuda(), W, H, backend="gsplat")
-    img_c, a_c, _ = rasterize_gaussians(*cpu, V, K, W, H, backend="torch")
+    img_g, a_g, _ = rasterize_gaussians(*cuda, V.cuda(), K.cuda(), W, H, backend="gsplat", rasterize_mode=mode)
+    img_c, a_c, _ = rasterize_gaussians(*cpu, V, K, W, H, backend="torch", rasterize_mode=mode)
     torch.testing.assert_close(img_g.cpu(), img_c.detach(), atol=1e-4, rtol=1e-3)
     up = torch.randn_like(img_c)
     gg = torch.autograd.grad((img_g * up.cuda()).sum(), cuda)

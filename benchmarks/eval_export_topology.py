@@ -182,13 +182,17 @@ def _run_outline(run: str, shape: str, n_views: int, size: int):
     from text3d.renderers.gaussians import rasterize_gaussians
     from text3d.prior.shapes import MEASURES, render_shading
 
+    from text3d.export.pipeline import drawn_as
+    from text3d.scene.rundir import scene_config
+
     cloud, _ = load_gaussian_ply(Path(run) / "gaussians.ply")
+    mode = drawn_as(scene_config(Path(run)))
     cams = outline_cameras(n_views, size)
     ok = cloud.usable()
     with torch.no_grad():
         _, alpha, _ = rasterize_gaussians(cloud.means[ok], cloud.quats[ok], cloud.scales[ok], cloud.opacities[ok],
                                           cloud.colors[ok], cams.viewmats(), cams.intrinsics(), size, size,
-                                          sh_degree=cloud.sh_degree, backend="torch")
+                                          sh_degree=cloud.sh_degree, backend="torch", rasterize_mode=mode)
         _, coverage = render_shading([shape] * n_views, cams, supersample=4)
     drawn, truth = alpha[..., 0] >= 0.5, coverage.reshape(alpha.shape[:3]) > 0.5
     run_vs_truth = _iou_ratio(drawn, truth)

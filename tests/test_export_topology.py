@@ -597,3 +597,29 @@ def test_the_eval_reuses_only_finished_runs_of_the_current_preset_and_seed(tmp_p
     assert ev.find_run(tmp_path, ev.GAUSSIANS, prompt, 0) == good
     assert capsys.readouterr().out.count("passed over") == 2  # the unfinished one is skipped silently
     assert ev.find_run(tmp_path, ev.GAUSSIANS, prompt, 2) is None
+
+
+def test_an_antialiased_clouds_footprints_keep_their_integral_and_its_export_says_so(tmp_path):
+    """A cloud drawn ``antialiased`` (Mip-Splatting's compensation) is widened as the rasteriser draws it:
+    its integral kept (:meth:`smoothed`), not its peak opacity as for ``classic``; its export is still the
+    ball, and ``export.json`` records the mode. Runs pass their ``renderer.rasterize_mode`` on."""
+    import dataclasses
+
+    from text3d.export.pipeline import drawn_as
+    from text3d.run.config import load_config
+
+    cloud = sphere_shell_cloud()
+    classic = cloud.as_rendered(TRAIN_PIXEL)
+    aa = dataclasses.replace(cloud, rasterize_mode="antialiased")
+    widened = aa.as_rendered(TRAIN_PIXEL)
+    assert torch.equal(classic.opacities, cloud.opacities) and torch.allclose(widened.scales, classic.scales)
+    s, s2 = cloud.scales[0, 0], classic.scales[0, 0]
+    assert torch.allclose(widened.opacities, cloud.opacities * (s / s2) ** 3)  # the volume ratio, as smoothed()
+    assert widened.rasterize_mode == "antialiased"
+    mesh, manifest = export_cloud(tmp_path, aa)
+    assert manifest["source"]["footprint_low_pass"]["rasterize_mode"] == "antialiased"
+    assert len(mesh.split(only_watertight=False)) == 1 and mesh.is_watertight and mesh.euler_number == 2
+    volume = MEASURES["sphere"][0]
+    assert 0.85 * volume <= mesh.volume <= 1.15 * volume
+    assert drawn_as(load_config("configs/quickstart-gaussians.yaml", ["renderer.rasterize_mode=antialiased"])) == "antialiased"
+    assert drawn_as(load_config("configs/quickstart.yaml")) == "classic"  # a NeRF: no Gaussians to draw

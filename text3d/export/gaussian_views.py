@@ -83,7 +83,7 @@ def render_views(cloud: GaussianCloud, centre: np.ndarray, radius: float, n_view
             img, a, _ = rasterize_gaussians(cloud.means[ok], cloud.quats[ok], cloud.scales[ok], cloud.opacities[ok],
                                             colors, viewmats[v:v + 1], Ks[v:v + 1], size, size,
                                             near_plane=0.01 * distance, sh_degree=cloud.sh_degree,
-                                            render_mode="RGB+ED", backend="torch")
+                                            render_mode="RGB+ED", backend="torch", rasterize_mode=cloud.rasterize_mode)
             rgb.append(img[..., :3])
             depth.append(img[..., 3:])
             alpha.append(a)

@@ -120,6 +120,8 @@ class GaussianCloud:
             deviations (linear). opacities: ``[N]`` in [0, 1].
         colors: ``[N, 3]`` RGB, or ``[N, K, 3]`` SH coefficients with ``sh_degree``.
         sh_degree: None for RGB colours.
+        rasterize_mode: how they were drawn in training (``renderer.rasterize_mode``; a ``.ply`` does not
+            say, so ``classic``): the footprints and the renders of the export draw them the same way.
     """
 
     means: Tensor
@@ -128,6 +130,7 @@ class GaussianCloud:
     opacities: Tensor
     colors: Tensor
     sh_degree: Optional[int] = None
+    rasterize_mode: str = "classic"
 
     @classmethod
     def from_params(cls, params: Dict[str, Tensor], sh_degree: int) -> "GaussianCloud":
@@ -143,10 +146,11 @@ class GaussianCloud:
         return dataclasses.replace(self, means=self.means + offset.to(self.means))
 
     @classmethod
-    def from_model(cls, model: torch.nn.Module) -> "GaussianCloud":
+    def from_model(cls, model: torch.nn.Module, rasterize_mode: str = "classic") -> "GaussianCloud":
         from text3d.scene.gaussians import model_params
 
-        return cls.from_params(model_params(model), model.cfg.sh_degree)
+        cloud = cls.from_params(model_params(model), model.cfg.sh_degree)
+        return dataclasses.replace(cloud, rasterize_mode=rasterize_mode)
 
     def __len__(self) -> int:
         return int(self.means.shape[0])
@@ -170,18 +174,20 @@ class GaussianCloud:
         sets the level, is unchanged (Mip-Splatting's 3D filter does the same for rendering)."""
         scales = torch.sqrt(self.scales ** 2 + sigma ** 2)
         opacities = self.opacities * (self.scales / scales).prod(1)
-        return GaussianCloud(self.means, self.quats, scales, opacities, self.colors, self.sh_degree)
+        return dataclasses.replace(self, scales=scales, opacities=opacities)
 
     def as_rendered(self, pixel: float, low_pass: Optional[float] = None) -> "GaussianCloud":
         """Every Gaussian widened as the rasteriser draws it at a pixel of ``pixel`` world units:
         ``low_pass`` (pixels², default :data:`RENDER_LOW_PASS`) ``x pixel²`` added to its covariance
-        (isotropic, so to each scale²), peak opacity kept (see the module docstring); ``pixel`` 0
-        returns the cloud unchanged."""
+        (isotropic, so to each scale²), peak opacity kept (see the module docstring) — or, for a cloud
+        drawn ``antialiased``, its integral kept (:meth:`smoothed`, the rasteriser's compensation in 3D);
+        ``pixel`` 0 returns the cloud unchanged."""
         low_pass = RENDER_LOW_PASS if low_pass is None else low_pass
         if pixel <= 0 or low_pass <= 0:
             return self
-        scales = torch.sqrt(self.scales ** 2 + low_pass * pixel ** 2)
-        return GaussianCloud(self.means, self.quats, scales, self.opacities, self.colors, self.sh_degree)
+        if self.rasterize_mode == "antialiased":
+            return self.smoothed(math.sqrt(low_pass) * pixel)
+        return dataclasses.replace(self, scales=torch.sqrt(self.scales ** 2 + low_pass * pixel ** 2))
 
     def usable(self) -> Tensor:
         """``[N]`` bool: finite and at least :data:`MIN_OPACITY` opaque."""
@@ -421,7 +427,8 @@ def export_gaussians(cloud: GaussianCloud, settings: ExportConfig, out_dir: Path
     tolerance = DEPTH_TOLERANCE * float((hi - lo).max()) + 2 * grid.spacing
     colors = ViewColors(cloud, views, tolerance)
     src = {**(source or {}), "num_gaussians": len(cloud),
-           "footprint_low_pass": {"pixel": pixel, "eps2d_px2": RENDER_LOW_PASS}, "silhouette_fill": hull}
+           "footprint_low_pass": {"pixel": pixel, "eps2d_px2": RENDER_LOW_PASS, "rasterize_mode": cloud.rasterize_mode},
+           "silhouette_fill": hull}
     return export_grid(grid, colors, settings, out_dir, name=name, source=src, timings=timings,
                        colour_info=colors.info)
 

@@ -47,10 +47,16 @@ def export_run_dir(run_dir: Path, settings: ExportConfig, out_dir: Optional[Path
         refuse_if_in_use(path, "run folder")  # its export/ is written by the run when it finishes
     claim_export_folder(out, path, key="--out" if out_dir is not None else "export", own=own)
     geometry, source = load_geometry(path)
-    settings = settings_for_run(settings, scene_config(path), source.get("supervised_pixel"))
+    scene = scene_config(path)
+    settings = settings_for_run(settings, scene, source.get("supervised_pixel"))
     with hold_folder(path) if own else contextlib.nullcontext():
         return export_any(geometry, settings, out, name=object_name(source.get("prompt", "")), source=source,
-                          progress=progress, offset=source_frame_offset(source))
+                          progress=progress, offset=source_frame_offset(source), rasterize_mode=drawn_as(scene))
+
+
+def drawn_as(cfg: Any) -> str:
+    """How a scene's Gaussians are drawn (``renderer.rasterize_mode``; ``classic`` for a NeRF or an older run)."""
+    return str(getattr(getattr(cfg, "renderer", None), "rasterize_mode", "classic"))
 
 
 def is_export_folder(folder: Path) -> bool:
@@ -85,12 +91,13 @@ def claim_export_folder(out_dir: Path, source: Path, key: str = "--out", own: bo
 
 def export_any(geometry: nn.Module, settings: ExportConfig, out_dir: Path, name: str = STEM,
                source: Optional[Dict[str, Any]] = None, progress: Optional[StageFn] = None,
-               offset: Optional[Tensor] = None) -> ExportResult:
+               offset: Optional[Tensor] = None, rasterize_mode: str = "classic") -> ExportResult:
     """Export a run's geometry, whichever it is: Gaussians (splatted density, colours from views) or a
     NeRF field (:func:`export_geometry`). ``offset`` ``[3]`` moves Gaussians into the frame they are
-    written in (an edited ``.ply``'s own, see :meth:`text3d.run.trainer.Run.world_offset`)."""
+    written in (an edited ``.ply``'s own, see :meth:`text3d.run.trainer.Run.world_offset`);
+    ``rasterize_mode`` is how the scene's renderer draws them (:attr:`GaussianCloud.rasterize_mode`)."""
     if hasattr(geometry, "num_gaussians"):  # a scene's GaussianModel
-        cloud = GaussianCloud.from_model(geometry)
+        cloud = GaussianCloud.from_model(geometry, rasterize_mode)
         return export_gaussians(cloud if offset is None else cloud.translated(offset), settings, out_dir, name=name,
                                 source=source, progress=progress)
     if offset is not None:

@@ -350,12 +350,14 @@ class Run:
         run: the checkpoint is saved, and ``text3d export`` can be tried with other settings.
         """
         from text3d.export import export_any, object_name
+        from text3d.export.pipeline import drawn_as
         from text3d.core.errors import Text3DError
 
         source = {"run_dir": str(self.run_dir.absolute()), "step": self.step, "prompt": self.cfg.prompt}
         try:
             result = export_any(self.system.geometry, self.export_settings(), self.run_dir / "export",
-                                name=object_name(self.cfg.prompt), source=source, offset=self.world_offset())
+                                name=object_name(self.cfg.prompt), source=source, offset=self.world_offset(),
+                                rasterize_mode=drawn_as(self.cfg))
         except Text3DError as e:
             logger.warning("mesh export skipped: %s", e)
             return {"error": str(e)}

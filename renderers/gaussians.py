@@ -323,9 +323,10 @@ def _bucket_size(count: Tensor) -> Tensor:
     return torch.where(c <= lo, lo, torch.where(c <= 1.5 * lo, torch.floor(1.5 * lo), 2 * lo)).long()
 
 
-def _composite_tiles(proj: Dict[str, Tensor], opacities: Tensor, feats: Tensor, width: int, height: int,  # op: [C,N]
+def _composite_tiles(proj: Dict[str, Tensor], opacities: Tensor, feats: Tensor, width: int, height: int,
                      ts: int, max_pairs: int) -> Tuple[Tensor, Tensor]:
-    """Front-to-back compositing per tile; returns ``[C,H,W,X]`` and ``[C,H,W,1]`` (no background).
+    """Front-to-back compositing per tile of ``opacities`` ``[C,N]`` and ``feats`` ``[C,N,X]``; returns
+    ``[C,H,W,X]`` and ``[C,H,W,1]`` (no background).
 
     Tiles are grouped by their padded Gaussian count ``K`` (:func:`_bucket_size`); a group of ``S``
     tiles is one dense ``[S, K, P]`` problem: transmittance by a cumulative sum of ``log(1 - alpha)``

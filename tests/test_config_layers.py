@@ -142,3 +142,6 @@ def test_a_retype_from_the_command_line_names_the_keys_it_drops(tmp_path, caplog
     with caplog.at_level(logging.WARNING, logger="text3d"):
         load_config(base, ["guidance.type=sds"])  # the same type: nothing dropped
     assert not caplog.records
+    with caplog.at_level(logging.WARNING, logger="text3d"), pytest.raises(ConfigError):
+        load_config(base, ["guidance.type=sds-refine", "guidance.refine_from=-1"])
+    assert not caplog.records  # a config that fails gets its one error line alone

@@ -22,7 +22,8 @@ def test_plugin_keeps_only_the_cuda_tests():
                           cwd=REPO, capture_output=True, text=True, env={"PYTHONPATH": str(REPO / "benchmarks"),
                                                                           "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"})
     selected = sorted(line for line in proc.stdout.splitlines() if "::" in line)
-    assert selected == ["tests/test_gaussians.py::test_cpu_path_matches_gsplat",
+    assert selected == ["tests/test_gaussians.py::test_cpu_path_matches_gsplat[antialiased]",
+                        "tests/test_gaussians.py::test_cpu_path_matches_gsplat[classic]",
                         "tests/test_volume_renderer.py::test_nerfacc_path_agrees_with_torch_path_on_cuda"], proc.stdout
 
 

@@ -160,33 +160,47 @@ def retype_starts(layers: Sequence[Layer]) -> Dict[str, int]:
     return starts
 
 
+class Merged(dict):
+    """A merged raw config, and ``notes``: what the retype rule dropped from outside the preset files, for
+    :meth:`text3d.core.schema.Schema.resolve` to warn about once the config is valid (a config that fails
+    gets its one error line alone)."""
+
+    notes: List[str]
+
+    def __init__(self, *args: Any, notes: Sequence[str] = (), **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.notes = list(notes)
+
+
 def merge_layers(layers: Sequence[Layer]) -> Dict[str, Any]:
-    """Merge layers (lowest first), resolve interpolations, then apply the retype rule; no validation yet."""
+    """Merge layers (lowest first), resolve interpolations, then apply the retype rule; no validation yet.
+    Returns a :class:`Merged` mapping."""
     layers = [layer for layer in layers if layer.data]
     if not layers:
-        return {}
+        return Merged()
     try:
         merged = OmegaConf.merge(*[OmegaConf.create(layer.data) for layer in layers])
         out = OmegaConf.to_container(merged, resolve=True)  # interpolations see every layer's keys
     except OmegaConfBaseException as e:
         origin = next((layer.origin for layer in layers if layer.origin != "the command line"), layers[0].origin)
         raise ConfigError(f"{origin}: {str(e).splitlines()[0]}") from None
+    notes = []
     for name, start in retype_starts(layers).items():
         keep = {k for layer in layers[start:] if isinstance(layer.data.get(name), dict) for k in layer.data[name]}
-        _warn_dropped(name, layers[start], sorted(k for k in out[name] if k not in keep))
+        notes += _dropped_note(name, layers[start], sorted(k for k in out[name] if k not in keep))
         out[name] = {k: v for k, v in out[name].items() if k in keep}
-    return out  # type: ignore[return-value]
+    return Merged(out, notes=notes)
 
 
-def _warn_dropped(section: str, layer: Layer, dropped: List[str]) -> None:
-    """Say which keys a retype from outside the preset files (the command line, a batch item) drops:
+def _dropped_note(section: str, layer: Layer, dropped: List[str]) -> List[str]:
+    """The keys a retype from outside the preset files (the command line, a batch item) drops, in words:
     ``guidance.type=sds-refine`` over an ``sds`` preset silently loses its ``guidance_scale`` else.
     A preset that retypes its base does so on purpose and is not reported."""
     if not dropped or layer.preset:
-        return
-    logger.warning("%s.type=%s from %s starts %s afresh with the new type's defaults: the preset's %s "
-                   "no longer apply; give them again (%s.KEY=VALUE) to keep them", section,
-                   layer.data[section]["type"], layer.origin, section, ", ".join(dropped), section)
+        return []
+    return [f"{section}.type={layer.data[section]['type']} from {layer.origin} starts {section} afresh with the new "
+            f"type's defaults: the preset's {', '.join(dropped)} no longer apply; give them again "
+            f"({section}.KEY=VALUE) to keep them"]
 
 
 def load_raw(path: Optional[str | Path], overrides: Sequence[str] = (), interpolate: bool = True,

@@ -13,6 +13,7 @@ only reads the typed config it gets back.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,8 @@ from .config_files import Layer, file_layers, merge_layers, override_layer
 from .config_merge import merge_section, valid_keys_hint
 from .errors import ConfigError
 from .registry import Registry
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -121,7 +124,9 @@ class Schema:
         return out
 
     def resolve(self, raw: Dict[str, Any]) -> Any:
-        """Validate a merged raw mapping into the command's typed config; no model loads."""
+        """Validate a merged raw mapping into the command's typed config; no model loads. Once it is
+        valid, the notes of a :class:`~text3d.core.config_files.Merged` mapping are logged as warnings."""
+        notes = list(getattr(raw, "notes", ()))
         raw = self.lift_shorthands(raw)
         top_keys = self.top_keys()
         known = top_keys + list(self.sections)
@@ -135,6 +140,8 @@ class Schema:
         cfg = self.build(top, sections) if self.build is not None else top
         if self.check is not None:
             self.check(cfg)
+        for note in notes:
+            logger.warning(note)
         return cfg
 
     def load(self, path: Optional[str | Path], overrides: Sequence[str] = (), *, saved: bool = False,

@@ -181,7 +181,6 @@ def _run_outline(run: str, shape: str, n_views: int, size: int):
     from text3d.export.gaussians import load_gaussian_ply
     from text3d.renderers.gaussians import rasterize_gaussians
     from text3d.prior.shapes import MEASURES, render_shading
-
     from text3d.export.pipeline import drawn_as
     from text3d.scene.rundir import scene_config
 

@@ -58,6 +58,7 @@ EXTEND = 3.33
 RasterizeMode = Literal["classic", "antialiased"]
 RenderMode = Literal["RGB", "D", "ED", "RGB+D", "RGB+ED"]
 RENDER_MODES = ("RGB", "D", "ED", "RGB+D", "RGB+ED")
+RASTERIZE_MODES = ("classic", "antialiased")
 SH_C0 = 0.28209479177387814
 
 
@@ -244,8 +245,8 @@ def rasterize_gaussians(
         ValueError: a shape that does not match, negative scales, an unknown render mode.
     """
     _check_inputs(means, quats, scales, opacities, colors, viewmats, Ks, width, height, sh_degree, render_mode)
-    if rasterize_mode not in ("classic", "antialiased"):
-        raise ValueError(f"rasterize_mode: {rasterize_mode!r} is not one of classic, antialiased")
+    if rasterize_mode not in RASTERIZE_MODES:
+        raise ValueError(f"rasterize_mode: {rasterize_mode!r} is not one of {', '.join(RASTERIZE_MODES)}")
     use_gsplat = backend == "gsplat" or (backend == "auto" and means.is_cuda and _gsplat_available())
     if use_gsplat:
         return _rasterize_gsplat(means, quats, scales, opacities, colors, viewmats, Ks, width, height, near_plane,

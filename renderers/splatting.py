@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from text3d.core.bounds import bounded
 from text3d.core.errors import ConfigError
 
-from .gaussians import rasterize_gaussians
+from .gaussians import RasterizeMode, rasterize_gaussians
 from .registry import RENDERERS
 from .shading import NoMaterial
 
@@ -40,7 +40,7 @@ class GaussianRendererConfig:
     """Gaussians farther than this are not drawn."""
     eps2d: float = bounded(0.3, lo=0)
     """Low-pass added to every 2D covariance, pixels^2 (3DGS: 0.3)."""
-    rasterize_mode: Literal["classic", "antialiased"] = "classic"
+    rasterize_mode: RasterizeMode = "classic"
     """``classic`` (3DGS: the low-pass adds mass to Gaussians under a pixel, so a scene trained at one
     resolution swells at a lower one) or ``antialiased`` (gsplat's, from Mip-Splatting: opacities scaled by
     ``sqrt(det(S) / det(S + eps2d I))``, the same scene at every resolution)."""

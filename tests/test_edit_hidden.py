@@ -36,14 +36,28 @@ def shell_scene() -> GaussianModel:
     return model
 
 
-def test_weights_add_up_to_the_rendered_opacity_and_miss_the_inside():
+def _alpha_sum(model: GaussianModel, views, mode: str) -> float:
+    return sum(float(rasterize_gaussians(model.means.detach(), model.quats.detach(), model.scales().detach(),
+                                         model.opacities().detach(), torch.ones(SHELL + INNER, 1), c.viewmats(),
+                                         c.intrinsics(), 32, 32, rasterize_mode=mode)[1].sum())
+               for c in views)
+
+
+@pytest.mark.parametrize("mode", ["classic", "antialiased"])
+def test_weights_add_up_to_the_rendered_opacity_and_miss_the_inside(mode):
     model, views = shell_scene(), orbit_rings([-10.0, 60.0], 3.0, 32.0, rings=2, per_ring=4, resolution=32)
-    weights = compositing_weights(model, views)
-    alpha = sum(float(rasterize_gaussians(model.means.detach(), model.quats.detach(), model.scales().detach(), model.opacities().detach(),
-                                          torch.ones(SHELL + INNER, 1), c.viewmats(), c.intrinsics(), 32, 32)[1].sum())
-                for c in views)
-    assert float(weights.sum()) == pytest.approx(alpha, rel=1e-4)  # sum_i T_i alpha_i is each pixel's opacity
+    weights = compositing_weights(model, views, mode)
+    assert float(weights.sum()) == pytest.approx(_alpha_sum(model, views, mode), rel=1e-4)  # sum_i T_i alpha_i: opacity
     assert float(weights[SHELL:].max()) < 1e-3 < float(weights[:SHELL].median())
+
+
+def test_weights_follow_the_scenes_drawing():
+    """~1-px Gaussians: drawn antialiased, each keeps its mass rather than its peak, so the shell's thin
+    (grazing) rim covers less — the weights are those of the scene as its renderer draws it."""
+    model, views = shell_scene(), orbit_rings([-10.0, 60.0], 3.0, 32.0, rings=2, per_ring=4, resolution=32)
+    classic, antialiased = compositing_weights(model, views), compositing_weights(model, views, "antialiased")
+    assert _alpha_sum(model, views, "antialiased") < _alpha_sum(model, views, "classic")
+    assert float(antialiased.sum()) < float(classic.sum())
 
 
 def test_hidden_gaussians_take_the_colour_of_the_nearest_seen_one():

@@ -17,7 +17,7 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from text3d.renderers.gaussians import rasterize_gaussians
+from text3d.renderers.gaussians import RasterizeMode, rasterize_gaussians
 from text3d.scene.cameras import Cameras, turntable
 
 MIN_WEIGHT = 0.5
@@ -32,8 +32,9 @@ def orbit_rings(elevation_range: Sequence[float], distance: float, fovy: float, 
     return [turntable(per_ring, e, distance, fovy, resolution, resolution) for e in elevations]
 
 
-def compositing_weights(geometry, views: Sequence[Cameras]) -> Tensor:
-    """``[N]`` total compositing weight of each Gaussian over the ``views`` (pixels' worth of it)."""
+def compositing_weights(geometry, views: Sequence[Cameras], rasterize_mode: RasterizeMode = "classic") -> Tensor:
+    """``[N]`` total compositing weight of each Gaussian over the ``views`` (pixels' worth of it), drawn as the
+    scene's renderer draws them (``rasterize_mode``)."""
     means, quats = geometry.means.detach(), geometry.quats.detach()
     scales, opacities = geometry.scales().detach(), geometry.opacities().detach()
     total = torch.zeros(geometry.num_gaussians, device=means.device)
@@ -42,7 +43,7 @@ def compositing_weights(geometry, views: Sequence[Cameras]) -> Tensor:
         unit = torch.ones(geometry.num_gaussians, 1, device=means.device, requires_grad=True)
         with torch.enable_grad():
             img, _, _ = rasterize_gaussians(means, quats, scales, opacities, unit, cams.viewmats(), cams.intrinsics(),
-                                            cams.width, cams.height)
+                                            cams.width, cams.height, rasterize_mode=rasterize_mode)
             if not img.requires_grad:  # no Gaussian in these views
                 continue
             (weight,) = torch.autograd.grad(img.sum(), unit)
@@ -50,10 +51,11 @@ def compositing_weights(geometry, views: Sequence[Cameras]) -> Tensor:
     return total
 
 
-def recolour_hidden(geometry, views: Sequence[Cameras], min_weight: float = MIN_WEIGHT) -> int:
+def recolour_hidden(geometry, views: Sequence[Cameras], min_weight: float = MIN_WEIGHT,
+                    rasterize_mode: RasterizeMode = "classic") -> int:
     """Give every Gaussian the ``views`` do not see (weight under ``min_weight``) the SH colour of the
     nearest seen one; returns how many were recoloured (none when no Gaussian is seen)."""
-    seen = compositing_weights(geometry, views) >= min_weight
+    seen = compositing_weights(geometry, views, rasterize_mode) >= min_weight
     hidden = ~seen
     if not seen.any() or not hidden.any():
         return 0

@@ -95,7 +95,8 @@ class EditRun(Run):
         self.source.requires_grad_(False)
         if edit.recolour_hidden and fresh:  # the frozen source keeps its own colours; only the edited copy changes
             views = orbit_rings(cfg.cameras.elevation_range, cfg.cameras.eval_distance, cfg.cameras.eval_fovy)
-            logger.info("recoloured %d Gaussians no training view sees", recolour_hidden(self.system.geometry, views))
+            hidden = recolour_hidden(self.system.geometry, views, rasterize_mode=cfg.renderer.rasterize_mode)
+            logger.info("recoloured %d Gaussians no training view sees", hidden)
         self.source_prompts = PromptProcessor(self.prior, edit.source_prompt, cfg.negative_prompt, cfg.prompting)
         self.smoothness = None
         if edit.smooth_colour > 0:

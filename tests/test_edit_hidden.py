@@ -52,8 +52,8 @@ def test_weights_add_up_to_the_rendered_opacity_and_miss_the_inside(mode):
 
 
 def test_weights_follow_the_scenes_drawing():
-    """~1-px Gaussians: drawn antialiased, each keeps its mass rather than its peak, so the shell's thin
-    (grazing) rim covers less — the weights are those of the scene as its renderer draws it."""
+    """~1-px Gaussians: drawn antialiased, each keeps its mass rather than its peak opacity, so the shell
+    covers less — the weights are those of the scene as its renderer draws it, not classic's."""
     model, views = shell_scene(), orbit_rings([-10.0, 60.0], 3.0, 32.0, rings=2, per_ring=4, resolution=32)
     classic, antialiased = compositing_weights(model, views), compositing_weights(model, views, "antialiased")
     assert _alpha_sum(model, views, "antialiased") < _alpha_sum(model, views, "classic")
